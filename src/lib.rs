@@ -1,1 +1,23 @@
+//! fretflow: a stream processor that turns an unlabeled stream of passages into a living FRet
+//! retrieval-training set (Gecko recipe, arXiv 2403.20327) and a continuously improving embedding model.
+//!
+//! Where things live:
+//! - [`embed`]: the sentence encoder (BERT family in tch, sentence-transformers pooling and batching).
+//! - [`retrieve`]: exact top-k search by batched matrix products over corpus blocks.
+//! - [`eval`]: BEIR datasets and trec_eval-compatible metrics.
+//! - [`llm`]: the LLM layer (local tch backend, OpenAI-compatible remote backend, FRet prompts, cache).
+//! - [`connectors`]: sources and sinks (files; Kafka).
+//! - [`assets`]: resolving model names to installed model directories.
+#![warn(missing_docs)]
 
+pub mod assets;
+pub mod dataflow;
+pub mod cli;
+#[path = "../connectors/mod.rs"]
+pub mod connectors;
+pub mod device;
+pub mod embed;
+pub mod eval;
+pub mod llm;
+pub mod records;
+pub mod retrieve;

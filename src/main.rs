@@ -1,1 +1,4 @@
-fn main() {}
+//! The `fretflow` command line.
+fn main() -> std::process::ExitCode {
+    fretflow::cli::main()
+}

@@ -1,0 +1,60 @@
+//! The command line: `fretflow <command>`. Each command lives in its own module with its clap arguments.
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+pub mod embed;
+pub mod eval;
+pub mod kafka;
+pub mod llm;
+pub mod run;
+
+/// fretflow: passages in, a living FRet training set and a fine-tuned embedder out.
+#[derive(Debug, Parser)]
+#[command(name = "fretflow", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Embed texts or a JSONL file into vectors (JSONL or Parquet out).
+    Embed(embed::EmbedArgs),
+    /// Evaluate a model on a BEIR-layout dataset: prints a table, writes a JSON report.
+    Eval(eval::EvalArgs),
+    /// Run the LLM stage alone on a JSONL of passages.
+    Llm(llm::LlmArgs),
+    /// Run a pipeline from its config file (e.g. pipelines/quickstart.toml).
+    Run(run::RunArgs),
+    /// Kafka: produce a corpus into a topic, or follow the FRet stream.
+    Kafka(kafka::KafkaArgs),
+}
+
+/// Parses arguments, runs the command, and maps any error to a message on stderr and exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Embed(args) => embed::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Llm(args) => llm::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Kafka(args) => kafka::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default level (`info`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

@@ -1,0 +1,1 @@
+//! The FRet dataflow (timely + differential).

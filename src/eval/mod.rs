@@ -1,0 +1,1 @@
+//! Retrieval evaluation on BEIR-layout datasets with trec_eval-compatible metrics.

@@ -1,0 +1,1 @@
+//! Exact top-k retrieval by batched matrix products.
