@@ -1,0 +1,200 @@
+//! Topic to topic on timely workers: the driver loop every Kafka pipeline uses, with a pluggable
+//! transform ([`Transform`]). [`Identity`] (each passage out as itself, tombstones as tombstones, dead
+//! letters to the dead-letter topic) proves the connectors; the FRet dataflow plugs in as another
+//! [`Transform`].
+//!
+//! Each worker owns a [`KafkaSource`] (worker index and count decide its partitions) and a [`KafkaSink`].
+//! Epochs are wall-clock ticks (`tick` apart) shared by all workers, so an idle worker does not hold back
+//! the others. The loop: advance the input to the current tick, hand over what the source has, step the
+//! worker, and commit the source through the last epoch the probe after the sink has passed.
+use super::sink::SinkRecord;
+use super::source::{PassageChange, SourceRecord};
+use super::timely::SinkOperator;
+use super::{ConnectionConfig, KafkaError, KafkaSink, KafkaSource, SinkConfig, SourceConfig};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Input, Probe};
+use timely::dataflow::StreamVec;
+
+/// What a pipeline does between the source and the sink. `build` runs once per worker.
+pub trait Transform: Send + Sync + 'static {
+    /// Builds this worker's part of the dataflow from the decoded input records (timestamped with their
+    /// epoch) to the records for the sink (at the epochs of the inputs they derive from, or later).
+    fn build<'scope>(&self, input: StreamVec<'scope, u64, SourceRecord>) -> StreamVec<'scope, u64, SinkRecord>;
+}
+
+/// Passes every passage through unchanged: upsert in, upsert out (key = passage id, value = the passage
+/// JSON, `fretflow.source` header); tombstone in, tombstone out; undecodable records to the dead-letter
+/// topic.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The source topic, for provenance headers.
+    pub source_topic: String,
+}
+
+impl Transform for Identity {
+    fn build<'scope>(&self, input: StreamVec<'scope, u64, SourceRecord>) -> StreamVec<'scope, u64, SinkRecord> {
+        let topic = self.source_topic.clone();
+        input.map(move |record| {
+            let out = match &record.change {
+                Ok(PassageChange::Upsert(passage)) => SinkRecord::upsert(&passage.id, passage),
+                Ok(PassageChange::Delete { id }) => SinkRecord::tombstone(id),
+                Err(dead) => return SinkRecord::dead_letter(&topic, &record, dead),
+            };
+            out.with_source(&topic, record.partition, record.offset)
+        })
+    }
+}
+
+/// How long a run lasts and how it batches.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Timely worker threads in this process.
+    pub workers: usize,
+    /// Epoch length: records read within one tick share an epoch.
+    pub tick: Duration,
+    /// Most records handed to the dataflow per loop iteration and worker.
+    pub batch: usize,
+    /// How often offsets are committed (at most).
+    pub commit_interval: Duration,
+    /// Stop when a worker has read nothing for this long (after committing everything); `None` runs until
+    /// killed.
+    pub idle_exit: Option<Duration>,
+    /// Sleep this long after each non-empty batch (slows a run down for crash tests).
+    pub throttle: Option<Duration>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            tick: Duration::from_millis(20),
+            batch: 1000,
+            commit_interval: Duration::from_millis(200),
+            idle_exit: None,
+            throttle: None,
+        }
+    }
+}
+
+/// What a worker did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Input records handed to the dataflow (dead letters included).
+    pub records: u64,
+    /// Time from this worker's first record to its last commit.
+    pub active: Duration,
+}
+
+/// Runs `transform` from `source` to `sink` on `options.workers` threads of this process, until every
+/// worker has been idle for `options.idle_exit`. Returns one report per worker.
+pub fn run<X: Transform>(
+    connection: &ConnectionConfig,
+    source: &SourceConfig,
+    sink: &SinkConfig,
+    options: &RunOptions,
+    transform: X,
+) -> Result<Vec<WorkerReport>, KafkaError> {
+    connection.validate()?;
+    source.validate()?;
+    sink.validate()?;
+    let shared = Arc::new((connection.clone(), source.clone(), sink.clone(), options.clone(), transform));
+    let config = timely::Config::process(options.workers.max(1));
+    let guards = timely::execute(config, move |worker| {
+        let (connection, source, sink, options, transform) = &*shared;
+        run_worker(worker, connection, source, sink, options, transform)
+    })
+    .map_err(|message| KafkaError::Config { field: "workers".into(), message })?;
+    let mut reports = Vec::new();
+    for result in guards.join() {
+        let report = result.map_err(|message| KafkaError::SourceStopped { topic: source.topic.clone(), message })??;
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// One worker's loop; see the module docs.
+pub fn run_worker<X: Transform>(
+    worker: &mut timely::worker::Worker,
+    connection: &ConnectionConfig,
+    source_config: &SourceConfig,
+    sink_config: &SinkConfig,
+    options: &RunOptions,
+    transform: &X,
+) -> Result<WorkerReport, KafkaError> {
+    let (index, peers) = (worker.index(), worker.peers());
+    let sink = Arc::new(KafkaSink::start(connection, sink_config)?);
+    let mut source = KafkaSource::start(connection, source_config, index, peers)?;
+    let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
+        let (input, stream) = scope.new_input::<Vec<SourceRecord>>();
+        let (probe, _) = transform.build(stream).sink_to_kafka(Arc::clone(&sink)).probe();
+        (input, probe)
+    });
+    let tick_ms = options.tick.as_millis().max(1) as u64;
+    let started = Instant::now();
+    let epoch_now = || started.elapsed().as_millis() as u64 / tick_ms;
+    let mut report = WorkerReport::default();
+    let (mut first_record, mut last_record) = (None::<Instant>, Instant::now());
+    let mut last_commit = Instant::now();
+    let mut committed_through: Option<u64> = None;
+    loop {
+        let now = epoch_now();
+        if now > *input.time() {
+            input.advance_to(now);
+        }
+        let epoch = *input.time();
+        let mut batch = source.poll_batch(epoch, options.batch, Duration::from_millis(1))?;
+        if !batch.is_empty() {
+            report.records += batch.len() as u64;
+            first_record.get_or_insert_with(Instant::now);
+            last_record = Instant::now();
+            input.send_batch(&mut batch);
+            if let Some(pause) = options.throttle {
+                std::thread::sleep(pause);
+            }
+        }
+        worker.step();
+        sink.check()?;
+        if last_commit.elapsed() >= options.commit_interval {
+            commit_passed(&mut source, &probe, &mut committed_through)?;
+            last_commit = Instant::now();
+        }
+        if options.idle_exit.is_some_and(|idle| last_record.elapsed() >= idle) {
+            break;
+        }
+    }
+    // Drain: close the input, wait until every output of this worker is acknowledged, commit all.
+    let last_epoch = *input.time();
+    drop(input);
+    while probe.less_equal(&last_epoch) {
+        worker.step_or_park(Some(Duration::from_millis(10)));
+        sink.check()?;
+    }
+    source.commit_through(last_epoch)?;
+    if let Some(first) = first_record {
+        report.active = first.elapsed();
+    }
+    tracing::info!(worker = index, records = report.records, committed = ?source.committed(), "Kafka pipeline worker done.");
+    source.shutdown();
+    Ok(report)
+}
+
+/// Commits through the epoch before the probe's frontier, when that moved.
+fn commit_passed(
+    source: &mut KafkaSource,
+    probe: &timely::dataflow::ProbeHandle<u64>,
+    committed_through: &mut Option<u64>,
+) -> Result<(), KafkaError> {
+    let frontier = probe.with_frontier(|f| f.first().copied());
+    let Some(done) = frontier.and_then(|f| f.checked_sub(1)) else { return Ok(()) };
+    if committed_through.is_some_and(|c| c >= done) {
+        return Ok(());
+    }
+    match source.commit_through(done) {
+        Ok(()) => *committed_through = Some(done),
+        // Not fatal: the offsets stay pending and the next commit retries them.
+        Err(error) => tracing::warn!(error = %error, epoch = done, "Offset commit failed; will retry."),
+    }
+    Ok(())
+}
