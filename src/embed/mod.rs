@@ -1,4 +1,18 @@
 //! Sentence encoders: text in, one vector per text out.
+//!
+//! [`SentenceEncoder`] runs a sentence-transformers model (BERT family) with tch: [`config`] reads the
+//! model directory, [`tokenize`] turns texts into ids, [`batching`] packs them by a token budget,
+//! [`bert`] is the transformer, [`pooling`] makes one vector per text, [`weights`] loads and saves
+//! safetensors by Hugging Face name.
+pub mod batching;
+pub mod bert;
+pub mod config;
+mod encoder;
+pub mod pooling;
+pub mod tokenize;
+pub mod weights;
+
+pub use encoder::{EncoderOptions, Precision, SentenceEncoder, DEFAULT_TOKEN_BUDGET};
 
 /// Failure to load or run an encoder.
 #[derive(Debug, thiserror::Error)]
@@ -8,6 +22,17 @@ pub enum EmbedError {
     Load {
         /// The file or directory.
         path: std::path::PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The model name could not be resolved to an installed model.
+    #[error(transparent)]
+    Asset(#[from] crate::assets::AssetError),
+    /// An encoder option is out of range (names the option).
+    #[error("invalid {option}: {message}")]
+    InvalidOption {
+        /// The option.
+        option: &'static str,
         /// What is wrong.
         message: String,
     },

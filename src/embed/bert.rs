@@ -1,0 +1,164 @@
+//! The BERT encoder in tch. Parameters live in a [`nn::VarStore`] under Hugging Face's names
+//! (`embeddings.word_embeddings.weight`, `encoder.layer.0.attention.self.query.weight`, ...), so a
+//! `model.safetensors` loads by name and a fine-tuned store saves back in the same layout.
+use super::config::{Activation, BertConfig};
+use tch::nn::{self, Module};
+use tch::{Kind, Tensor};
+
+/// Linear layer whose parameters start at zero (they are always overwritten by a checkpoint).
+fn linear(vs: nn::Path, input: i64, output: i64) -> nn::Linear {
+    let config = nn::LinearConfig { ws_init: nn::Init::Const(0.), bs_init: Some(nn::Init::Const(0.)), bias: true };
+    nn::linear(vs, input, output, config)
+}
+
+fn layer_norm(vs: nn::Path, config: &BertConfig) -> nn::LayerNorm {
+    let ln = nn::LayerNormConfig { eps: config.layer_norm_eps, ..Default::default() };
+    nn::layer_norm(vs / "LayerNorm", vec![config.hidden_size], ln)
+}
+
+/// Word, position and token-type embeddings, summed and layer-normalized.
+#[derive(Debug)]
+struct Embeddings {
+    word: Tensor,
+    position: Tensor,
+    token_type: Tensor,
+    layer_norm: nn::LayerNorm,
+    dropout: f64,
+}
+
+impl Embeddings {
+    fn new(vs: nn::Path, c: &BertConfig) -> Self {
+        let table = |name: &str, rows: i64| (&vs / name).var("weight", &[rows, c.hidden_size], nn::Init::Const(0.));
+        Self {
+            word: table("word_embeddings", c.vocab_size),
+            position: table("position_embeddings", c.max_position_embeddings),
+            token_type: table("token_type_embeddings", c.type_vocab_size),
+            layer_norm: layer_norm(vs.clone(), c),
+            dropout: c.hidden_dropout_prob,
+        }
+    }
+
+    /// `[batch, len]` ids to `[batch, len, hidden]`; positions count from 0 and every token has type 0.
+    fn forward_t(&self, input_ids: &Tensor, train: bool) -> Tensor {
+        let len = input_ids.size()[1];
+        let words = Tensor::embedding(&self.word, input_ids, -1, false, false);
+        let positions = self.position.narrow(0, 0, len);
+        let type0 = self.token_type.get(0);
+        let sum = words + positions + type0;
+        self.layer_norm.forward(&sum).dropout(self.dropout, train)
+    }
+}
+
+/// Multi-head self-attention with its output projection and residual LayerNorm.
+#[derive(Debug)]
+struct Attention {
+    query: nn::Linear,
+    key: nn::Linear,
+    value: nn::Linear,
+    output: nn::Linear,
+    layer_norm: nn::LayerNorm,
+    heads: i64,
+    attention_dropout: f64,
+    dropout: f64,
+}
+
+impl Attention {
+    fn new(vs: nn::Path, c: &BertConfig) -> Self {
+        let h = c.hidden_size;
+        let this = &vs / "self";
+        let out = &vs / "output";
+        Self {
+            query: linear(&this / "query", h, h),
+            key: linear(&this / "key", h, h),
+            value: linear(&this / "value", h, h),
+            output: linear(&out / "dense", h, h),
+            layer_norm: layer_norm(out, c),
+            heads: c.num_attention_heads,
+            attention_dropout: c.attention_probs_dropout_prob,
+            dropout: c.hidden_dropout_prob,
+        }
+    }
+
+    /// `xs`: `[batch, len, hidden]`; `mask`: `[batch, 1, 1, len]`, true where a key is a real token.
+    fn forward_t(&self, xs: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+        let (batch, len, hidden) = xs.size3().expect("hidden states are [batch, len, hidden]. This is a bug.");
+        let split = |t: Tensor| t.view([batch, len, self.heads, hidden / self.heads]).transpose(1, 2);
+        let q = split(self.query.forward(xs));
+        let k = split(self.key.forward(xs));
+        let v = split(self.value.forward(xs));
+        let p = if train { self.attention_dropout } else { 0.0 };
+        let context = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), p, false, None, false);
+        let context = context.transpose(1, 2).reshape([batch, len, hidden]);
+        let projected = self.output.forward(&context).dropout(self.dropout, train);
+        self.layer_norm.forward(&(projected + xs))
+    }
+}
+
+/// One transformer layer: attention, then the feed-forward block with its residual LayerNorm.
+#[derive(Debug)]
+struct Layer {
+    attention: Attention,
+    intermediate: nn::Linear,
+    output: nn::Linear,
+    layer_norm: nn::LayerNorm,
+    activation: Activation,
+    dropout: f64,
+}
+
+impl Layer {
+    fn new(vs: nn::Path, c: &BertConfig) -> Self {
+        Self {
+            attention: Attention::new(&vs / "attention", c),
+            intermediate: linear(&vs / "intermediate" / "dense", c.hidden_size, c.intermediate_size),
+            output: linear(&vs / "output" / "dense", c.intermediate_size, c.hidden_size),
+            layer_norm: layer_norm(&vs / "output", c),
+            activation: c.hidden_act,
+            dropout: c.hidden_dropout_prob,
+        }
+    }
+
+    fn forward_t(&self, xs: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+        let xs = self.attention.forward_t(xs, mask, train);
+        let inner = self.intermediate.forward(&xs);
+        let inner = match self.activation {
+            Activation::Gelu => inner.gelu("none"),
+            Activation::GeluTanh => inner.gelu("tanh"),
+            Activation::Relu => inner.relu(),
+        };
+        let out = self.output.forward(&inner).dropout(self.dropout, train);
+        self.layer_norm.forward(&(out + xs))
+    }
+}
+
+/// A BERT encoder: embeddings and `num_hidden_layers` transformer layers (no pooler head; a checkpoint's
+/// `pooler.*` tensors, when present, are kept as frozen variables so that saving round-trips them).
+#[derive(Debug)]
+pub struct BertModel {
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+}
+
+impl BertModel {
+    /// Creates the parameters under `vs` with Hugging Face names; their values are zero until a
+    /// checkpoint is loaded (see [`super::weights`]).
+    pub fn new(vs: nn::Path, config: &BertConfig) -> Self {
+        let encoder = &vs / "encoder" / "layer";
+        Self {
+            embeddings: Embeddings::new(&vs / "embeddings", config),
+            layers: (0..config.num_hidden_layers).map(|i| Layer::new(&encoder / i, config)).collect(),
+        }
+    }
+
+    /// Token vectors `[batch, len, hidden]` for `input_ids` `[batch, len]` (i64) and `attention_mask`
+    /// `[batch, len]` (1 for real tokens, 0 for padding). Dropout is applied only when `train` is set.
+    /// Runs in the kind of the parameters (f32, or bf16 after [`nn::VarStore::bfloat16`]).
+    pub fn forward_t(&self, input_ids: &Tensor, attention_mask: &Tensor, train: bool) -> Tensor {
+        let (batch, len) = input_ids.size2().expect("input ids are [batch, len]. This is a bug.");
+        let mask = attention_mask.to_kind(Kind::Bool).view([batch, 1, 1, len]);
+        let mut xs = self.embeddings.forward_t(input_ids, train);
+        for layer in &self.layers {
+            xs = layer.forward_t(&xs, &mask, train);
+        }
+        xs
+    }
+}

@@ -1,0 +1,198 @@
+//! [`SentenceEncoder`]: a sentence-transformers model (BERT, pooling, normalization) run with tch.
+use super::batching::{plan_batches, TokenBatch};
+use super::bert::BertModel;
+use super::config::ModelConfig;
+use super::pooling::pool;
+use super::tokenize::TextTokenizer;
+use super::{weights, EmbedError, TextEmbedder};
+use std::path::Path;
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+/// Number type of the encoder's parameters and activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// 32-bit floats: the reference precision (matches sentence-transformers to ~1e-6).
+    #[default]
+    F32,
+    /// bfloat16 parameters and matrix products (pooling and normalization stay f32): faster on CPUs with
+    /// AVX-512 BF16 and on GPUs, at a small loss of precision (cosine to f32 ≥ 0.99).
+    Bf16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = EmbedError;
+
+    /// Parses `f32` (`fp32`, `float32`) or `bf16` (`bfloat16`), case-insensitively.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Self::F32),
+            "bf16" | "bfloat16" => Ok(Self::Bf16),
+            _ => Err(EmbedError::InvalidOption { option: "precision", message: format!("'{s}': expected f32 or bf16") }),
+        }
+    }
+}
+
+/// The token budget [`EncoderOptions::default`] uses: the padded `[batch, len]` block holds at most this
+/// many tokens (measured on a 2-core AVX-512 CPU with all-MiniLM-L6-v2: see scripts/bench_encode.py).
+pub const DEFAULT_TOKEN_BUDGET: usize = 8192;
+
+/// How a [`SentenceEncoder`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncoderOptions {
+    /// Where parameters and activations live; results are always returned on the CPU.
+    pub device: Device,
+    /// Truncation length in tokens; `None` takes the model's `max_seq_length`.
+    pub max_seq_length: Option<usize>,
+    /// Tokens per padded batch (see [`super::batching`]).
+    pub token_budget: usize,
+    /// Number type for encoding.
+    pub precision: Precision,
+}
+
+impl Default for EncoderOptions {
+    fn default() -> Self {
+        Self { device: Device::Cpu, max_seq_length: None, token_budget: DEFAULT_TOKEN_BUDGET, precision: Precision::F32 }
+    }
+}
+
+/// A sentence-transformers model: tokenizer, BERT encoder in a [`VarStore`], pooling and normalization.
+#[derive(Debug)]
+pub struct SentenceEncoder {
+    config: ModelConfig,
+    tokenizer: TextTokenizer,
+    vs: VarStore,
+    model: BertModel,
+    options: EncoderOptions,
+}
+
+impl SentenceEncoder {
+    /// Loads a model directory in sentence-transformers layout (`config.json`, `tokenizer.json`,
+    /// `model.safetensors`, optionally `modules.json`, `1_Pooling/config.json`,
+    /// `sentence_bert_config.json`). Errors name the file at fault.
+    pub fn load(dir: &Path, options: EncoderOptions) -> Result<Self, EmbedError> {
+        let config = ModelConfig::load(dir)?;
+        let positions = config.bert.max_position_embeddings as usize;
+        let max_len = options.max_seq_length.unwrap_or(config.max_seq_length);
+        if max_len < 2 || max_len > positions {
+            return Err(EmbedError::InvalidOption {
+                option: "max_seq_length",
+                message: format!("{max_len} is outside 2..={positions} (the model's position table)"),
+            });
+        }
+        if options.token_budget == 0 {
+            return Err(EmbedError::InvalidOption { option: "token_budget", message: "must be positive".into() });
+        }
+        let tokenizer = TextTokenizer::load(dir, max_len, config.do_lower_case, config.bert.pad_token_id)?;
+        let mut vs = VarStore::new(options.device);
+        let model = BertModel::new(vs.root(), &config.bert);
+        let summary = weights::load_safetensors(&vs, &dir.join("model.safetensors"))?;
+        if options.precision == Precision::Bf16 {
+            vs.bfloat16();
+        }
+        tracing::info!(
+            model = %dir.display(), tensors = summary.loaded, max_seq_length = max_len,
+            device = ?options.device, precision = ?options.precision, "Loaded sentence encoder."
+        );
+        let options = EncoderOptions { max_seq_length: Some(max_len), ..options };
+        Ok(Self { config, tokenizer, vs, model, options })
+    }
+
+    /// Loads a model given as a directory or a short name (`all-MiniLM-L6-v2`), see
+    /// [`crate::assets::resolve_model`].
+    pub fn from_name(model: &str, options: EncoderOptions) -> Result<Self, EmbedError> {
+        Self::load(&crate::assets::resolve_model(model)?, options)
+    }
+
+    /// Truncation length in tokens, special tokens included.
+    pub fn max_seq_length(&self) -> usize {
+        self.tokenizer.max_len()
+    }
+
+    /// The model directory this encoder was loaded from.
+    pub fn model_dir(&self) -> &Path {
+        &self.config.dir
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The options in effect (with `max_seq_length` resolved).
+    pub fn options(&self) -> &EncoderOptions {
+        &self.options
+    }
+
+    /// The parameters, under Hugging Face names (for optimizers and checkpoints).
+    pub fn var_store(&self) -> &VarStore {
+        &self.vs
+    }
+
+    /// The parameters, mutably (to freeze, move or cast them).
+    pub fn var_store_mut(&mut self) -> &mut VarStore {
+        &mut self.vs
+    }
+
+    /// Writes the parameters to `path` as safetensors under Hugging Face names.
+    pub fn save_weights(&self, path: &Path) -> Result<(), EmbedError> {
+        weights::save_safetensors(&self.vs, path)
+    }
+
+    /// Token ids of each text, truncated at [`Self::max_seq_length`], unpadded.
+    pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, EmbedError> {
+        self.tokenizer.encode(texts)
+    }
+
+    /// Tokenizes `texts` into one padded batch on the encoder's device, in input order (for training;
+    /// encoding uses length-sorted, budgeted batches instead).
+    pub fn tokenize_batch(&self, texts: &[&str]) -> Result<TokenBatch, EmbedError> {
+        let ids = self.tokenizer.encode(texts)?;
+        let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+        Ok(TokenBatch::pad(&refs, self.tokenizer.pad_id(), self.options.device))
+    }
+
+    /// Sentence vectors `[batch, dim]` (f32, pooled, normalized when the model says so) for a padded batch
+    /// on the encoder's device; evaluation mode (no dropout), differentiable.
+    pub fn forward_tokens(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Tensor {
+        self.forward_tokens_t(input_ids, attention_mask, false)
+    }
+
+    /// Like [`Self::forward_tokens`], with dropout when `train` is set.
+    pub fn forward_tokens_t(&self, input_ids: &Tensor, attention_mask: &Tensor, train: bool) -> Tensor {
+        let tokens = self.model.forward_t(input_ids, attention_mask, train);
+        pool(&self.config.pooling, &tokens, attention_mask, self.config.normalize)
+    }
+
+    /// Encodes `texts` in budgeted batches without gradients, calling `progress` with the number of texts
+    /// finished after each batch. Returns `[texts.len(), dim]` f32 on the CPU, rows in input order.
+    pub fn encode_with_progress(&self, texts: &[&str], progress: &mut dyn FnMut(usize)) -> Result<Tensor, EmbedError> {
+        let dim = self.config.output_dim() as i64;
+        let mut out = Tensor::zeros([texts.len() as i64, dim], (Kind::Float, Device::Cpu));
+        if texts.is_empty() {
+            return Ok(out);
+        }
+        let ids = self.tokenizer.encode(texts)?;
+        let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
+        let _guard = tch::no_grad_guard();
+        for batch in plan_batches(&lengths, self.options.token_budget) {
+            let seqs: Vec<&[u32]> = batch.iter().map(|&i| ids[i].as_slice()).collect();
+            let tokens = TokenBatch::pad(&seqs, self.tokenizer.pad_id(), self.options.device);
+            let vectors = self.forward_tokens(&tokens.input_ids, &tokens.attention_mask).to_device(Device::Cpu);
+            let rows: Vec<i64> = batch.iter().map(|&i| i as i64).collect();
+            let _ = out.f_index_copy_(0, &Tensor::from_slice(&rows), &vectors)?;
+            progress(batch.len());
+        }
+        Ok(out)
+    }
+}
+
+impl TextEmbedder for SentenceEncoder {
+    fn dim(&self) -> usize {
+        self.config.output_dim()
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Tensor, EmbedError> {
+        self.encode_with_progress(texts, &mut |_| {})
+    }
+}
