@@ -1,5 +1,6 @@
 //! File storage: JSONL and Parquet readers and writers.
 pub mod jsonl;
+pub mod parquet;
 
 use std::path::PathBuf;
 
