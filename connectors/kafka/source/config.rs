@@ -17,13 +17,16 @@ pub enum StartFrom {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Partitioning {
-    /// Every worker's consumer joins the consumer group and the group coordinator balances partitions
-    /// (and rebalances them when a process joins or leaves). The default.
-    #[default]
-    Group,
     /// Worker `index` of `peers` reads exactly the partitions `p` with `p % peers == index`, fixed for the
-    /// run; offsets are still committed under the group id. Deterministic; no rebalancing.
+    /// run; offsets are committed under the group id. The default: a timely cluster has a fixed set of
+    /// workers (it stops as a whole when a process dies), so a fixed assignment loses nothing and every
+    /// worker has its share from the first record. Partitions added while running are not picked up.
+    #[default]
     Static,
+    /// Every worker's consumer joins the consumer group and the group coordinator balances partitions
+    /// (and rebalances when members join or leave). Workers that join late may find the work done, and
+    /// a rebalance replays uncommitted records on their new owner (at-least-once, nothing lost).
+    Group,
 }
 
 /// The `[kafka.source]` table: passages in.

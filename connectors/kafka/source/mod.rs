@@ -7,10 +7,12 @@
 //!   `Err(DeadLetter)` in [`SourceRecord::change`], so the pipeline can route it to the dead-letter topic
 //!   and go on.
 //! - **Partitions over workers and processes.** Every timely worker (in every process) starts its own
-//!   `KafkaSource` with its global index and the total number of workers. With
-//!   [`Partitioning::Group`] (default) all of them join one consumer group and the broker balances the
-//!   partitions (a worker may get none); with [`Partitioning::Static`] worker `i` of `n` reads the
-//!   partitions `p` with `p % n == i`. Either way each partition has exactly one reader at a time.
+//!   `KafkaSource` with its global index `i` and the total number of workers `n`. With
+//!   [`Partitioning::Static`] (default) worker `i` reads the partitions `p` with `p % n == i`, fixed for
+//!   the run (offsets are committed per partition, so a restart with another `n` only changes the
+//!   split). With [`Partitioning::Group`] all workers join one
+//!   consumer group and the broker balances the partitions (a worker may get none). Either way each
+//!   partition has exactly one reader at a time, and offsets are committed under `group_id`.
 //!   Records of one partition arrive in offset order; there is no order across partitions.
 //! - **Epochs and commits.** [`KafkaSource::poll_batch`] tags what it returns with the caller's epoch (its
 //!   timely time). [`KafkaSource::commit_through`]`(e)` commits, per partition, the offset after the last
