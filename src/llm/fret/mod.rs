@@ -1,0 +1,253 @@
+//! The FRet LLM tasks on any backend, cached: query generation for passages, and judgements (query
+//! likelihood and relevance classification) for (query, candidate passage) pairs.
+//!
+//! Every result comes back in input order, one per input, so one bad passage never fails its
+//! neighbours. Failures are values: [`QueryGenFailure`] for query generation (a failed call, or an
+//! answer that is empty, unparsable or echoed), [`LlmError`] for judgements.
+//!
+//! **QL fallback.** When the backend cannot score continuations (`LlmError::Unsupported`, e.g. a remote
+//! server without prompt log-probabilities), judgements carry `ql: None` and the relabel step ranks by
+//! RC alone. After the first such answer no more QL requests are sent to that backend.
+mod cached;
+pub mod scripted;
+
+pub use crate::llm::prompts::{EchoSource, QueryGenFailure};
+pub use scripted::ScriptedLlm;
+
+use crate::llm::cache::{CacheKey, CacheStats, LlmCache};
+use crate::llm::prompts::{expected_grade, FretPrompts, PromptKind, PromptOptions};
+use crate::llm::{BackendId, LlmBackend, LlmError};
+use crate::records::Passage;
+use cached::{cached_batches, Batching};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Settings of the FRet LLM layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FretOptions {
+    /// Requests per backend call (the local backend runs one batch per forward pass; the remote one sends
+    /// a batch's requests concurrently).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Backend calls in flight at once. 1 suits the local backend; raise it for remote servers so that
+    /// `batch_size * batches_in_flight` covers the server's `max_concurrency`.
+    #[serde(default = "default_batches_in_flight")]
+    pub batches_in_flight: usize,
+    /// Settings of the prompts.
+    #[serde(default)]
+    pub prompts: PromptOptions,
+}
+
+fn default_batch_size() -> usize {
+    16
+}
+fn default_batches_in_flight() -> usize {
+    1
+}
+
+impl Default for FretOptions {
+    fn default() -> Self {
+        Self { batch_size: default_batch_size(), batches_in_flight: default_batches_in_flight(), prompts: PromptOptions::default() }
+    }
+}
+
+/// A task and a query written by the LLM for a passage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GeneratedQuery {
+    /// The task description.
+    pub task: String,
+    /// The query.
+    pub query: String,
+    /// Version of the query-generation prompt.
+    pub prompt_version: String,
+    /// The model that wrote it.
+    pub model: String,
+}
+
+/// The LLM's two scores of a (query, passage) pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Judgement {
+    /// Query likelihood: `log P(query | passage)`, summed over the query's tokens (natural log). `None`
+    /// when the backend cannot score continuations; rank by `rc` alone then.
+    pub ql: Option<f64>,
+    /// Number of query tokens behind `ql` (0 when `ql` is `None`).
+    pub ql_tokens: usize,
+    /// Relevance classification: expected grade / 3, in `[0, 1]`.
+    pub rc: f64,
+    /// Probabilities of the grades 0 ("irrelevant") to 3 ("perfectly relevant").
+    pub rc_probs: Vec<f32>,
+    /// The judging model.
+    pub model: String,
+    /// Version of the QL prompt.
+    pub ql_prompt_version: String,
+    /// Version of the RC prompt.
+    pub rc_prompt_version: String,
+}
+
+/// Requests sent to the backend since the layer was built (cache hits are not calls).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelCalls {
+    /// Generation requests.
+    pub generate: u64,
+    /// Continuation-scoring (QL) requests.
+    pub score: u64,
+    /// Label-probability (RC) requests.
+    pub label: u64,
+}
+
+impl ModelCalls {
+    /// All requests.
+    pub fn total(&self) -> u64 {
+        self.generate + self.score + self.label
+    }
+}
+
+/// The FRet LLM tasks over a backend and an optional durable cache.
+pub struct FretLlm {
+    backend: Arc<dyn LlmBackend>,
+    id: BackendId,
+    cache: Option<Arc<LlmCache>>,
+    prompts: FretPrompts,
+    options: FretOptions,
+    generate_calls: AtomicU64,
+    score_calls: AtomicU64,
+    label_calls: AtomicU64,
+    ql_unsupported: AtomicBool,
+}
+
+impl std::fmt::Debug for FretLlm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FretLlm")
+            .field("backend", &self.id)
+            .field("cache", &self.cache)
+            .field("options", &self.options)
+            .field("calls", &self.model_calls())
+            .finish()
+    }
+}
+
+impl FretLlm {
+    /// The FRet tasks on `backend`, caching results in `cache` when given.
+    pub fn new(backend: Arc<dyn LlmBackend>, cache: Option<Arc<LlmCache>>, options: FretOptions) -> Self {
+        let id = backend.id();
+        Self {
+            backend,
+            id,
+            cache,
+            prompts: FretPrompts::new(options.prompts.clone()),
+            options,
+            generate_calls: AtomicU64::new(0),
+            score_calls: AtomicU64::new(0),
+            label_calls: AtomicU64::new(0),
+            ql_unsupported: AtomicBool::new(false),
+        }
+    }
+
+    /// The backend's identity.
+    pub fn backend_id(&self) -> &BackendId {
+        &self.id
+    }
+
+    /// The prompts (for their versions).
+    pub fn prompts(&self) -> &FretPrompts {
+        &self.prompts
+    }
+
+    /// Requests sent to the backend so far.
+    pub fn model_calls(&self) -> ModelCalls {
+        ModelCalls {
+            generate: self.generate_calls.load(Ordering::Relaxed),
+            score: self.score_calls.load(Ordering::Relaxed),
+            label: self.label_calls.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Cache hits, misses and writes, when there is a cache.
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.cache.as_ref().map(|c| c.stats())
+    }
+
+    /// A task and a query for each passage, or why there is none.
+    pub async fn generate_queries(&self, passages: &[Passage]) -> Vec<Result<GeneratedQuery, QueryGenFailure>> {
+        let kind = PromptKind::QueryGeneration;
+        let version = self.prompts.version(kind).to_string();
+        let requests: Vec<_> = passages.iter().map(|p| self.prompts.query_generation(p)).collect();
+        let keys = self.keys(kind, &requests);
+        let backend = &self.backend;
+        let answers = cached_batches(self.cache.as_ref(), keys, requests, self.batching(), &self.generate_calls, |batch| {
+            backend.generate(batch)
+        })
+        .await;
+        passages
+            .iter()
+            .zip(answers)
+            .map(|(passage, answer)| {
+                let generation = answer?;
+                let parsed = self.prompts.parse_query_generation(&generation.text, passage);
+                if let Err(failure) = &parsed {
+                    tracing::debug!(passage = %passage.id, reason = failure.reason(), %failure, "No query for this passage.");
+                }
+                let tq = parsed?;
+                Ok(GeneratedQuery { task: tq.task, query: tq.query, prompt_version: version.clone(), model: self.id.model.clone() })
+            })
+            .collect()
+    }
+
+    /// QL and RC for each (query text, passage) pair.
+    pub async fn judge(&self, pairs: &[(&str, &Passage)]) -> Vec<Result<Judgement, LlmError>> {
+        let rc_requests: Vec<_> = pairs.iter().map(|(q, p)| self.prompts.relevance(q, p)).collect();
+        let rc_keys = self.keys(PromptKind::Relevance, &rc_requests);
+        let backend = &self.backend;
+        let rc = cached_batches(self.cache.as_ref(), rc_keys, rc_requests, self.batching(), &self.label_calls, |batch| {
+            backend.label_probs(batch)
+        });
+        let ql = async {
+            if self.ql_unsupported.load(Ordering::Relaxed) {
+                return vec![Err(LlmError::Unsupported("query likelihood".to_string())); pairs.len()];
+            }
+            let requests: Vec<_> = pairs.iter().map(|(q, p)| self.prompts.query_likelihood(q, p)).collect();
+            let keys = self.keys(PromptKind::QueryLikelihood, &requests);
+            cached_batches(self.cache.as_ref(), keys, requests, self.batching(), &self.score_calls, |batch| backend.score(batch))
+                .await
+        };
+        let (rc, ql) = futures::join!(rc, ql);
+        let ql_prompt_version = self.prompts.version(PromptKind::QueryLikelihood).to_string();
+        let rc_prompt_version = self.prompts.version(PromptKind::Relevance).to_string();
+        rc.into_iter()
+            .zip(ql)
+            .map(|(rc, ql)| {
+                let ql = match ql {
+                    Ok(score) => Some(score),
+                    Err(LlmError::Unsupported(why)) => {
+                        if !self.ql_unsupported.swap(true, Ordering::Relaxed) {
+                            tracing::warn!(backend = %self.id.backend, %why, "No query likelihood from this backend; ranking by relevance classification alone.");
+                        }
+                        None
+                    }
+                    Err(error) => return Err(error),
+                };
+                let rc = rc?;
+                Ok(Judgement {
+                    ql: ql.as_ref().map(|s| s.sum_logprob),
+                    ql_tokens: ql.as_ref().map_or(0, |s| s.token_logprobs.len()),
+                    rc: expected_grade(&rc.probs),
+                    rc_probs: rc.probs,
+                    model: self.id.model.clone(),
+                    ql_prompt_version: ql_prompt_version.clone(),
+                    rc_prompt_version: rc_prompt_version.clone(),
+                })
+            })
+            .collect()
+    }
+
+    fn keys<T: Serialize>(&self, kind: PromptKind, requests: &[T]) -> Vec<CacheKey> {
+        let version = self.prompts.version(kind);
+        requests.iter().map(|r| CacheKey::for_request(&self.id, version, kind.as_str(), r)).collect()
+    }
+
+    fn batching(&self) -> Batching {
+        Batching { batch_size: self.options.batch_size, batches_in_flight: self.options.batches_in_flight }
+    }
+}

@@ -1,0 +1,168 @@
+//! The durable LLM cache: a restart makes zero model calls for the same inputs, failures are never
+//! cached, keys follow backend, model and prompt version, and the store is safe to share.
+use fretflow::llm::cache::{CacheKey, LlmCache};
+use fretflow::llm::fret::{FretLlm, FretOptions, ScriptedLlm};
+use fretflow::llm::prompts::PromptOptions;
+use fretflow::llm::{BackendId, FinishReason, GenerateRequest, Generation, LlmError, Prompt};
+use fretflow::records::Passage;
+use std::path::Path;
+use std::sync::Arc;
+
+fn passages() -> Vec<Passage> {
+    (0..5)
+        .map(|i| Passage {
+            id: format!("p{i}"),
+            title: String::new(),
+            text: format!("passage {i} about supersonic flow number {i} over a cone"),
+        })
+        .collect()
+}
+
+fn llm(path: &Path, model: &str, options: FretOptions) -> FretLlm {
+    let cache = Arc::new(LlmCache::open(path).expect("open cache"));
+    FretLlm::new(Arc::new(ScriptedLlm::new(model)), Some(cache), options)
+}
+
+async fn run_all(llm: &FretLlm) -> (Vec<String>, Vec<String>) {
+    let ps = passages();
+    let queries: Vec<String> = llm.generate_queries(&ps).await.into_iter().map(|r| format!("{r:?}")).collect();
+    let pairs: Vec<(&str, &Passage)> = ps.iter().flat_map(|p| [("cone flow", p), ("wing stall", p)]).collect();
+    let judgements: Vec<String> = llm.judge(&pairs).await.into_iter().map(|r| format!("{r:?}")).collect();
+    (queries, judgements)
+}
+
+#[tokio::test]
+async fn a_restart_with_the_same_cache_makes_zero_model_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("llm.redb");
+    let first = llm(&path, "m", FretOptions::default());
+    let before = run_all(&first).await;
+    let calls = first.model_calls();
+    assert_eq!((calls.generate, calls.score, calls.label), (5, 10, 10));
+    drop(first);
+
+    let second = llm(&path, "m", FretOptions::default());
+    let after = run_all(&second).await;
+    assert_eq!(second.model_calls().total(), 0, "every answer comes from the cache file");
+    assert_eq!(before, after, "cached answers equal the computed ones");
+    let stats = second.cache_stats().unwrap();
+    assert_eq!((stats.hits, stats.misses), (25, 0));
+}
+
+#[tokio::test]
+async fn failed_calls_are_not_cached_and_are_retried_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("llm.redb");
+    let failing_on_p3 = || {
+        ScriptedLlm::new("m").with_generate(|r: &GenerateRequest| {
+            let Prompt::Text(text) = &r.prompt else { unreachable!() };
+            if text.ends_with("number 3 over a cone\nTask:") {
+                Err(LlmError::Call("HTTP 503".into()))
+            } else {
+                Ok(Generation { text: " Find\nQuery: what about cones".into(), tokens: 4, finish: FinishReason::Stop })
+            }
+        })
+    };
+    let cache = Arc::new(LlmCache::open(&path).unwrap());
+    let first = FretLlm::new(Arc::new(failing_on_p3()), Some(cache), FretOptions::default());
+    let got = first.generate_queries(&passages()).await;
+    assert_eq!(got.iter().filter(|r| r.is_err()).count(), 1);
+    drop(first);
+
+    let cache = Arc::new(LlmCache::open(&path).unwrap());
+    assert_eq!(cache.len().unwrap(), 4, "only the four successes were stored");
+    let second = FretLlm::new(Arc::new(failing_on_p3()), Some(cache), FretOptions::default());
+    second.generate_queries(&passages()).await;
+    assert_eq!(second.model_calls().generate, 1, "only the failed passage goes back to the model");
+}
+
+#[tokio::test]
+async fn rejected_answers_are_reparsed_from_the_cache_without_new_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("llm.redb");
+    let echoing = || {
+        ScriptedLlm::new("m").with_generate(|_: &GenerateRequest| {
+            Ok(Generation { text: String::new(), tokens: 0, finish: FinishReason::Stop })
+        })
+    };
+    let cache = Arc::new(LlmCache::open(&path).unwrap());
+    let first = FretLlm::new(Arc::new(echoing()), Some(cache.clone()), FretOptions::default());
+    assert!(first.generate_queries(&passages()).await.iter().all(|r| r.is_err()));
+    drop(first);
+    let second = FretLlm::new(Arc::new(echoing()), Some(cache), FretOptions::default());
+    assert!(second.generate_queries(&passages()).await.iter().all(|r| r.as_ref().unwrap_err().reason() == "empty"));
+    assert_eq!(second.model_calls().total(), 0, "the model answered; only the parser said no");
+}
+
+#[tokio::test]
+async fn another_model_or_prompt_version_misses_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("llm.redb");
+    run_all(&llm(&path, "m", FretOptions::default())).await;
+
+    let other_model = llm(&path, "m2", FretOptions::default());
+    run_all(&other_model).await;
+    assert_eq!(other_model.model_calls().total(), 25);
+    drop(other_model);
+
+    let zero_shot = FretOptions { prompts: PromptOptions { ql_examples: 0, ..PromptOptions::default() }, ..FretOptions::default() };
+    let other_ql_prompt = llm(&path, "m", zero_shot);
+    run_all(&other_ql_prompt).await;
+    let calls = other_ql_prompt.model_calls();
+    assert_eq!((calls.generate, calls.score, calls.label), (0, 10, 0), "only the QL prompt changed");
+}
+
+fn key(i: u32) -> CacheKey {
+    let backend = BackendId { backend: "local".into(), model: "m".into() };
+    CacheKey::new(&backend, "v", "relevance", &i.to_le_bytes())
+}
+
+#[test]
+fn batches_round_trip_and_hits_and_misses_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = LlmCache::open(dir.path().join("c.redb")).unwrap();
+    cache.put_many(&[(key(1), vec![1.0f32, 2.0]), (key(2), vec![3.0])]).unwrap();
+    let got: Vec<Option<Vec<f32>>> = cache.get_many(&[key(2), key(3), key(1)]).unwrap();
+    assert_eq!(got, vec![Some(vec![3.0]), None, Some(vec![1.0, 2.0])]);
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.misses, stats.writes), (2, 1, 2));
+}
+
+#[test]
+fn an_entry_of_another_shape_is_a_miss_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = LlmCache::open(dir.path().join("c.redb")).unwrap();
+    cache.put_many(&[(key(1), "text")]).unwrap();
+    let got: Vec<Option<Vec<f32>>> = cache.get_many(&[key(1)]).unwrap();
+    assert_eq!(got, vec![None]);
+    assert_eq!(cache.stats().misses, 1);
+}
+
+#[test]
+fn one_cache_is_shared_by_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Arc::new(LlmCache::open(dir.path().join("c.redb")).unwrap());
+    let handles: Vec<_> = (0..4u32)
+        .map(|t| {
+            let cache = Arc::clone(&cache);
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    cache.put_many(&[(key(t * 100 + i), t * 100 + i)]).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let keys: Vec<CacheKey> = (0..4u32).flat_map(|t| (0..25).map(move |i| key(t * 100 + i))).collect();
+    let got: Vec<Option<u32>> = cache.get_many(&keys).unwrap();
+    assert_eq!(got.iter().flatten().count(), 100);
+    assert_eq!(cache.len().unwrap(), 100);
+}
+
+#[test]
+fn a_cache_in_a_missing_directory_fails_with_its_path() {
+    let err = LlmCache::open("/no/such/dir/llm.redb").unwrap_err().to_string();
+    assert!(err.contains("/no/such/dir/llm.redb"), "{err}");
+}

@@ -1,0 +1,230 @@
+//! The FRet LLM layer: prompt rendering and versions, parsing of query-generation answers, and the
+//! batching, ordering and fallbacks of `FretLlm` on a scripted backend.
+use fretflow::llm::fret::{EchoSource, FretLlm, FretOptions, QueryGenFailure, ScriptedLlm};
+use fretflow::llm::prompts::{FretPrompts, PromptKind, PromptOptions, RELEVANCE_LABELS};
+use fretflow::llm::{
+    BackendId, ContinuationScore, FinishReason, GenerateRequest, Generation, LabelDistribution, LabelRequest, LlmBackend,
+    LlmError, Prompt, ScoreRequest,
+};
+use fretflow::records::Passage;
+use std::sync::{Arc, Mutex};
+
+fn passage(id: &str, title: &str, text: &str) -> Passage {
+    Passage { id: id.to_string(), title: title.to_string(), text: text.to_string() }
+}
+
+fn wing() -> Passage {
+    passage(
+        "p1",
+        "Skin friction on flat plates",
+        "Measurements of the skin friction along a flat plate show that the turbulent boundary layer thickens \
+         downstream while the local friction coefficient falls.",
+    )
+}
+
+fn prompts() -> FretPrompts {
+    FretPrompts::new(PromptOptions::default())
+}
+
+fn parse(answer: &str) -> Result<String, QueryGenFailure> {
+    prompts().parse_query_generation(answer, &wing()).map(|tq| format!("{} | {}", tq.task, tq.query))
+}
+
+#[test]
+fn a_well_formed_answer_parses_into_task_and_query() {
+    let got = parse(" Given a question, retrieve a passage that answers it\nQuery: how does friction change along a plate");
+    assert_eq!(got.unwrap(), "Given a question, retrieve a passage that answers it | how does friction change along a plate");
+}
+
+#[test]
+fn variants_of_the_answer_shape_parse() {
+    // Task and query on one line, a repeated "Task:", lower-case marker, quotes, trailing lines.
+    let got = parse("Task: Find evidence query: \"does the boundary layer get thicker downstream\"\nPassage: next");
+    assert_eq!(got.unwrap(), "Find evidence | does the boundary layer get thicker downstream");
+}
+
+#[test]
+fn blank_answers_and_blank_queries_are_empty_failures() {
+    for answer in ["", "  \n ", " Some task\nQuery:   ", " Some task\nQuery: \"\""] {
+        assert!(matches!(parse(answer), Err(QueryGenFailure::Empty { .. })), "{answer:?} -> {:?}", parse(answer));
+    }
+}
+
+#[test]
+fn answers_without_the_expected_shape_are_unparsable() {
+    let no_marker = parse(" I think the passage is about friction.");
+    assert!(matches!(no_marker, Err(QueryGenFailure::Unparsable { ref why, .. }) if why.contains("Query")), "{no_marker:?}");
+    let no_task = parse("\nQuery: how thick is the boundary layer");
+    assert!(matches!(no_task, Err(QueryGenFailure::Unparsable { ref why, .. }) if why.contains("task")), "{no_task:?}");
+    let rambling = parse(&format!(" Task\nQuery: {}", "very ".repeat(70)));
+    assert!(matches!(rambling, Err(QueryGenFailure::Unparsable { ref why, .. }) if why.contains("70 words")), "{rambling:?}");
+}
+
+#[test]
+fn echoes_of_the_title_the_examples_the_task_and_the_passage_are_rejected() {
+    let echo = |answer: &str| match parse(answer) {
+        Err(QueryGenFailure::Echoed { of, .. }) => Some(of),
+        _ => None,
+    };
+    assert_eq!(echo(" Find papers\nQuery: Skin Friction on Flat Plates."), Some(EchoSource::Title));
+    let example = prompts().examples()[0].query.clone();
+    assert_eq!(echo(&format!(" Find papers\nQuery: {example}")), Some(EchoSource::FewShotExample));
+    assert_eq!(echo(" Find the friction\nQuery: find the friction"), Some(EchoSource::Task));
+    assert_eq!(echo(" Find papers\nQuery: the turbulent boundary layer thickens downstream"), Some(EchoSource::Passage));
+    // A short phrase shared with the passage is not a copy.
+    assert!(parse(" Find papers\nQuery: why does skin friction fall along a flat plate?").is_ok());
+}
+
+#[test]
+fn failures_have_stable_reason_codes() {
+    assert_eq!(parse("").unwrap_err().reason(), "empty");
+    assert_eq!(parse("nothing").unwrap_err().reason(), "unparsable");
+    assert_eq!(parse(" t\nQuery: skin friction on flat plates").unwrap_err().reason(), "echoed");
+}
+
+#[test]
+fn prompt_versions_are_short_hashes_that_follow_the_templates_and_examples() {
+    let a = prompts();
+    let kinds = [PromptKind::QueryGeneration, PromptKind::Relevance, PromptKind::QueryLikelihood];
+    for kind in kinds {
+        let v = a.version(kind);
+        assert_eq!(v.len(), 12, "{v}");
+        assert!(v.chars().all(|c| c.is_ascii_hexdigit()), "{v}");
+        assert_eq!(v, prompts().version(kind), "versions are deterministic");
+    }
+    assert_ne!(a.version(PromptKind::QueryGeneration), a.version(PromptKind::Relevance));
+    let zero_shot = FretPrompts::new(PromptOptions { ql_examples: 0, ..PromptOptions::default() });
+    assert_ne!(zero_shot.version(PromptKind::QueryLikelihood), a.version(PromptKind::QueryLikelihood));
+    assert_eq!(zero_shot.version(PromptKind::Relevance), a.version(PromptKind::Relevance));
+}
+
+#[test]
+fn query_generation_is_a_few_shot_completion_ending_at_task() {
+    let p = prompts();
+    let request = p.query_generation(&wing());
+    let Prompt::Text(text) = &request.prompt else { panic!("completion-style prompt expected") };
+    assert!(text.ends_with(&format!("Passage: {}\nTask:", p.passage_text(&wing()))), "{text}");
+    for ex in p.examples() {
+        assert!(text.contains(&format!("Task: {}\nQuery: {}\n\n", ex.task, ex.query)), "{text}");
+    }
+    assert!(request.stop.contains(&"\n\n".to_string()));
+    assert_eq!(request.sampling.temperature, 0.0);
+}
+
+#[test]
+fn ql_scores_the_query_after_the_question_marker_and_rc_asks_for_grades() {
+    let p = prompts();
+    let ql = p.query_likelihood("how  thick\nis it", &wing());
+    assert!(ql.prompt.ends_with("Please write a question based on this passage.\nQuestion:"), "{}", ql.prompt);
+    assert_eq!(ql.continuation, " how thick is it");
+    assert_eq!(ql.prompt.matches("Question:").count(), 3, "two few-shot examples and the passage");
+    let rc = p.relevance("how thick is it", &wing());
+    assert_eq!(rc.labels, RELEVANCE_LABELS.to_vec());
+    let Prompt::Text(text) = &rc.prompt else { panic!("completion-style prompt expected") };
+    assert!(text.ends_with("Relevance:") && text.contains("Query: how thick is it\n"), "{text}");
+}
+
+fn generation(text: &str) -> Result<Generation, LlmError> {
+    Ok(Generation { text: text.to_string(), tokens: 3, finish: FinishReason::Stop })
+}
+
+#[tokio::test]
+async fn generated_queries_come_back_in_order_with_failures_as_values() {
+    let backend = ScriptedLlm::new("m").with_generate(|r: &GenerateRequest| {
+        let Prompt::Text(text) = &r.prompt else { return Err(LlmError::InvalidRequest("chat".into())) };
+        let last = text.rsplit("Passage:").next().unwrap_or_default();
+        if last.contains("alpha") {
+            generation(" Given a question, find the answer\nQuery: what is alpha made of")
+        } else if last.contains("beta") {
+            generation(" Find papers\nQuery: Beta title")
+        } else {
+            Err(LlmError::Call("HTTP 500".into()))
+        }
+    });
+    let llm = FretLlm::new(Arc::new(backend), None, FretOptions::default());
+    let passages = [passage("a", "", "alpha text"), passage("b", "Beta title", "beta text"), passage("c", "", "gamma")];
+    let got = llm.generate_queries(&passages).await;
+    assert_eq!(got.len(), 3);
+    let first = got[0].as_ref().unwrap();
+    assert_eq!(first.query, "what is alpha made of");
+    assert_eq!(first.model, "m");
+    assert_eq!(first.prompt_version, llm.prompts().version(PromptKind::QueryGeneration));
+    assert!(matches!(got[1], Err(QueryGenFailure::Echoed { of: EchoSource::Title, .. })), "{:?}", got[1]);
+    assert!(matches!(got[2], Err(QueryGenFailure::Llm { error: LlmError::Call(_) })), "{:?}", got[2]);
+}
+
+#[tokio::test]
+async fn rc_is_the_normalized_expected_grade_and_ql_the_sum() {
+    let backend = ScriptedLlm::new("m")
+        .with_labels(|_: &LabelRequest| Ok(LabelDistribution { probs: vec![0.1, 0.2, 0.3, 0.4] }))
+        .with_score(|_: &ScoreRequest| Ok(ContinuationScore { sum_logprob: -3.5, token_logprobs: vec![-1.0, -2.5] }));
+    let llm = FretLlm::new(Arc::new(backend), None, FretOptions::default());
+    let p = wing();
+    let got = llm.judge(&[("how thick", &p)]).await;
+    let j = got[0].as_ref().unwrap();
+    assert!((j.rc - (0.2 + 0.6 + 1.2) / 3.0).abs() < 1e-6, "{}", j.rc);
+    assert_eq!(j.ql, Some(-3.5));
+    assert_eq!(j.ql_tokens, 2);
+    assert_eq!(j.rc_probs, vec![0.1, 0.2, 0.3, 0.4]);
+}
+
+#[tokio::test]
+async fn without_ql_support_judgements_keep_rc_and_stop_asking_for_ql() {
+    let backend = ScriptedLlm::new("m").with_score(|_: &ScoreRequest| Err(LlmError::Unsupported("no echo".into())));
+    let llm = FretLlm::new(Arc::new(backend), None, FretOptions::default());
+    let p = wing();
+    let first = llm.judge(&[("q1", &p), ("q2", &p)]).await;
+    assert!(first.iter().all(|j| j.as_ref().unwrap().ql.is_none()));
+    assert!(first.iter().all(|j| j.as_ref().unwrap().rc_probs.len() == 4));
+    let score_calls = llm.model_calls().score;
+    assert_eq!(score_calls, 2);
+    let second = llm.judge(&[("q3", &p)]).await;
+    assert!(second[0].as_ref().unwrap().ql.is_none());
+    assert_eq!(llm.model_calls().score, score_calls, "no QL request after the backend said it cannot");
+}
+
+#[tokio::test]
+async fn a_failed_ql_call_fails_the_judgement() {
+    let backend = ScriptedLlm::new("m").with_score(|_: &ScoreRequest| Err(LlmError::Call("timed out".into())));
+    let llm = FretLlm::new(Arc::new(backend), None, FretOptions::default());
+    let p = wing();
+    let got = llm.judge(&[("q", &p)]).await;
+    assert!(matches!(got[0], Err(LlmError::Call(_))), "{:?}", got[0]);
+}
+
+/// Records the size of every batch it receives.
+struct BatchRecorder {
+    inner: ScriptedLlm,
+    batches: Mutex<Vec<usize>>,
+}
+
+#[async_trait::async_trait]
+impl LlmBackend for BatchRecorder {
+    fn id(&self) -> BackendId {
+        self.inner.id()
+    }
+    async fn generate(&self, r: Vec<GenerateRequest>) -> Vec<Result<Generation, LlmError>> {
+        self.batches.lock().unwrap().push(r.len());
+        self.inner.generate(r).await
+    }
+    async fn score(&self, r: Vec<ScoreRequest>) -> Vec<Result<ContinuationScore, LlmError>> {
+        self.inner.score(r).await
+    }
+    async fn label_probs(&self, r: Vec<LabelRequest>) -> Vec<Result<LabelDistribution, LlmError>> {
+        self.inner.label_probs(r).await
+    }
+}
+
+#[tokio::test]
+async fn requests_are_sent_in_batches_of_batch_size_and_duplicates_once() {
+    let recorder = Arc::new(BatchRecorder { inner: ScriptedLlm::new("m"), batches: Mutex::new(Vec::new()) });
+    let options = FretOptions { batch_size: 4, batches_in_flight: 2, ..FretOptions::default() };
+    let llm = FretLlm::new(recorder.clone(), None, options);
+    let mut passages: Vec<Passage> = (0..10).map(|i| passage(&format!("p{i}"), "", &format!("text number {i} here"))).collect();
+    passages.push(passages[0].clone());
+    let got = llm.generate_queries(&passages).await;
+    assert_eq!(got.len(), 11);
+    assert_eq!(got[10].as_ref().unwrap(), got[0].as_ref().unwrap());
+    assert_eq!(*recorder.batches.lock().unwrap(), vec![4, 4, 2]);
+    assert_eq!(llm.model_calls().generate, 10);
+}
