@@ -1,0 +1,413 @@
+//! The pipeline config: what `fretflow run PIPELINE.toml` reads. Every field is documented here (this is
+//! the user's reference), unknown fields are errors, and [`PipelineConfig::validate`] names the field of
+//! any bad value. Relative paths in the file are relative to the file's own directory.
+use super::async_op::BatchPolicy;
+use super::example::NegativeStrategy;
+use super::graph::FretParams;
+use super::source::Limits;
+use crate::llm::remote::config::RemoteConfig;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A bad or unreadable config, naming the file and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read pipeline config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has an unknown or mistyped field (the message names it and its line).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, from the TOML parser.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{path}: field `{field}`: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Dotted field path, e.g. `fret.neighbours`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A whole pipeline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Where passages come from.
+    pub source: SourceConfig,
+    /// The LLM that writes queries and judges pairs.
+    pub llm: LlmConfig,
+    /// The encoder used for retrieval.
+    #[serde(default)]
+    pub embedder: EmbedderConfig,
+    /// The recipe's parameters.
+    #[serde(default)]
+    pub fret: FretConfig,
+    /// Batching of model calls.
+    #[serde(default)]
+    pub batching: BatchingConfig,
+    /// Size limits on passages; a passage beyond them goes to the dead letters.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Where results go.
+    pub sinks: SinksConfig,
+    /// Durable LLM cache (a redb file); a rerun with the same cache makes no repeated LLM call.
+    /// Absent: no cache.
+    #[serde(default)]
+    pub cache: Option<PathBuf>,
+    /// Timely worker threads per process, unless `--workers` is given.
+    #[serde(default = "one")]
+    pub workers: usize,
+}
+
+/// Passage source: a JSONL or Parquet file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// The file. JSONL lines are `{"id" | "_id", "title"?, "text", "op"?: "upsert" | "delete"}`;
+    /// Parquet files have string columns `id` (or `_id`), `text`, and optionally `title` and `op`.
+    pub path: PathBuf,
+    /// `jsonl` or `parquet`; default: from the file extension (`.parquet` is Parquet, else JSONL).
+    #[serde(default)]
+    pub format: Option<FileFormat>,
+    /// `once`: read the file and finish. `follow`: keep reading lines appended to a JSONL file until
+    /// interrupted (Ctrl-C).
+    #[serde(default)]
+    pub mode: ReadMode,
+    /// Records per epoch: the unit in which input advances (smaller epochs pipeline better).
+    #[serde(default = "default_epoch_records")]
+    pub epoch_records: usize,
+    /// In `follow` mode, how often the file is checked for new lines, in milliseconds.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+}
+
+/// File formats of sources and sinks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileFormat {
+    /// One JSON object per line.
+    Jsonl,
+    /// Apache Parquet.
+    Parquet,
+}
+
+impl FileFormat {
+    /// `format` if given, else guessed from the extension of `path`.
+    pub fn of(path: &Path, format: Option<FileFormat>) -> FileFormat {
+        format.unwrap_or(match path.extension().and_then(|e| e.to_str()) {
+            Some("parquet") => FileFormat::Parquet,
+            _ => FileFormat::Jsonl,
+        })
+    }
+}
+
+/// How a source file is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadMode {
+    /// Read to the end, then finish.
+    #[default]
+    Once,
+    /// Keep reading appended lines until interrupted.
+    Follow,
+}
+
+/// The LLM backend, chosen by `backend`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "backend", rename_all = "snake_case")]
+pub enum LlmConfig {
+    /// In-process model (tch) from a GGUF file.
+    Local(LocalLlmConfig),
+    /// An OpenAI-compatible server (fields of the remote backend's config).
+    Remote(RemoteConfig),
+    /// A deterministic word-overlap labeler that answers at once: for dry runs and benchmarks.
+    Instant(InstantLlmConfig),
+}
+
+/// Settings of the in-process LLM.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalLlmConfig {
+    /// A short name (`SmolLM2-135M-Instruct`, resolved to the installed package) or a GGUF path.
+    pub model: String,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[serde(default = "default_device")]
+    pub device: String,
+}
+
+/// Settings of the instant labeler.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstantLlmConfig {
+    /// Words of each generated query (the first words of the passage).
+    #[serde(default = "default_query_words")]
+    pub query_words: usize,
+    /// Simulated latency per batch, in milliseconds (0: none).
+    #[serde(default)]
+    pub latency_ms: u64,
+}
+
+/// The retrieval encoder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedderConfig {
+    /// A short name (`all-MiniLM-L6-v2`) or a sentence-transformers model directory; `hashing:DIM` is a
+    /// bag-of-words hashing embedder of dimension DIM, for dry runs and benchmarks.
+    #[serde(default = "default_embedder")]
+    pub model: String,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Token budget of one encoder batch.
+    #[serde(default = "default_batch_tokens")]
+    pub batch_tokens: usize,
+}
+
+impl Default for EmbedderConfig {
+    fn default() -> Self {
+        Self { model: default_embedder(), device: default_device(), batch_tokens: default_batch_tokens() }
+    }
+}
+
+/// The FRet recipe's parameters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FretConfig {
+    /// Neighbours retrieved and judged per query (N).
+    #[serde(default = "default_neighbours")]
+    pub neighbours: usize,
+    /// Reciprocal rank fusion constant k.
+    #[serde(default = "default_rrf_k")]
+    pub rrf_k: f64,
+    /// How hard negatives are chosen.
+    #[serde(default)]
+    pub hard_negatives: HardNegativesConfig,
+}
+
+impl Default for FretConfig {
+    fn default() -> Self {
+        Self { neighbours: default_neighbours(), rrf_k: default_rrf_k(), hard_negatives: HardNegativesConfig::default() }
+    }
+}
+
+/// Hard negative selection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HardNegativesConfig {
+    /// `last` (the lowest-ranked neighbours, p_N first) or `random` (among ranks 2..N).
+    #[serde(default = "default_strategy")]
+    pub strategy: NegativeStrategy,
+    /// Negatives per example.
+    #[serde(default = "one")]
+    pub count: usize,
+}
+
+impl Default for HardNegativesConfig {
+    fn default() -> Self {
+        Self { strategy: default_strategy(), count: 1 }
+    }
+}
+
+/// Batching of model calls.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchingConfig {
+    /// LLM calls (generation and judging).
+    #[serde(default = "default_llm_batch")]
+    pub llm: BatchConfig,
+    /// Encoder calls.
+    #[serde(default = "default_embed_batch")]
+    pub embed: BatchConfig,
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        Self { llm: default_llm_batch(), embed: default_embed_batch() }
+    }
+}
+
+/// When a batch is sent.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Most records per batch.
+    pub max_batch: usize,
+    /// Longest a record waits for its batch to fill, in milliseconds.
+    pub max_wait_ms: u64,
+    /// Most batches in flight per worker.
+    #[serde(default = "one")]
+    pub max_in_flight: usize,
+}
+
+impl BatchConfig {
+    /// As the operator's policy.
+    pub fn policy(&self) -> BatchPolicy {
+        BatchPolicy {
+            max_batch: self.max_batch,
+            max_wait: Duration::from_millis(self.max_wait_ms),
+            max_in_flight: self.max_in_flight,
+        }
+    }
+}
+
+/// Output files. The format of each follows its extension (`.parquet`, else JSONL).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinksConfig {
+    /// Change-stream files: one record per change, `{op: "upsert" | "retract", key, time, example?}`.
+    #[serde(default)]
+    pub changes: Vec<PathBuf>,
+    /// Snapshot files of the current FRet set, rewritten at the end of the run.
+    #[serde(default)]
+    pub snapshot: Vec<PathBuf>,
+    /// Dead-letter file (JSONL): `{stage, reason, input, record?}` per rejected record.
+    pub dead_letters: PathBuf,
+    /// Run summary (JSON): counts and time per stage.
+    #[serde(default)]
+    pub summary: Option<PathBuf>,
+}
+
+fn one() -> usize {
+    1
+}
+fn default_epoch_records() -> usize {
+    32
+}
+fn default_poll_ms() -> u64 {
+    500
+}
+fn default_device() -> String {
+    "cpu".into()
+}
+fn default_query_words() -> usize {
+    8
+}
+fn default_embedder() -> String {
+    "all-MiniLM-L6-v2".into()
+}
+fn default_batch_tokens() -> usize {
+    8192
+}
+fn default_neighbours() -> usize {
+    20
+}
+fn default_rrf_k() -> f64 {
+    60.0
+}
+fn default_strategy() -> NegativeStrategy {
+    NegativeStrategy::Last
+}
+fn default_llm_batch() -> BatchConfig {
+    BatchConfig { max_batch: 8, max_wait_ms: 50, max_in_flight: 1 }
+}
+fn default_embed_batch() -> BatchConfig {
+    BatchConfig { max_batch: 64, max_wait_ms: 20, max_in_flight: 1 }
+}
+
+impl PipelineConfig {
+    /// Reads, parses and validates `path`, resolving relative paths against its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let mut config = Self::parse(&text, path)?;
+        config.resolve_paths(&base_dir(path));
+        Ok(config)
+    }
+
+    /// Parses and validates TOML `text`; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Self =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Checks value ranges, naming the field of the first bad one.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |field: &str, message: &str| {
+            Err(ConfigError::Invalid { path: path.into(), field: field.into(), message: message.into() })
+        };
+        let positive = [
+            ("workers", self.workers),
+            ("source.epoch_records", self.source.epoch_records),
+            ("fret.neighbours", self.fret.neighbours),
+            ("batching.llm.max_batch", self.batching.llm.max_batch),
+            ("batching.llm.max_in_flight", self.batching.llm.max_in_flight),
+            ("batching.embed.max_batch", self.batching.embed.max_batch),
+            ("batching.embed.max_in_flight", self.batching.embed.max_in_flight),
+            ("embedder.batch_tokens", self.embedder.batch_tokens),
+            ("limits.max_text_chars", self.limits.max_text_chars),
+            ("limits.max_id_chars", self.limits.max_id_chars),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return bad(field, "must be at least 1");
+            }
+        }
+        if !(self.fret.rrf_k.is_finite() && self.fret.rrf_k >= 0.0) {
+            return bad("fret.rrf_k", "must be a finite number ≥ 0");
+        }
+        if self.fret.hard_negatives.count >= self.fret.neighbours {
+            return bad("fret.hard_negatives.count", "must be smaller than fret.neighbours (the positive takes one)");
+        }
+        if self.source.mode == ReadMode::Follow
+            && FileFormat::of(&self.source.path, self.source.format) == FileFormat::Parquet
+        {
+            return bad("source.mode", "`follow` needs a JSONL source (a Parquet file cannot grow)");
+        }
+        if let LlmConfig::Instant(i) = &self.llm {
+            if i.query_words == 0 {
+                return bad("llm.query_words", "must be at least 1");
+            }
+        }
+        if self.sinks.changes.is_empty() && self.sinks.snapshot.is_empty() {
+            return bad("sinks", "name at least one `changes` or `snapshot` file");
+        }
+        Ok(())
+    }
+
+    /// The recipe's parameters, as the dataflow takes them.
+    pub fn fret_params(&self) -> FretParams {
+        FretParams {
+            neighbours: self.fret.neighbours,
+            rrf_k: self.fret.rrf_k,
+            negatives: self.fret.hard_negatives.strategy,
+            negatives_count: self.fret.hard_negatives.count,
+        }
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.source.path);
+        self.sinks.changes.iter_mut().for_each(fix);
+        self.sinks.snapshot.iter_mut().for_each(fix);
+        fix(&mut self.sinks.dead_letters);
+        if let Some(p) = self.sinks.summary.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.cache.as_mut() {
+            fix(p);
+        }
+    }
+}
+
+/// Directory relative paths of a config file are resolved against: the file's own.
+fn base_dir(config: &Path) -> PathBuf {
+    config.parent().unwrap_or(Path::new("")).to_path_buf()
+}

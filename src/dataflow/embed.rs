@@ -1,0 +1,212 @@
+//! The embedding stages: passages and queries to unit vectors, through the async-batch operator (the
+//! encoder runs on the runtime's blocking threads, never on a timely worker).
+use super::async_op::{AsyncMap, BatchFn, BatchFuture};
+use super::deadletter::{DeadLetter, Stage};
+use super::generate::Query;
+use super::graph::Stages;
+use super::{Diff, Time};
+use crate::embed::TextEmbedder;
+use crate::records::Passage;
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::Stream;
+
+/// A unit-length embedding. Ordered and hashed by the bits of its components, so it can travel in
+/// differential collections.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Vector(pub Vec<f32>);
+
+impl Vector {
+    /// Scales to unit length (a zero vector stays zero).
+    pub fn normalized(mut values: Vec<f32>) -> Self {
+        let norm = values.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt() as f32;
+        if norm > 0.0 {
+            values.iter_mut().for_each(|x| *x /= norm);
+        }
+        Vector(values)
+    }
+
+    /// Dot product (cosine for unit vectors), accumulated in a fixed order so the same pair always
+    /// gets the same bits, whichever path computes it.
+    pub fn dot(&self, other: &Vector) -> f32 {
+        let mut lanes = [0f32; 8];
+        let (a, b) = (&self.0, &other.0);
+        let n = a.len().min(b.len());
+        let chunks = n / 8;
+        for c in 0..chunks {
+            for l in 0..8 {
+                lanes[l] += a[c * 8 + l] * b[c * 8 + l];
+            }
+        }
+        let mut sum = lanes.iter().sum::<f32>();
+        for i in chunks * 8..n {
+            sum += a[i] * b[i];
+        }
+        sum
+    }
+}
+
+impl PartialEq for Vector {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Vector {}
+
+impl PartialOrd for Vector {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Vector {
+    fn cmp(&self, other: &Self) -> Ordering {
+        for (a, b) in self.0.iter().zip(&other.0) {
+            match a.total_cmp(b) {
+                Ordering::Equal => continue,
+                unequal => return unequal,
+            }
+        }
+        self.0.len().cmp(&other.0.len())
+    }
+}
+
+impl Hash for Vector {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.len().hash(state);
+        for x in &self.0 {
+            x.to_bits().hash(state);
+        }
+    }
+}
+
+/// An encoder shared by all workers of a process. `TextEmbedder`s hold tensors, which may move between
+/// threads but not be shared, so calls take turns behind a mutex (the encoder parallelizes inside).
+#[derive(Clone)]
+pub struct SharedEmbedder {
+    inner: Arc<Mutex<Box<dyn TextEmbedder + Send>>>,
+    name: String,
+}
+
+impl std::fmt::Debug for SharedEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedEmbedder").field("name", &self.name).finish()
+    }
+}
+
+impl SharedEmbedder {
+    /// Shares `embedder` under `name` (recorded in each example's provenance).
+    pub fn new(name: impl Into<String>, embedder: impl TextEmbedder + Send + 'static) -> Self {
+        Self { inner: Arc::new(Mutex::new(Box::new(embedder))), name: name.into() }
+    }
+
+    /// The name given at construction.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Embeds `texts` on the calling thread: one unit vector per text.
+    pub fn embed_blocking(&self, texts: &[String]) -> Result<Vec<Vector>, String> {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let embedder = self.inner.lock().map_err(|_| "encoder poisoned by an earlier panic".to_string())?;
+        let dim = embedder.dim();
+        let tensor = embedder.embed(&refs).map_err(|e| e.to_string())?;
+        let flat = tensor.to_kind(tch::Kind::Float).contiguous().view([-1]);
+        let values = Vec::<f32>::try_from(&flat).map_err(|e| e.to_string())?;
+        if values.len() != texts.len() * dim {
+            return Err(format!("encoder returned {} values for {} texts of dimension {dim}", values.len(), texts.len()));
+        }
+        Ok(values.chunks(dim.max(1)).map(|row| Vector::normalized(row.to_vec())).collect())
+    }
+
+    /// A batch function embedding `text_of(record)` and pairing each record with its vector.
+    pub fn batch_fn<I>(&self, text_of: fn(&I) -> String) -> Arc<dyn BatchFn<I, (I, Vector)>>
+    where
+        I: Send + Sync + 'static,
+    {
+        let this = self.clone();
+        Arc::new(move |batch: Vec<I>| -> BatchFuture<(I, Vector)> {
+            let this = this.clone();
+            Box::pin(async move {
+                let texts: Vec<String> = batch.iter().map(text_of).collect();
+                let n = batch.len();
+                match tokio::task::spawn_blocking(move || this.embed_blocking(&texts)).await {
+                    Ok(Ok(vectors)) => batch.into_iter().zip(vectors).map(Ok).collect(),
+                    Ok(Err(reason)) => (0..n).map(|_| Err(format!("encoder failed: {reason}"))).collect(),
+                    Err(join) => (0..n).map(|_| Err(format!("encoder task failed: {join}"))).collect(),
+                }
+            })
+        })
+    }
+}
+
+/// The text a query is retrieved with: its task and query, as in the recipe (`t + q`).
+pub fn query_text(query: &Query) -> String {
+    format!("{} {}", query.task, query.text)
+}
+
+/// Embeds passages (`title + " " + text`).
+pub trait EmbedPassages<'scope> {
+    /// Each passage with its vector, and dead letters for passages the encoder failed on.
+    fn embed_passages(
+        self,
+        stages: &Stages,
+    ) -> (VecCollection<'scope, Time, (Passage, Vector), Diff>, Stream<'scope, Time, Vec<DeadLetter>>);
+}
+
+impl<'scope> EmbedPassages<'scope> for VecCollection<'scope, Time, Passage, Diff> {
+    fn embed_passages(
+        self,
+        stages: &Stages,
+    ) -> (VecCollection<'scope, Time, (Passage, Vector), Diff>, Stream<'scope, Time, Vec<DeadLetter>>) {
+        let func = stages.embedder.batch_fn(|p: &Passage| p.embedding_text());
+        let stage = stages.async_stage("EmbedPassages", func, stages.embed_batch, |m| &m.embed, false);
+        let (vectors, failed) = self.async_map(stage);
+        let dead = failed.map(|(p, reason): (Passage, String)| {
+            DeadLetter::new(Stage::Embed, reason, format!("passage {}", p.id), Some(&p.text))
+        });
+        (vectors, dead)
+    }
+}
+
+/// Embeds queries (`task + " " + query`).
+pub trait EmbedQueries<'scope> {
+    /// Each query with its vector, and dead letters for queries the encoder failed on.
+    fn embed_queries(
+        self,
+        stages: &Stages,
+    ) -> (VecCollection<'scope, Time, (Query, Vector), Diff>, Stream<'scope, Time, Vec<DeadLetter>>);
+}
+
+impl<'scope> EmbedQueries<'scope> for VecCollection<'scope, Time, Query, Diff> {
+    fn embed_queries(
+        self,
+        stages: &Stages,
+    ) -> (VecCollection<'scope, Time, (Query, Vector), Diff>, Stream<'scope, Time, Vec<DeadLetter>>) {
+        let func = stages.embedder.batch_fn(query_text);
+        let stage = stages.async_stage("EmbedQueries", func, stages.embed_batch, |m| &m.embed, false);
+        let (vectors, failed) = self.async_map(stage);
+        let dead = failed.map(|(q, reason): (Query, String)| {
+            DeadLetter::new(Stage::Embed, reason, format!("query {}", q.id), Some(&q.text))
+        });
+        (vectors, dead)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Vector;
+
+    #[test]
+    fn dot_of_unit_vectors_is_cosine_and_independent_of_length_remainders() {
+        let a = Vector::normalized((0..11).map(|i| i as f32).collect());
+        assert!((a.dot(&a) - 1.0).abs() < 1e-6);
+        let z = Vector::normalized(vec![0.0; 5]);
+        assert_eq!(z.0, vec![0.0; 5]);
+    }
+}

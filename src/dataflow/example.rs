@@ -1,0 +1,140 @@
+//! FRet examples: a query with its positive, its hard negatives, the full fused ranking, and
+//! provenance. [`select`] picks the positive and negatives from a fused ranking.
+use super::labeler::ModelProvenance;
+use super::score::Score;
+use crate::records::Passage;
+use differential_dataflow::Hashable;
+use serde::{Deserialize, Serialize};
+
+/// A passage as it appears in an example.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ExamplePassage {
+    /// Passage id.
+    pub id: String,
+    /// Title (may be empty).
+    pub title: String,
+    /// Text.
+    pub text: String,
+}
+
+impl From<&Passage> for ExamplePassage {
+    fn from(p: &Passage) -> Self {
+        Self { id: p.id.clone(), title: p.title.clone(), text: p.text.clone() }
+    }
+}
+
+/// One candidate in the fused ranking, best first.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RankedCandidate {
+    /// Passage id.
+    pub id: String,
+    /// Cosine of the query and the passage under the retrieval embedder.
+    pub cosine: Score,
+    /// Query likelihood.
+    pub ql: Score,
+    /// Relevance classification score.
+    pub rc: Score,
+    /// 1-based rank by QL.
+    pub ql_rank: usize,
+    /// 1-based rank by RC.
+    pub rc_rank: usize,
+    /// Reciprocal rank fusion: `1/(k + ql_rank) + 1/(k + rc_rank)`.
+    pub rrf: Score,
+}
+
+/// Who made an example.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Provenance {
+    /// Model and prompt version that wrote the query.
+    pub generator: ModelProvenance,
+    /// Model and prompt version that judged the pairs.
+    pub judge: ModelProvenance,
+    /// Embedder used for retrieval.
+    pub embedder: String,
+}
+
+/// One FRet training example. Its key in the output stream is `query_id`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Example {
+    /// Query id (derived from the seed passage id).
+    pub query_id: String,
+    /// Task description.
+    pub task: String,
+    /// Query text.
+    pub query: String,
+    /// The passage the query was written for.
+    pub seed_id: String,
+    /// Top of the fused ranking.
+    pub positive: ExamplePassage,
+    /// Hard negatives, best ranked first.
+    pub negatives: Vec<ExamplePassage>,
+    /// All candidates, best first.
+    pub ranking: Vec<RankedCandidate>,
+    /// Models and prompt versions.
+    pub provenance: Provenance,
+}
+
+/// How hard negatives are chosen from the fused ranking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NegativeStrategy {
+    /// The lowest-ranked candidates (`p_N`, then `p_{N-1}`, ...): best in the paper's ablation.
+    Last,
+    /// A pseudo-random pick among ranks 2..N, seeded by query and passage id, so it is reproducible and
+    /// stays put when unrelated candidates come and go.
+    Random,
+}
+
+/// Positions in `ranking` (best first, at least one entry) of the positive and of up to `count` hard
+/// negatives (in rank order). The positive is always position 0.
+pub fn select(query_id: &str, ranking: &[RankedCandidate], strategy: NegativeStrategy, count: usize) -> Vec<usize> {
+    let rest = 1..ranking.len();
+    let mut negatives: Vec<usize> = match strategy {
+        NegativeStrategy::Last => rest.rev().take(count).collect(),
+        NegativeStrategy::Random => {
+            let mut picks: Vec<usize> = rest.collect();
+            picks.sort_by_key(|&i| ((query_id, ranking[i].id.as_str()).hashed(), i));
+            picks.truncate(count);
+            picks
+        }
+    };
+    negatives.sort_unstable();
+    std::iter::once(0).chain(negatives).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ranking(n: usize) -> Vec<RankedCandidate> {
+        (0..n)
+            .map(|i| RankedCandidate {
+                id: format!("p{i}"),
+                cosine: Score(0.0),
+                ql: Score(0.0),
+                rc: Score(0.0),
+                ql_rank: i + 1,
+                rc_rank: i + 1,
+                rrf: Score(0.0),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn last_strategy_takes_the_bottom_of_the_ranking() {
+        assert_eq!(select("q", &ranking(5), NegativeStrategy::Last, 1), vec![0, 4]);
+        assert_eq!(select("q", &ranking(5), NegativeStrategy::Last, 2), vec![0, 3, 4]);
+        assert_eq!(select("q", &ranking(1), NegativeStrategy::Last, 2), vec![0]);
+    }
+
+    #[test]
+    fn random_strategy_never_picks_the_positive_and_is_reproducible() {
+        let r = ranking(20);
+        let a = select("q7", &r, NegativeStrategy::Random, 3);
+        assert_eq!(a, select("q7", &r, NegativeStrategy::Random, 3));
+        assert_eq!(a.len(), 4);
+        assert_eq!(a[0], 0);
+        assert!(a[1..].iter().all(|&i| (1..20).contains(&i)));
+        assert_eq!(select("q7", &r, NegativeStrategy::Random, 40).len(), 20);
+    }
+}

@@ -1,0 +1,107 @@
+//! The fusion stage: per query, rank the judged candidates by QL and by RC, fuse the two rankings with
+//! reciprocal rank fusion, and build the FRet [`Example`] (a differential `reduce` keyed by query id, so
+//! when a candidate or a score changes, the query's example is retracted and rebuilt).
+use super::example::{select, Example, ExamplePassage, NegativeStrategy, Provenance, RankedCandidate};
+use super::judge::Judged;
+use super::progress::SharedMetrics;
+use super::score::Score;
+use super::{Diff, Time};
+use differential_dataflow::VecCollection;
+use std::cmp::Ordering;
+use std::time::Instant;
+
+/// Fusion settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FuseParams {
+    /// The RRF constant `k` (60 in the standard formulation).
+    pub rrf_k: f64,
+    /// How hard negatives are chosen.
+    pub negatives: NegativeStrategy,
+    /// How many hard negatives per example.
+    pub negatives_count: usize,
+    /// Models and prompt versions, recorded in each example.
+    pub provenance: Provenance,
+}
+
+/// 1-based ranks of `judged` by `score` (higher first; ties by passage id).
+fn ranks(judged: &[&Judged], score: impl Fn(&Judged) -> Score) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..judged.len()).collect();
+    order.sort_by(|&a, &b| {
+        score(judged[b]).cmp(&score(judged[a])).then_with(|| judged[a].candidate.passage.cmp(&judged[b].candidate.passage))
+    });
+    let mut rank = vec![0; judged.len()];
+    for (position, &i) in order.iter().enumerate() {
+        rank[i] = position + 1;
+    }
+    rank
+}
+
+/// Builds the example of one query from its judged candidates (all of the same query, at least one).
+pub fn fuse(judged: &[&Judged], params: &FuseParams) -> Example {
+    let ql_rank = ranks(judged, |j| j.ql);
+    let rc_rank = ranks(judged, |j| j.rc);
+    let mut fused: Vec<(RankedCandidate, usize)> = judged
+        .iter()
+        .enumerate()
+        .map(|(i, j)| {
+            let rrf = 1.0 / (params.rrf_k + ql_rank[i] as f64) + 1.0 / (params.rrf_k + rc_rank[i] as f64);
+            let entry = RankedCandidate {
+                id: j.candidate.passage.id.clone(),
+                cosine: j.candidate.cosine,
+                ql: j.ql,
+                rc: j.rc,
+                ql_rank: ql_rank[i],
+                rc_rank: rc_rank[i],
+                rrf: Score(rrf),
+            };
+            (entry, i)
+        })
+        .collect();
+    // Best first: RRF, then RC, then QL, then cosine, then passage.
+    fused.sort_by(|(a, i), (b, k)| {
+        b.rrf
+            .cmp(&a.rrf)
+            .then_with(|| b.rc.cmp(&a.rc))
+            .then_with(|| b.ql.cmp(&a.ql))
+            .then_with(|| b.cosine.cmp(&a.cosine))
+            .then_with(|| judged[*i].candidate.passage.cmp(&judged[*k].candidate.passage))
+            .then(Ordering::Equal)
+    });
+    let query = &judged[0].candidate.query;
+    let ranking: Vec<RankedCandidate> = fused.iter().map(|(r, _)| r.clone()).collect();
+    let picks = select(&query.id, &ranking, params.negatives, params.negatives_count);
+    let passage_at = |position: usize| ExamplePassage::from(&judged[fused[position].1].candidate.passage);
+    Example {
+        query_id: query.id.clone(),
+        task: query.task.clone(),
+        query: query.text.clone(),
+        seed_id: query.seed_id.clone(),
+        positive: passage_at(picks[0]),
+        negatives: picks[1..].iter().map(|&p| passage_at(p)).collect(),
+        ranking,
+        provenance: params.provenance.clone(),
+    }
+}
+
+/// Fuses each query's judged candidates into its example.
+pub trait FuseRankings<'scope> {
+    /// `(query id, example)` for every query with at least one judged candidate.
+    fn fuse_rankings(self, params: FuseParams, metrics: SharedMetrics) -> VecCollection<'scope, Time, (String, Example), Diff>;
+}
+
+impl<'scope> FuseRankings<'scope> for VecCollection<'scope, Time, Judged, Diff> {
+    fn fuse_rankings(self, params: FuseParams, metrics: SharedMetrics) -> VecCollection<'scope, Time, (String, Example), Diff> {
+        self.map(|j| (j.candidate.query.id.clone(), j)).reduce_named("FuseRankings", move |_qid, input, output| {
+            let started = Instant::now();
+            // A query id has one live query; if a changed query and its predecessor overlap in time,
+            // fuse the latest text's candidates only.
+            let latest = &input.iter().map(|(j, _)| &j.candidate.query).max().expect("reduce input is non-empty").clone();
+            let judged: Vec<&Judged> =
+                input.iter().filter(|(j, r)| *r > 0 && &j.candidate.query == latest).map(|(j, _)| *j).collect();
+            if !judged.is_empty() {
+                output.push((fuse(&judged, &params), 1 as Diff));
+            }
+            metrics.fuse.add_operator_time(started.elapsed());
+        })
+    }
+}

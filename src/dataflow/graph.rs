@@ -1,0 +1,117 @@
+//! Assembles the FRet dataflow from its stages.
+use super::async_op::{AsyncStage, BatchFn, BatchPolicy};
+use super::deadletter::DeadLetter;
+use super::embed::{EmbedPassages, EmbedQueries, SharedEmbedder};
+use super::example::{Example, NegativeStrategy, Provenance};
+use super::fuse::{FuseParams, FuseRankings};
+use super::generate::GenerateQueries;
+use super::judge::JudgeCandidates;
+use super::labeler::Labeler;
+use super::progress::{Metrics, SharedMetrics, StageMetrics};
+use super::retrieve::RetrieveTopN;
+use super::source::{Limits, SourceRecord, Upsert};
+use super::{Diff, Time};
+use differential_dataflow::VecCollection;
+use std::sync::Arc;
+use timely::dataflow::operators::Concatenate;
+use timely::dataflow::Stream;
+
+/// Parameters of the FRet recipe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FretParams {
+    /// Neighbours retrieved (and judged) per query: N.
+    pub neighbours: usize,
+    /// The RRF constant k.
+    pub rrf_k: f64,
+    /// How hard negatives are chosen.
+    pub negatives: NegativeStrategy,
+    /// Hard negatives per example.
+    pub negatives_count: usize,
+}
+
+impl Default for FretParams {
+    fn default() -> Self {
+        Self { neighbours: 20, rrf_k: 60.0, negatives: NegativeStrategy::Last, negatives_count: 1 }
+    }
+}
+
+/// What the stages share: the models, the runtime their calls run on, settings, metrics.
+#[derive(Clone)]
+pub struct Stages {
+    /// The LLM.
+    pub labeler: Arc<dyn Labeler>,
+    /// The retrieval encoder.
+    pub embedder: SharedEmbedder,
+    /// Where model calls run.
+    pub runtime: tokio::runtime::Handle,
+    /// Batching of LLM calls.
+    pub llm_batch: BatchPolicy,
+    /// Batching of encoder calls.
+    pub embed_batch: BatchPolicy,
+    /// The recipe's parameters.
+    pub fret: FretParams,
+    /// Passage size limits.
+    pub limits: Limits,
+    /// Counters.
+    pub metrics: SharedMetrics,
+}
+
+impl Stages {
+    /// An async stage named `name` running `func` with this context's runtime and metrics.
+    pub fn async_stage<I, O>(
+        &self,
+        name: &str,
+        func: Arc<dyn BatchFn<I, O>>,
+        policy: BatchPolicy,
+        counters: fn(&Metrics) -> &StageMetrics,
+        calls_llm: bool,
+    ) -> AsyncStage<I, O> {
+        AsyncStage {
+            name: name.to_string(),
+            func,
+            policy,
+            runtime: self.runtime.clone(),
+            metrics: Arc::clone(&self.metrics),
+            counters,
+            calls_llm,
+        }
+    }
+
+    /// Provenance recorded in each example.
+    pub fn provenance(&self) -> Provenance {
+        let labeler = self.labeler.provenance();
+        Provenance { generator: labeler.generator, judge: labeler.judge, embedder: self.embedder.name().to_string() }
+    }
+}
+
+/// The outputs of the FRet dataflow.
+pub struct FretStreams<'scope> {
+    /// The FRet set, keyed by query id.
+    pub examples: VecCollection<'scope, Time, (String, Example), Diff>,
+    /// Every rejected record, from all stages.
+    pub dead_letters: Stream<'scope, Time, Vec<DeadLetter>>,
+}
+
+/// Builds the FRet dataflow over a stream of source records.
+pub fn fret_dataflow<'scope>(records: Stream<'scope, Time, Vec<SourceRecord>>, stages: &Stages) -> FretStreams<'scope> {
+    let (passages, dead_source) = records.upsert_passages(stages.limits, Arc::clone(&stages.metrics));
+    let (passage_vectors, dead_embed_p) = passages.clone().embed_passages(stages);
+    let (queries, dead_generate) = passages.generate_queries(stages);
+    let (query_vectors, dead_embed_q) = queries.embed_queries(stages);
+    let candidates = query_vectors.retrieve_top_n(passage_vectors, stages.fret.neighbours, Arc::clone(&stages.metrics));
+    let (judged, dead_judge) = candidates.judge_candidates(stages);
+    let params = FuseParams {
+        rrf_k: stages.fret.rrf_k,
+        negatives: stages.fret.negatives,
+        negatives_count: stages.fret.negatives_count,
+        provenance: stages.provenance(),
+    };
+    let examples = judged.fuse_rankings(params, Arc::clone(&stages.metrics));
+    let scope = records_scope(&examples);
+    let dead_letters = scope.concatenate(vec![dead_source, dead_embed_p, dead_generate, dead_embed_q, dead_judge]);
+    FretStreams { examples, dead_letters }
+}
+
+fn records_scope<'scope>(c: &VecCollection<'scope, Time, (String, Example), Diff>) -> timely::dataflow::Scope<'scope, Time> {
+    c.inner.scope()
+}

@@ -1,0 +1,170 @@
+//! Counters and clocks the stages update as they work, shared by all workers of a process; read by the
+//! progress bars and the end-of-run summary.
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Measures the wall time during which at least one call is in flight (the union of call intervals),
+/// so overlapping calls are not counted twice.
+#[derive(Debug, Default)]
+pub struct BusyClock {
+    state: Mutex<BusyState>,
+}
+
+#[derive(Debug, Default)]
+struct BusyState {
+    in_flight: usize,
+    since: Option<Instant>,
+    total: Duration,
+}
+
+impl BusyClock {
+    /// A call starts.
+    pub fn enter(&self) {
+        let mut s = self.state.lock().expect("busy clock poisoned. This is a bug.");
+        if s.in_flight == 0 {
+            s.since = Some(Instant::now());
+        }
+        s.in_flight += 1;
+    }
+
+    /// A call ends.
+    pub fn exit(&self) {
+        let mut s = self.state.lock().expect("busy clock poisoned. This is a bug.");
+        s.in_flight = s.in_flight.saturating_sub(1);
+        if s.in_flight == 0 {
+            if let Some(since) = s.since.take() {
+                s.total += since.elapsed();
+            }
+        }
+    }
+
+    /// Busy time so far, including the current busy interval.
+    pub fn busy(&self) -> Duration {
+        let s = self.state.lock().expect("busy clock poisoned. This is a bug.");
+        s.total + s.since.map_or(Duration::ZERO, |t| t.elapsed())
+    }
+}
+
+/// Counters of one stage.
+#[derive(Debug, Default)]
+pub struct StageMetrics {
+    /// Inputs sent to the model (or processed, for synchronous stages).
+    pub requests: AtomicU64,
+    /// Batches sent.
+    pub batches: AtomicU64,
+    /// Inputs that failed (dead letters).
+    pub failures: AtomicU64,
+    /// Wall time with at least one batch of this stage in flight.
+    pub busy: BusyClock,
+    /// CPU time spent inside the operator itself (synchronous stages), in nanoseconds.
+    pub operator_nanos: AtomicU64,
+}
+
+impl StageMetrics {
+    /// Adds time spent in the operator.
+    pub fn add_operator_time(&self, elapsed: Duration) {
+        self.operator_nanos.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Everything a run measures.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Source records read (valid or not).
+    pub records_in: AtomicU64,
+    /// Passage versions that entered the corpus.
+    pub passages_in: AtomicU64,
+    /// Passage deletions applied.
+    pub passages_deleted: AtomicU64,
+    /// Dead letters written.
+    pub dead_letters: AtomicU64,
+    /// Example changes written (upserts and retractions).
+    pub example_changes: AtomicU64,
+    /// Examples in the current set.
+    pub examples_live: AtomicU64,
+    /// Reading and upserting the source.
+    pub source: StageMetrics,
+    /// Query generation.
+    pub generate: StageMetrics,
+    /// Passage and query embedding.
+    pub embed: StageMetrics,
+    /// Top-N retrieval.
+    pub retrieve: StageMetrics,
+    /// QL/RC judging.
+    pub judge: StageMetrics,
+    /// Fusion and example assembly.
+    pub fuse: StageMetrics,
+    /// Writing sinks.
+    pub sink: StageMetrics,
+    /// Wall time with at least one LLM batch (generation or judging) in flight.
+    pub llm_busy: BusyClock,
+}
+
+/// A point-in-time copy of the metrics, with the labeler's counters; what the summary prints and
+/// writes as JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// Wall time since the run started, seconds.
+    pub elapsed_s: f64,
+    /// Source records read.
+    pub records_in: u64,
+    /// Passage versions that entered the corpus.
+    pub passages_in: u64,
+    /// Passage deletions.
+    pub passages_deleted: u64,
+    /// Queries generated.
+    pub queries: u64,
+    /// Query–candidate pairs judged.
+    pub judged_pairs: u64,
+    /// Example changes written.
+    pub example_changes: u64,
+    /// Examples in the current set.
+    pub examples_live: u64,
+    /// Dead letters.
+    pub dead_letters: u64,
+    /// LLM requests answered by the model.
+    pub llm_calls: u64,
+    /// LLM requests answered from the cache.
+    pub llm_cache_hits: u64,
+    /// Share of wall time with an LLM batch in flight.
+    pub llm_busy_share: f64,
+    /// Seconds per stage: busy (in flight) for model stages, in-operator time for the others.
+    pub stage_seconds: Vec<(String, f64)>,
+}
+
+impl Metrics {
+    /// Copies the counters; `llm_stats` are the labeler's (calls, cache hits).
+    pub fn snapshot(&self, started: Instant, llm_stats: (u64, u64)) -> Snapshot {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let elapsed = started.elapsed().as_secs_f64();
+        let op_s = |s: &StageMetrics| load(&s.operator_nanos) as f64 / 1e9;
+        Snapshot {
+            elapsed_s: elapsed,
+            records_in: load(&self.records_in),
+            passages_in: load(&self.passages_in),
+            passages_deleted: load(&self.passages_deleted),
+            queries: load(&self.generate.requests) - load(&self.generate.failures),
+            judged_pairs: load(&self.judge.requests) - load(&self.judge.failures),
+            example_changes: load(&self.example_changes),
+            examples_live: load(&self.examples_live),
+            dead_letters: load(&self.dead_letters),
+            llm_calls: llm_stats.0,
+            llm_cache_hits: llm_stats.1,
+            llm_busy_share: if elapsed > 0.0 { self.llm_busy.busy().as_secs_f64() / elapsed } else { 0.0 },
+            stage_seconds: vec![
+                ("source".into(), op_s(&self.source)),
+                ("generate (LLM)".into(), self.generate.busy.busy().as_secs_f64()),
+                ("embed".into(), self.embed.busy.busy().as_secs_f64()),
+                ("retrieve".into(), op_s(&self.retrieve)),
+                ("judge (LLM)".into(), self.judge.busy.busy().as_secs_f64()),
+                ("fuse".into(), op_s(&self.fuse)),
+                ("sinks".into(), op_s(&self.sink)),
+            ],
+        }
+    }
+}
+
+/// Shared handle to a run's metrics.
+pub type SharedMetrics = Arc<Metrics>;

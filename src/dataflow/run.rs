@@ -1,0 +1,1 @@
+//! Driver: runs a pipeline config with file sources and sinks.

@@ -1,0 +1,185 @@
+//! Sink operators: the consolidated change stream of the FRet set, and the dead letters.
+//!
+//! Both exchange everything to worker 0, which owns the writers (file sinks need one writer; a Kafka sink
+//! may choose otherwise). The change sink waits until the frontier passes a time, consolidates that
+//! time's updates per key, and emits at most one [`Change`] per key: an upsert with the key's new
+//! example, or a retraction when the key has none left. It keeps the current set for snapshots, written
+//! when the input ends.
+use super::deadletter::DeadLetter;
+use super::example::Example;
+use super::progress::SharedMetrics;
+use super::{Diff, Time};
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::Stream;
+
+/// What happened to a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeOp {
+    /// The key now has this example (new or replacing the previous one).
+    Upsert,
+    /// The key has no example any more (a tombstone).
+    Retract,
+}
+
+/// One change of the FRet set.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Change {
+    /// Upsert or retraction.
+    pub op: ChangeOp,
+    /// The query id.
+    pub key: String,
+    /// Logical time (epoch) of the change.
+    pub time: Time,
+    /// The new example (`None` for a retraction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub example: Option<Example>,
+}
+
+/// A sink error, in words (the writer names its file).
+pub type SinkError = String;
+
+/// Where changes go. Called on worker 0 only.
+pub trait ChangeSink {
+    /// Writes the changes of one time (consolidated, at most one per key, sorted by key).
+    fn write(&mut self, changes: &[Change]) -> Result<(), SinkError>;
+    /// The input has ended; `current` is the final FRet set by key. Flush and close.
+    fn finish(&mut self, current: &BTreeMap<String, Example>) -> Result<(), SinkError>;
+}
+
+/// Where dead letters go. Called on worker 0 only.
+pub trait DeadLetterSink {
+    /// Writes dead letters.
+    fn write(&mut self, letters: &[DeadLetter]) -> Result<(), SinkError>;
+    /// Flushes (called after each batch and at the end).
+    fn flush(&mut self) -> Result<(), SinkError>;
+}
+
+/// The first sink error of a run; the driver stops when it is set.
+pub type ErrorSlot = Arc<Mutex<Option<SinkError>>>;
+
+fn record_error(slot: &ErrorSlot, error: SinkError) {
+    let mut slot = slot.lock().expect("error slot poisoned. This is a bug.");
+    if slot.is_none() {
+        tracing::error!(%error, "Sink failed; stopping.");
+        *slot = Some(error);
+    }
+}
+
+/// Writes the FRet set's change stream.
+pub trait SinkChanges<'scope> {
+    /// Sends consolidated changes to `sinks` (used on worker 0; other workers pass an empty list).
+    fn sink_changes(self, sinks: Vec<Box<dyn ChangeSink>>, errors: ErrorSlot, metrics: SharedMetrics);
+}
+
+impl<'scope> SinkChanges<'scope> for VecCollection<'scope, Time, (String, Example), Diff> {
+    fn sink_changes(self, mut sinks: Vec<Box<dyn ChangeSink>>, errors: ErrorSlot, metrics: SharedMetrics) {
+        let mut pending: BTreeMap<Time, Vec<((String, Example), Diff)>> = BTreeMap::new();
+        let mut current: BTreeMap<String, Example> = BTreeMap::new();
+        let mut finished = false;
+        self.inner.sink(Exchange::new(|_: &((String, Example), Time, Diff)| 0), "SinkChanges", move |(input, frontier)| {
+            input.for_each(|_cap, data| {
+                for (record, time, diff) in data.drain(..) {
+                    pending.entry(time).or_default().push((record, diff));
+                }
+            });
+            let started = Instant::now();
+            while let Some(entry) = pending.first_entry() {
+                if frontier.less_equal(entry.key()) {
+                    break;
+                }
+                let (time, mut updates) = entry.remove_entry();
+                differential_dataflow::consolidation::consolidate(&mut updates);
+                let changes = changes_at(time, updates, &mut current);
+                metrics.example_changes.fetch_add(changes.len() as u64, Ordering::Relaxed);
+                metrics.examples_live.store(current.len() as u64, Ordering::Relaxed);
+                if !changes.is_empty() {
+                    write_all(&mut sinks, &errors, |s| s.write(&changes));
+                }
+            }
+            if frontier.is_empty() && !finished {
+                finished = true;
+                write_all(&mut sinks, &errors, |s| s.finish(&current));
+            }
+            metrics.sink.add_operator_time(started.elapsed());
+        });
+    }
+}
+
+/// Calls `f` on every sink; on the first error, records it and drops all sinks.
+fn write_all(sinks: &mut Vec<Box<dyn ChangeSink>>, errors: &ErrorSlot, mut f: impl FnMut(&mut dyn ChangeSink) -> Result<(), SinkError>) {
+    for sink in sinks.iter_mut() {
+        if let Err(e) = f(sink.as_mut()) {
+            record_error(errors, e);
+            sinks.clear();
+            return;
+        }
+    }
+}
+
+/// Turns one time's consolidated updates into at most one change per key, updating `current`.
+pub fn changes_at(time: Time, updates: Vec<((String, Example), Diff)>, current: &mut BTreeMap<String, Example>) -> Vec<Change> {
+    let mut by_key: BTreeMap<String, (Option<Example>, bool)> = BTreeMap::new();
+    for ((key, example), diff) in updates {
+        let slot = by_key.entry(key).or_insert((None, false));
+        if diff > 0 {
+            slot.0 = Some(example);
+        } else {
+            slot.1 = true;
+        }
+    }
+    let mut changes = Vec::with_capacity(by_key.len());
+    for (key, (inserted, _retracted)) in by_key {
+        match inserted {
+            Some(example) => {
+                current.insert(key.clone(), example.clone());
+                changes.push(Change { op: ChangeOp::Upsert, key, time, example: Some(example) });
+            }
+            None => {
+                current.remove(&key);
+                changes.push(Change { op: ChangeOp::Retract, key, time, example: None });
+            }
+        }
+    }
+    changes
+}
+
+/// Writes dead letters.
+pub trait SinkDeadLetters<'scope> {
+    /// Sends every dead letter to `sink` (on worker 0; other workers pass `None`).
+    fn sink_dead_letters(self, sink: Option<Box<dyn DeadLetterSink>>, errors: ErrorSlot, metrics: SharedMetrics);
+}
+
+impl<'scope> SinkDeadLetters<'scope> for Stream<'scope, Time, Vec<DeadLetter>> {
+    fn sink_dead_letters(self, mut sink: Option<Box<dyn DeadLetterSink>>, errors: ErrorSlot, metrics: SharedMetrics) {
+        self.sink(Exchange::new(|_: &DeadLetter| 0), "SinkDeadLetters", move |(input, _frontier)| {
+            let mut wrote = false;
+            input.for_each(|_cap, data| {
+                metrics.dead_letters.fetch_add(data.len() as u64, Ordering::Relaxed);
+                for letter in data.iter() {
+                    tracing::warn!(stage = ?letter.stage, input = %letter.input, reason = %letter.reason, "Dead letter.");
+                }
+                if let Some(s) = sink.as_mut() {
+                    if let Err(e) = s.write(data) {
+                        record_error(&errors, e);
+                        sink = None;
+                    }
+                    wrote = true;
+                }
+            });
+            if wrote {
+                if let Some(Err(e)) = sink.as_mut().map(|s| s.flush()) {
+                    record_error(&errors, e);
+                    sink = None;
+                }
+            }
+        });
+    }
+}
