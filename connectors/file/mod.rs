@@ -1,6 +1,8 @@
 //! File storage: JSONL and Parquet readers and writers.
 pub mod jsonl;
 pub mod parquet;
+pub mod sink;
+pub mod source;
 
 use std::path::PathBuf;
 
