@@ -1,0 +1,193 @@
+//! The llama-family decoder in tch: RMSNorm, rotate-half RoPE, grouped-query attention with a KV cache,
+//! SwiGLU MLP, tied or separate output projection; qwen2 adds q/k/v biases.
+//!
+//! The forward pass returns hidden states before the final norm; [`Llama::logits`] applies the final norm
+//! and the output projection to chosen rows only, so scoring and generation never pay for the 49k-wide
+//! output projection at positions nobody reads.
+use tch::{Device, Kind, TchError, Tensor};
+
+use super::config::ModelConfig;
+use super::weights::{LayerWeights, Weights};
+
+/// Per-layer key and value buffers of a batch, preallocated to the batch's final length.
+#[derive(Debug)]
+pub(crate) struct KvCache {
+    /// `[batch, kv_heads, capacity, head_dim]` per layer.
+    k: Vec<Tensor>,
+    v: Vec<Tensor>,
+    /// Positions filled so far.
+    len: i64,
+}
+
+impl KvCache {
+    /// Number of cached positions.
+    pub fn len(&self) -> i64 {
+        self.len
+    }
+
+    /// Keeps only the given batch rows (finished sequences leave the batch).
+    pub fn retain_rows(&mut self, rows: &Tensor) -> Result<(), TchError> {
+        for t in self.k.iter_mut().chain(self.v.iter_mut()) {
+            *t = t.f_index_select(0, rows)?;
+        }
+        Ok(())
+    }
+}
+
+/// How the attention of one forward call is masked.
+pub(crate) enum Attention<'a> {
+    /// Plain causal attention over the call's own tokens (right-padded batches without a cache).
+    Causal,
+    /// An explicit boolean mask `[batch, 1, new, cached + new]`, `true` = may attend.
+    Mask(&'a Tensor),
+}
+
+/// The model with its weights on one device.
+#[derive(Debug)]
+pub(crate) struct Llama {
+    cfg: ModelConfig,
+    w: Weights,
+    /// `[max_positions, head_dim]` cosine and sine tables.
+    cos: Tensor,
+    sin: Tensor,
+    device: Device,
+}
+
+impl Llama {
+    /// Moves the weights to `device` and precomputes the RoPE tables as transformers does (f32).
+    pub fn new(cfg: ModelConfig, w: Weights, device: Device) -> Result<Self, TchError> {
+        let mv = |t: Tensor| t.f_to_device(device);
+        let layers = w
+            .layers
+            .into_iter()
+            .map(|l| {
+                Ok(LayerWeights {
+                    attn_norm: mv(l.attn_norm)?,
+                    qkv: mv(l.qkv)?,
+                    qkv_bias: l.qkv_bias.map(mv).transpose()?,
+                    o: mv(l.o)?,
+                    ffn_norm: mv(l.ffn_norm)?,
+                    gate_up: mv(l.gate_up)?,
+                    down: mv(l.down)?,
+                })
+            })
+            .collect::<Result<Vec<_>, TchError>>()?;
+        let w = Weights {
+            embed: mv(w.embed)?,
+            final_norm: mv(w.final_norm)?,
+            lm_head: w.lm_head.map(mv).transpose()?,
+            layers,
+        };
+        let d = cfg.head_dim as i64;
+        let exponent = Tensor::f_arange_start_step(0, d, 2, (Kind::Int64, device))?.f_to_kind(Kind::Float)? / d as f64;
+        let inv_freq = Tensor::f_full(&[d / 2], cfg.rope_theta, (Kind::Float, device))?.f_pow(&exponent)?.f_reciprocal()?;
+        let pos = Tensor::f_arange(cfg.max_positions as i64, (Kind::Float, device))?;
+        let freqs = pos.f_outer(&inv_freq)?;
+        let emb = Tensor::f_cat(&[&freqs, &freqs], -1)?;
+        Ok(Self { cos: emb.f_cos()?, sin: emb.f_sin()?, cfg, w, device })
+    }
+
+    /// The model's hyperparameters.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// An empty cache for `batch` sequences of at most `capacity` positions.
+    pub fn new_cache(&self, batch: i64, capacity: i64) -> Result<KvCache, TchError> {
+        let shape = [batch, self.cfg.num_kv_heads as i64, capacity, self.cfg.head_dim as i64];
+        let mk = || Tensor::f_zeros(shape, (Kind::Float, self.device));
+        let n = self.cfg.num_layers;
+        Ok(KvCache {
+            k: (0..n).map(|_| mk()).collect::<Result<_, _>>()?,
+            v: (0..n).map(|_| mk()).collect::<Result<_, _>>()?,
+            len: 0,
+        })
+    }
+
+    /// Runs `ids` (`[batch, new]`, i64) at `positions` (same shape) through every block, appending to
+    /// `cache` when given; returns the last block's output `[batch, new, hidden]` (before the final norm).
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        attention: Attention<'_>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor, TchError> {
+        let (b, t) = ids.size2()?;
+        let mut x = Tensor::f_embedding(&self.w.embed, ids, -1, false, false)?;
+        let flat = positions.f_reshape([-1])?;
+        let d = self.cfg.head_dim as i64;
+        let cos = self.cos.f_index_select(0, &flat)?.f_view([b, 1, t, d])?;
+        let sin = self.sin.f_index_select(0, &flat)?.f_view([b, 1, t, d])?;
+        for (i, layer) in self.w.layers.iter().enumerate() {
+            let kv = cache.as_deref_mut().map(|c| (i, c));
+            x = self.block(layer, &x, (&cos, &sin), &attention, kv)?;
+        }
+        if let Some(c) = cache {
+            c.len += t;
+        }
+        Ok(x)
+    }
+
+    fn block(
+        &self,
+        l: &LayerWeights,
+        x: &Tensor,
+        (cos, sin): (&Tensor, &Tensor),
+        attention: &Attention<'_>,
+        cache: Option<(usize, &mut KvCache)>,
+    ) -> Result<Tensor, TchError> {
+        let cfg = &self.cfg;
+        let (b, t, _) = x.size3()?;
+        let (h, kvh, d) = (cfg.num_heads as i64, cfg.num_kv_heads as i64, cfg.head_dim as i64);
+        let eps = cfg.rms_norm_eps;
+        let normed = x.f_rms_norm([cfg.hidden_size as i64], Some(&l.attn_norm), eps)?;
+        let qkv = normed.f_linear(&l.qkv, l.qkv_bias.as_ref())?;
+        let parts = qkv.f_split_with_sizes([h * d, kvh * d, kvh * d], -1)?;
+        let heads = |p: &Tensor, n: i64| p.f_view([b, t, n, d])?.f_transpose(1, 2);
+        let q = rope(&heads(&parts[0], h)?, cos, sin)?;
+        let k = rope(&heads(&parts[1], kvh)?, cos, sin)?;
+        let v = heads(&parts[2], kvh)?;
+        let (k, v) = match cache {
+            Some((i, c)) => {
+                let (start, end) = (c.len, c.len + t);
+                c.k[i].f_narrow(2, start, t)?.f_copy_(&k)?;
+                c.v[i].f_narrow(2, start, t)?.f_copy_(&v)?;
+                (c.k[i].f_narrow(2, 0, end)?, c.v[i].f_narrow(2, 0, end)?)
+            }
+            None => (k, v),
+        };
+        let (mask, causal) = match attention {
+            Attention::Causal => (None, true),
+            Attention::Mask(m) => (Some(*m), false),
+        };
+        let attn = Tensor::f_scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, None, h != kvh)?;
+        let attn = attn.f_transpose(1, 2)?.f_reshape([b, t, h * d])?;
+        let x = x.f_add(&attn.f_linear::<&Tensor>(&l.o, None)?)?;
+        let normed = x.f_rms_norm([cfg.hidden_size as i64], Some(&l.ffn_norm), eps)?;
+        let gu = normed.f_linear::<&Tensor>(&l.gate_up, None)?.f_chunk(2, -1)?;
+        let act = gu[0].f_silu()?.f_mul(&gu[1])?;
+        x.f_add(&act.f_linear::<&Tensor>(&l.down, None)?)
+    }
+
+    /// Final norm and output projection of `hidden` rows (`[..., hidden]`), as f32 logits `[..., vocab]`.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor, TchError> {
+        let normed = hidden.f_rms_norm([self.cfg.hidden_size as i64], Some(&self.w.final_norm), self.cfg.rms_norm_eps)?;
+        let head = self.w.lm_head.as_ref().unwrap_or(&self.w.embed);
+        normed.f_linear::<&Tensor>(head, None)
+    }
+}
+
+/// Rotate-half RoPE on `[batch, heads, new, head_dim]` with per-token tables `[batch, 1, new, head_dim]`.
+fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor, TchError> {
+    let half = x.size()[3] / 2;
+    let x1 = x.f_narrow(3, 0, half)?;
+    let x2 = x.f_narrow(3, half, half)?;
+    let rotated = Tensor::f_cat(&[&x2.f_neg()?, &x1], 3)?;
+    x.f_mul(cos)?.f_add(&rotated.f_mul(sin)?)
+}

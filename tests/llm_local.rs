@@ -1,0 +1,295 @@
+//! The local tch LLM against Hugging Face transformers on the packaged SmolLM2 GGUF (fixtures from
+//! tests/fixtures/llm/make_fixture.py), and its batching, generation and error contracts.
+//!
+//! Tolerances: next-token and teacher-forced log-probabilities within 1e-3 nats of transformers (both
+//! dequantize the same file to f32; the difference is float summation order); batched versus one-at-a-time
+//! results of our own backend within 1e-4.
+use std::sync::OnceLock;
+
+use fretflow::llm::local::{LocalLlm, LocalLlmOptions};
+use fretflow::llm::{
+    ChatMessage, FinishReason, GenerateRequest, LabelRequest, LlmBackend, LlmError, Prompt, Sampling, ScoreRequest,
+};
+use serde_json::Value;
+
+fn fixture() -> &'static Value {
+    static F: OnceLock<Value> = OnceLock::new();
+    F.get_or_init(|| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/llm/smollm2_reference.json");
+        serde_json::from_str(&std::fs::read_to_string(path).expect("fixture exists")).expect("fixture is JSON")
+    })
+}
+
+fn llm() -> &'static LocalLlm {
+    static L: OnceLock<LocalLlm> = OnceLock::new();
+    L.get_or_init(|| {
+        let options = LocalLlmOptions { device: fretflow::device::DeviceChoice::Cpu, ..Default::default() };
+        LocalLlm::load("SmolLM2-135M-Instruct", options).expect("run `make setup`: the packaged SmolLM2 is needed")
+    })
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().build().expect("runtime").block_on(f)
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array().expect("array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("float") as f32).collect()
+}
+
+fn messages(v: &Value) -> Vec<ChatMessage> {
+    serde_json::from_value(v.clone()).expect("messages")
+}
+
+fn text(prompt: &str) -> Prompt {
+    Prompt::Text(prompt.to_string())
+}
+
+fn greedy(prompt: &str, max_new_tokens: usize) -> GenerateRequest {
+    GenerateRequest { prompt: text(prompt), max_new_tokens, stop: vec![], sampling: Sampling::default() }
+}
+
+#[test]
+fn token_ids_equal_transformers_on_every_fixture_string() {
+    let cases = fixture()["tokenizer"].as_array().unwrap();
+    assert!(cases.len() >= 30);
+    let tok = llm().tokenizer();
+    for case in cases {
+        let s = case["text"].as_str().unwrap();
+        assert_eq!(tok.encode(s, true).unwrap(), ids(&case["ids"]), "ids of {s:?}");
+        let decoded = tok.decode(&ids(&case["ids"]), false).unwrap();
+        assert_eq!(decoded, case["decoded"].as_str().unwrap(), "decoding of {s:?}");
+    }
+}
+
+#[test]
+fn special_tokens_encode_to_single_ids() {
+    let tok = llm().tokenizer();
+    assert_eq!(tok.encode("<|im_start|>", false).unwrap(), vec![1]);
+    assert_eq!(tok.encode("<|im_end|>", false).unwrap(), vec![2]);
+    assert!(tok.stop_ids().contains(&2), "<|im_end|> ends generation");
+}
+
+#[test]
+fn chat_template_renders_as_transformers_does() {
+    let chat = llm().chat_template().expect("SmolLM2 has a chat template");
+    for case in fixture()["chat_templates"].as_array().unwrap() {
+        let rendered = chat.render(&messages(&case["messages"]), case["add_generation_prompt"].as_bool().unwrap());
+        assert_eq!(rendered.unwrap(), case["rendered"].as_str().unwrap());
+    }
+}
+
+#[test]
+fn next_token_logprobs_match_transformers_within_1e_3() {
+    let cases = fixture()["next_token"].as_array().unwrap();
+    let prompts: Vec<Prompt> = cases
+        .iter()
+        .map(|c| match c.get("text") {
+            Some(t) => text(t.as_str().unwrap()),
+            None => Prompt::Chat(messages(&c["messages"])),
+        })
+        .collect();
+    let got = block_on(llm().next_token_logprobs(prompts.clone()));
+    for ((case, prompt), row) in cases.iter().zip(&prompts).zip(got) {
+        let row = row.unwrap();
+        let name = case["name"].as_str().unwrap();
+        let rendered = llm().render_prompt(prompt).unwrap();
+        let special = matches!(prompt, Prompt::Text(_));
+        assert_eq!(llm().tokenizer().encode(&rendered, special).unwrap(), ids(&case["ids"]), "prompt ids of {name}");
+        for (id_key, lp_key) in [("top_ids", "top_logprobs"), ("fixed_ids", "fixed_logprobs")] {
+            for (id, want) in ids(&case[id_key]).into_iter().zip(floats(&case[lp_key])) {
+                let got = row[id as usize];
+                assert!((got - want).abs() < 1e-3, "{name}: token {id}: {got} vs transformers {want}");
+            }
+        }
+        let argmax = (0..row.len()).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
+        assert_eq!(argmax as u32, ids(&case["top_ids"])[0], "{name}: most likely next token");
+    }
+}
+
+#[test]
+fn continuation_score_matches_transformers_teacher_forcing() {
+    for case in fixture()["scores"].as_array().unwrap() {
+        let req = ScoreRequest {
+            prompt: case["prompt"].as_str().unwrap().into(),
+            continuation: case["continuation"].as_str().unwrap().into(),
+        };
+        let got = block_on(llm().score(vec![req])).remove(0).unwrap();
+        let want = floats(&case["token_logprobs"]);
+        assert_eq!(got.token_logprobs.len(), want.len());
+        for (k, (g, w)) in got.token_logprobs.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() < 1e-3, "continuation token {k}: {g} vs transformers {w}");
+        }
+        let sum: f64 = want.iter().map(|&x| f64::from(x)).sum();
+        assert!((got.sum_logprob - sum).abs() < 1e-2, "{} vs {sum}", got.sum_logprob);
+    }
+}
+
+#[test]
+fn score_equals_the_sum_of_step_by_step_next_token_logprobs() {
+    let (prompt, continuation) = ("The capital of France is", " Paris, and the capital of Italy is Rome.");
+    let tok = llm().tokenizer();
+    let (p_ids, c_ids) = (tok.encode(prompt, true).unwrap(), tok.encode(continuation, false).unwrap());
+    let req = ScoreRequest { prompt: prompt.into(), continuation: continuation.into() };
+    let score = block_on(llm().score(vec![req])).remove(0).unwrap();
+    assert_eq!(score.token_logprobs.len(), c_ids.len());
+    // Prefix k as text; the precondition checks it tokenizes to exactly prompt + the first k tokens.
+    let prefixes: Vec<Prompt> = (0..c_ids.len())
+        .map(|k| {
+            let t = format!("{prompt}{}", tok.decode(&c_ids[..k], false).unwrap());
+            assert_eq!(tok.encode(&t, true).unwrap(), [p_ids.as_slice(), &c_ids[..k]].concat(), "prefix {k}");
+            Prompt::Text(t)
+        })
+        .collect();
+    let rows = block_on(llm().next_token_logprobs(prefixes));
+    let mut sum = 0.0;
+    for (k, row) in rows.into_iter().enumerate() {
+        let step = row.unwrap()[c_ids[k] as usize];
+        assert!((step - score.token_logprobs[k]).abs() < 1e-4, "token {k}: {step} vs {}", score.token_logprobs[k]);
+        sum += f64::from(step);
+    }
+    assert!((score.sum_logprob - sum).abs() < 1e-3);
+}
+
+#[test]
+fn batched_scores_equal_one_at_a_time() {
+    let reqs: Vec<ScoreRequest> = [
+        ("Passage: wings in a slipstream.\nQuery:", " slipstream lift"),
+        ("Short.", " A much longer continuation that makes this the longest sequence of the batch by far."),
+        ("Query: ", "boundary layer transition"),
+        ("Numbers 1 2 3", " 4 5 6"),
+    ]
+    .iter()
+    .map(|(p, c)| ScoreRequest { prompt: p.to_string(), continuation: c.to_string() })
+    .collect();
+    let batched = block_on(llm().score(reqs.clone()));
+    for (req, b) in reqs.into_iter().zip(batched) {
+        let alone = block_on(llm().score(vec![req])).remove(0).unwrap();
+        let b = b.unwrap();
+        assert_eq!(alone.token_logprobs.len(), b.token_logprobs.len());
+        for (x, y) in alone.token_logprobs.iter().zip(&b.token_logprobs) {
+            assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+        }
+    }
+}
+
+#[test]
+fn trailing_prompt_whitespace_moves_into_the_continuation() {
+    let with_space = ScoreRequest { prompt: "Query: ".into(), continuation: "wing".into() };
+    let moved = ScoreRequest { prompt: "Query:".into(), continuation: " wing".into() };
+    let got = block_on(llm().score(vec![with_space, moved]));
+    let (a, b) = (got[0].as_ref().unwrap(), got[1].as_ref().unwrap());
+    assert_eq!(a.token_logprobs, b.token_logprobs);
+}
+
+#[test]
+fn greedy_generation_in_a_left_padded_batch_of_three_equals_each_alone() {
+    let reqs = vec![
+        greedy("The capital of France is", 12),
+        greedy("Passage: an experimental study of a wing in a propeller slipstream.\nQuery:", 20),
+        greedy("def add(a, b):\n", 7),
+    ];
+    let batched = block_on(llm().generate(reqs.clone()));
+    for (req, b) in reqs.into_iter().zip(batched) {
+        let alone = block_on(llm().generate(vec![req.clone()])).remove(0).unwrap();
+        let b = b.unwrap();
+        assert_eq!(b, alone, "prompt {:?}", req.prompt);
+        assert!(b.tokens <= req.max_new_tokens && !b.text.is_empty());
+    }
+}
+
+#[test]
+fn stop_strings_end_generation_and_are_left_out() {
+    let free = block_on(llm().generate(vec![greedy("List three colors:\n1.", 40)])).remove(0).unwrap();
+    let Some(cut) = free.text.find('\n') else { panic!("expected a newline in {:?}", free.text) };
+    let stopped = GenerateRequest { stop: vec!["\n".into()], ..greedy("List three colors:\n1.", 40) };
+    let got = block_on(llm().generate(vec![stopped])).remove(0).unwrap();
+    assert_eq!(got.finish, FinishReason::Stop);
+    assert_eq!(got.text, free.text[..cut]);
+    let short = block_on(llm().generate(vec![greedy("List three colors:\n1.", 3)])).remove(0).unwrap();
+    assert_eq!((short.finish, short.tokens), (FinishReason::Length, 3));
+}
+
+#[test]
+fn seeded_sampling_is_reproducible_and_independent_of_the_batch() {
+    let sampled = |seed| GenerateRequest {
+        sampling: Sampling { temperature: 0.9, top_p: 0.95, seed },
+        ..greedy("Once upon a time", 24)
+    };
+    let alone = block_on(llm().generate(vec![sampled(42)])).remove(0).unwrap();
+    let batched = block_on(llm().generate(vec![greedy("Hello", 5), sampled(42), sampled(7)]));
+    assert_eq!(batched[1].as_ref().unwrap(), &alone);
+    assert_ne!(batched[2].as_ref().unwrap().text, alone.text, "another seed draws another text");
+}
+
+#[test]
+fn single_token_label_probs_are_the_renormalized_next_token_distribution() {
+    let prompt = Prompt::Chat(vec![ChatMessage { role: "user".into(), content: "Rate from 0 to 3: is the sky blue?".into() }]);
+    let labels: Vec<String> = ["0", "1", "2", "3"].iter().map(|s| s.to_string()).collect();
+    let req = LabelRequest { prompt: prompt.clone(), labels: labels.clone() };
+    let dist = block_on(llm().label_probs(vec![req])).remove(0).unwrap();
+    let row = block_on(llm().next_token_logprobs(vec![prompt])).remove(0).unwrap();
+    let tok = llm().tokenizer();
+    let lps: Vec<f64> = labels.iter().map(|l| f64::from(row[tok.encode(l, false).unwrap()[0] as usize])).collect();
+    let z: f64 = lps.iter().map(|l| l.exp()).sum();
+    for (p, lp) in dist.probs.iter().zip(&lps) {
+        assert!((f64::from(*p) - lp.exp() / z).abs() < 1e-4);
+    }
+    assert!((dist.probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+}
+
+#[test]
+fn multi_token_label_probs_are_normalized_sequence_scores() {
+    let prompt = "Question: is a wing in a slipstream lifted more?\nAnswer:";
+    let labels = vec![" yes".to_string(), " no".to_string(), " not at all".to_string()];
+    let req = LabelRequest { prompt: text(prompt), labels: labels.clone() };
+    let dist = block_on(llm().label_probs(vec![req])).remove(0).unwrap();
+    let reqs = labels.iter().map(|l| ScoreRequest { prompt: prompt.into(), continuation: l.clone() }).collect();
+    let sums: Vec<f64> = block_on(llm().score(reqs)).into_iter().map(|s| s.unwrap().sum_logprob).collect();
+    let z: f64 = sums.iter().map(|s| s.exp()).sum();
+    for (p, s) in dist.probs.iter().zip(&sums) {
+        assert!((f64::from(*p) - s.exp() / z).abs() < 1e-4);
+    }
+}
+
+#[test]
+fn invalid_requests_fail_alone_and_their_neighbours_succeed() {
+    let too_long = "word ".repeat(9000);
+    let gens = block_on(llm().generate(vec![greedy("", 4), greedy(&too_long, 4), greedy("Hi", 2)]));
+    assert!(matches!(gens[0], Err(LlmError::InvalidRequest(_))), "{:?}", gens[0]);
+    assert!(matches!(gens[1], Err(LlmError::InvalidRequest(_))), "{:?}", gens[1]);
+    assert!(gens[2].as_ref().unwrap().tokens <= 2);
+    let labels = block_on(llm().label_probs(vec![
+        LabelRequest { prompt: text("Answer:"), labels: vec![] },
+        LabelRequest { prompt: text("Answer:"), labels: vec![" yes".into(), " no".into()] },
+    ]));
+    assert!(matches!(labels[0], Err(LlmError::InvalidRequest(_))));
+    assert_eq!(labels[1].as_ref().unwrap().probs.len(), 2);
+    let scores = block_on(llm().score(vec![ScoreRequest { prompt: "Hi".into(), continuation: "".into() }]));
+    assert!(matches!(scores[0], Err(LlmError::InvalidRequest(_))));
+}
+
+#[test]
+fn id_names_the_file_and_a_content_digest() {
+    let id = llm().id();
+    assert_eq!(id.backend, "local");
+    let (name, digest) = id.model.split_once('@').expect("name@digest");
+    assert_eq!(name, "SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert_eq!(digest.len(), 12);
+    assert!(digest.chars().all(|c| c.is_ascii_hexdigit()));
+}
+
+#[test]
+fn unusable_model_paths_give_errors_that_name_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_gguf = dir.path().join("weights.gguf");
+    std::fs::write(&not_gguf, b"not a gguf file").unwrap();
+    let options = LocalLlmOptions { device: fretflow::device::DeviceChoice::Cpu, ..Default::default() };
+    let err = LocalLlm::load(not_gguf.to_str().unwrap(), options).unwrap_err().to_string();
+    assert!(err.contains("weights.gguf"), "{err}");
+    let err = LocalLlm::load(dir.path().to_str().unwrap(), options).unwrap_err().to_string();
+    assert!(err.contains(dir.path().to_str().unwrap()), "{err}");
+}
