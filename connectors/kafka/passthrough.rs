@@ -83,7 +83,8 @@ impl Default for RunOptions {
 pub struct WorkerReport {
     /// Input records handed to the dataflow (dead letters included).
     pub records: u64,
-    /// Time from this worker's first record to its last commit.
+    /// Time from this worker's first record until the outputs of its last record were acknowledged by the
+    /// broker (all workers' outputs up to that epoch, as the probe is global); zero without records.
     pub active: Duration,
 }
 
@@ -136,6 +137,8 @@ pub fn run_worker<X: Transform>(
     let epoch_now = || started.elapsed().as_millis() as u64 / tick_ms;
     let mut report = WorkerReport::default();
     let (mut first_record, mut last_record) = (None::<Instant>, Instant::now());
+    // The epoch of this worker's latest records, and when the probe passed it.
+    let (mut last_data_epoch, mut acked_at) = (None::<u64>, None::<Instant>);
     let mut last_commit = Instant::now();
     let mut committed_through: Option<u64> = None;
     loop {
@@ -150,12 +153,17 @@ pub fn run_worker<X: Transform>(
             first_record.get_or_insert_with(Instant::now);
             last_record = Instant::now();
             input.send_batch(&mut batch);
+            last_data_epoch = Some(epoch);
+            acked_at = None;
             if let Some(pause) = options.throttle {
                 std::thread::sleep(pause);
             }
         }
         worker.step();
         sink.check()?;
+        if acked_at.is_none() && last_data_epoch.is_some_and(|e| !probe.less_equal(&e)) {
+            acked_at = Some(Instant::now());
+        }
         if last_commit.elapsed() >= options.commit_interval {
             commit_passed(&mut source, &probe, &mut committed_through)?;
             last_commit = Instant::now();
@@ -173,7 +181,7 @@ pub fn run_worker<X: Transform>(
     }
     source.commit_through(last_epoch)?;
     if let Some(first) = first_record {
-        report.active = first.elapsed();
+        report.active = acked_at.unwrap_or_else(Instant::now).duration_since(first);
     }
     tracing::info!(worker = index, records = report.records, committed = ?source.committed(), "Kafka pipeline worker done.");
     source.shutdown();
