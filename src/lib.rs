@@ -21,3 +21,4 @@ pub mod eval;
 pub mod llm;
 pub mod records;
 pub mod retrieve;
+pub mod train;

@@ -7,6 +7,7 @@ pub mod eval;
 pub mod kafka;
 pub mod llm;
 pub mod run;
+pub mod train;
 
 /// fretflow: passages in, a living FRet training set and a fine-tuned embedder out.
 #[derive(Debug, Parser)]
@@ -30,6 +31,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Kafka: produce a corpus into a topic, or follow the FRet stream.
     Kafka(kafka::KafkaArgs),
+    /// Fine-tune the encoder on FRet examples, with rolling evaluated checkpoints.
+    Train(train::TrainArgs),
 }
 
 /// Parses arguments, runs the command, and maps any error to a message on stderr and exit code 1.
@@ -42,6 +45,7 @@ pub fn main() -> ExitCode {
         Command::Llm(args) => llm::run(args),
         Command::Run(args) => run::run(args),
         Command::Kafka(args) => kafka::run(args),
+        Command::Train(args) => train::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,174 @@
+//! `fretflow train`: fine-tune the encoder on a FRet file or the FRet Kafka topic, with rolling,
+//! evaluated checkpoints.
+use crate::device::DeviceChoice;
+use crate::embed::EncoderOptions;
+use crate::train::buffer::SamplerConfig;
+use crate::train::gradcache::BackwardConfig;
+use crate::train::optim::{Decay, OptimConfig};
+use crate::train::source::{ChangeSource, FileSource};
+use crate::train::{GeckoLoss, Trainer, TrainerConfig};
+use anyhow::Context;
+use std::path::PathBuf;
+
+/// Arguments of `fretflow train`.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// FRet examples or change records: JSONL (`.jsonl`) or Parquet (`.parquet`).
+    #[arg(long, required_unless_present = "kafka_topic", conflicts_with = "kafka_topic")]
+    pub data: Option<PathBuf>,
+    /// Read the FRet stream from this Kafka topic (compacted; read from the start).
+    #[arg(long)]
+    pub kafka_topic: Option<String>,
+    /// Base model: a directory in sentence-transformers layout or a short name.
+    #[arg(long, default_value = "all-MiniLM-L6-v2")]
+    pub model: String,
+    /// Output directory for checkpoints, `latest`, `checkpoints.jsonl` and `ndcg_at_10.png`.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Total optimizer steps (restarts included); default: one pass over a file, forever on a topic.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Queries per step.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Hard negatives per FRet example.
+    #[arg(long, default_value_t = 1)]
+    pub hard_negatives: usize,
+    /// Truncation length in tokens (default: the model's).
+    #[arg(long)]
+    pub max_seq_length: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 2e-5)]
+    pub lr: f64,
+    /// Warmup steps.
+    #[arg(long, default_value_t = 10)]
+    pub warmup_steps: u64,
+    /// Schedule after warmup (`linear` decays to zero at --steps).
+    #[arg(long, value_enum, default_value_t = Decay::Constant)]
+    pub decay: Decay,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    /// Clip the global gradient norm (0: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    /// Softmax temperature of the loss.
+    #[arg(long, default_value_t = 0.05)]
+    pub temperature: f64,
+    /// Matryoshka dimensions, comma-separated (e.g. 384,256,128,64); empty: full dimension only.
+    #[arg(long, value_delimiter = ',')]
+    pub matryoshka_dims: Vec<usize>,
+    /// Matryoshka weights, one per dimension (default 1 each).
+    #[arg(long, value_delimiter = ',')]
+    pub matryoshka_weights: Vec<f32>,
+    /// Leave the other queries of the batch out of each query's negatives.
+    #[arg(long)]
+    pub no_same_tower: bool,
+    /// Use GradCache: constant memory whatever the batch size, one extra forward pass.
+    #[arg(long)]
+    pub grad_cache: bool,
+    /// Padded tokens per encoder chunk.
+    #[arg(long, default_value_t = 8192)]
+    pub chunk_tokens: usize,
+    /// Train with the model's dropout.
+    #[arg(long)]
+    pub dropout: bool,
+    /// Extra `{query, positive}` JSONL datasets mixed into batches.
+    #[arg(long)]
+    pub pairs: Vec<PathBuf>,
+    /// Fraction of each batch taken from --pairs.
+    #[arg(long, default_value_t = 0.0)]
+    pub pair_mix_ratio: f64,
+    /// Checkpoint every N steps.
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    /// Checkpoint every T minutes.
+    #[arg(long)]
+    pub checkpoint_minutes: Option<f64>,
+    /// Checkpoints kept besides the best.
+    #[arg(long, default_value_t = 3)]
+    pub keep_last: usize,
+    /// BEIR datasets to evaluate each checkpoint on (directories).
+    #[arg(long)]
+    pub eval_dataset: Vec<PathBuf>,
+    /// Metric choosing the best checkpoint (mean over --eval-dataset).
+    #[arg(long, default_value = "ndcg@10")]
+    pub best_metric: String,
+    /// Examples needed before the first step.
+    #[arg(long, default_value_t = 1)]
+    pub min_examples: usize,
+    /// Start from the base model even if --out holds a checkpoint.
+    #[arg(long)]
+    pub no_resume: bool,
+    /// Seed of batch sampling and dropout.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// `cpu`, `cuda`, `cuda:N` or `auto`.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+}
+
+impl TrainArgs {
+    /// The trainer configuration these arguments describe.
+    pub fn config(&self) -> TrainerConfig {
+        TrainerConfig {
+            model: self.model.clone(),
+            out_dir: self.out.clone(),
+            max_steps: self.steps,
+            loss: GeckoLoss {
+                temperature: self.temperature,
+                matryoshka_dims: self.matryoshka_dims.clone(),
+                matryoshka_weights: self.matryoshka_weights.clone(),
+                same_tower_negatives: !self.no_same_tower,
+                mask_false_negatives: true,
+            },
+            optimizer: OptimConfig {
+                lr: self.lr,
+                weight_decay: self.weight_decay,
+                warmup_steps: self.warmup_steps,
+                decay: self.decay,
+                total_steps: self.steps,
+                max_grad_norm: self.max_grad_norm,
+                ..OptimConfig::default()
+            },
+            sampler: SamplerConfig {
+                batch_size: self.batch_size,
+                hard_negatives: self.hard_negatives,
+                pair_mix_ratio: self.pair_mix_ratio,
+                seed: self.seed,
+            },
+            backward: BackwardConfig { chunk_tokens: self.chunk_tokens, grad_cache: self.grad_cache, dropout: self.dropout },
+            checkpoint_every_steps: self.checkpoint_every,
+            checkpoint_every_minutes: self.checkpoint_minutes,
+            keep_last: self.keep_last,
+            best_metric: self.best_metric.clone(),
+            min_examples: self.min_examples,
+            pair_datasets: self.pairs.clone(),
+            resume: !self.no_resume,
+        }
+    }
+}
+
+/// Runs `fretflow train`.
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let device = args.device.resolve()?;
+    let options = EncoderOptions { device, max_seq_length: args.max_seq_length, ..EncoderOptions::default() };
+    let mut trainer = Trainer::new(args.config(), options).context("cannot start the trainer")?;
+    if !args.eval_dataset.is_empty() {
+        trainer.set_evaluator(crate::train::evaluate::beir_evaluator(&args.eval_dataset)?);
+    }
+    let mut source: Box<dyn ChangeSource> = match (&args.data, &args.kafka_topic) {
+        (Some(path), _) => Box::new(FileSource::new(path)),
+        (None, Some(topic)) => kafka_source(topic)?,
+        (None, None) => anyhow::bail!("give --data FILE or --kafka-topic TOPIC"),
+    };
+    let steps = trainer.run(source.as_mut())?;
+    let latest = args.out.join(crate::train::checkpoint::LATEST);
+    println!("trained {steps} steps (total {}); latest checkpoint: {}", trainer.step(), latest.display());
+    Ok(())
+}
+
+/// The FRet topic as a change source.
+fn kafka_source(topic: &str) -> anyhow::Result<Box<dyn ChangeSource>> {
+    anyhow::bail!("reading the FRet stream from Kafka topic '{topic}' is not available yet: use --data")
+}

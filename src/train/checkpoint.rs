@@ -1,0 +1,210 @@
+//! Writing and finding checkpoints: sentence-transformers layout, atomic, with the trainer's state.
+//!
+//! A checkpoint is a directory `checkpoint-<step, 8 digits>` under the output directory holding
+//! - the model in sentence-transformers layout: `config.json`, `model.safetensors` (the base model file's
+//!   tensor names, trained values), tokenizer files, `modules.json`, module folders such as
+//!   `1_Pooling/config.json`, `sentence_bert_config.json`, `config_sentence_transformers.json`;
+//! - `fretflow.json` ([`TrainerState`]: step, examples seen, loss, optimizer and data settings);
+//! - `optimizer.safetensors`: the AdamW moments, so a restart continues without losing state.
+//!
+//! It is written into a hidden temporary directory, every file fsynced, then renamed into place; the
+//! `latest` symlink is replaced by an atomic rename. A crash leaves either the whole checkpoint or none.
+use super::optim::AdamW;
+use super::TrainError;
+use crate::embed::SentenceEncoder;
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use tch::Tensor;
+
+/// Name of the trainer state file inside a checkpoint.
+pub const STATE_FILE: &str = "fretflow.json";
+/// Name of the optimizer state file inside a checkpoint.
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+/// Name of the symlink to the newest checkpoint.
+pub const LATEST: &str = "latest";
+
+/// Base-model files never copied into a checkpoint (weights in other formats, the model card).
+const SKIP_FILES: &[&str] =
+    &["model.safetensors", "pytorch_model.bin", "README.md", ".gitattributes", STATE_FILE, OPTIMIZER_FILE];
+
+/// What a checkpoint records about the run that produced it (`fretflow.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// Training examples consumed (queries over all batches).
+    pub examples_seen: u64,
+    /// Unix time (seconds) the checkpoint was written.
+    pub created: f64,
+    /// The model training started from.
+    pub base_model: String,
+    /// Mean training loss since the previous checkpoint.
+    pub mean_loss: Option<f64>,
+    /// The loss and its hyperparameters.
+    pub loss: super::GeckoLoss,
+    /// Optimizer and schedule.
+    pub optimizer: super::optim::OptimConfig,
+    /// Batch composition.
+    pub sampler: super::buffer::SamplerConfig,
+    /// Backward pass (GradCache, chunking, dropout).
+    pub backward: super::gradcache::BackwardConfig,
+    /// Where the data came from, and the state of the replay buffer (free-form, for people).
+    pub data: serde_json::Value,
+}
+
+/// The directory name of the checkpoint at `step`.
+pub fn checkpoint_name(step: u64) -> String {
+    format!("checkpoint-{step:08}")
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
+    move |e| TrainError::checkpoint(path, e)
+}
+
+/// Writes a checkpoint of `encoder` and `optimizer` under `out_dir` and points `latest` at it; returns
+/// its path. An existing checkpoint of the same step is replaced.
+pub fn write_checkpoint(
+    out_dir: &Path,
+    encoder: &SentenceEncoder,
+    optimizer: &AdamW,
+    state: &TrainerState,
+) -> Result<PathBuf, TrainError> {
+    fs::create_dir_all(out_dir).map_err(io_err(out_dir))?;
+    let name = checkpoint_name(state.step);
+    let tmp = out_dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+    }
+    fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+
+    copy_model_files(encoder.model_dir(), &tmp)?;
+    write_model_weights(encoder, &encoder.model_dir().join("model.safetensors"), &tmp.join("model.safetensors"))?;
+    write_json(
+        &tmp.join("sentence_bert_config.json"),
+        &serde_json::json!({
+            "max_seq_length": encoder.max_seq_length(),
+            "do_lower_case": encoder.config().do_lower_case,
+        }),
+    )?;
+    if !tmp.join("config_sentence_transformers.json").exists() {
+        write_json(
+            &tmp.join("config_sentence_transformers.json"),
+            &serde_json::json!({"__version__": {"fretflow": env!("CARGO_PKG_VERSION")}, "prompts": {},
+                "default_prompt_name": null, "similarity_fn_name": "cosine"}),
+        )?;
+    }
+    optimizer.save_state(&tmp.join(OPTIMIZER_FILE))?;
+    write_json(&tmp.join(STATE_FILE), state)?;
+    sync_tree(&tmp)?;
+
+    let dest = out_dir.join(&name);
+    if dest.exists() {
+        fs::remove_dir_all(&dest).map_err(io_err(&dest))?;
+    }
+    fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+    point_latest(out_dir, &name)?;
+    sync_dir(out_dir)?;
+    tracing::info!(step = state.step, path = %dest.display(), "Wrote checkpoint.");
+    Ok(dest)
+}
+
+/// Copies tokenizer and configuration files and the module folders named in `modules.json`.
+fn copy_model_files(src: &Path, dst: &Path) -> Result<(), TrainError> {
+    for entry in fs::read_dir(src).map_err(io_err(src))? {
+        let entry = entry.map_err(io_err(src))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if path.is_file() && !SKIP_FILES.contains(&name.as_str()) && !name.ends_with(".safetensors") {
+            fs::copy(&path, dst.join(&name)).map_err(io_err(&path))?;
+        }
+    }
+    let modules = src.join("modules.json");
+    if let Ok(text) = fs::read_to_string(&modules) {
+        let list: Vec<serde_json::Value> =
+            serde_json::from_str(&text).map_err(|e| TrainError::checkpoint(&modules, e))?;
+        for module_dir in list.iter().filter_map(|m| m.get("path")?.as_str()).filter(|p| !p.is_empty()) {
+            let from = src.join(module_dir);
+            if from.is_dir() {
+                let to = dst.join(module_dir);
+                fs::create_dir_all(&to).map_err(io_err(&to))?;
+                for f in fs::read_dir(&from).map_err(io_err(&from))? {
+                    let f = f.map_err(io_err(&from))?.path();
+                    if f.is_file() {
+                        fs::copy(&f, to.join(f.file_name().expect("read_dir entries have names. This is a bug.")))
+                            .map_err(io_err(&f))?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the encoder's parameters under the base file's tensor names (and dtypes); tensors the encoder
+/// does not hold (such as `embeddings.position_ids`) are copied unchanged.
+fn write_model_weights(encoder: &SentenceEncoder, base: &Path, out: &Path) -> Result<(), TrainError> {
+    let vars = encoder.var_store().variables();
+    let base_tensors = Tensor::read_safetensors(base).map_err(|e| TrainError::checkpoint(base, e))?;
+    let mut named: Vec<(String, Tensor)> = Vec::with_capacity(base_tensors.len());
+    for (name, original) in base_tensors {
+        let var_name = name.strip_prefix("bert.").unwrap_or(&name);
+        let tensor = match vars.get(var_name) {
+            Some(var) => var.detach().to_device(tch::Device::Cpu).to_kind(original.kind()).contiguous(),
+            None => original,
+        };
+        named.push((name, tensor));
+    }
+    Tensor::write_safetensors(&named, out).map_err(|e| TrainError::checkpoint(out, e))
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TrainError> {
+    let text = serde_json::to_string_pretty(value).expect("checkpoint records serialize. This is a bug.");
+    fs::write(path, text + "\n").map_err(io_err(path))
+}
+
+/// Fsyncs every file under `dir`, then the directories themselves.
+fn sync_tree(dir: &Path) -> Result<(), TrainError> {
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let path = entry.map_err(io_err(dir))?.path();
+        if path.is_dir() {
+            sync_tree(&path)?;
+        } else {
+            File::open(&path).and_then(|f| f.sync_all()).map_err(io_err(&path))?;
+        }
+    }
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), TrainError> {
+    File::open(dir).and_then(|f| f.sync_all()).map_err(io_err(dir))
+}
+
+/// Replaces `out_dir/latest` with a relative symlink to `name`, atomically.
+fn point_latest(out_dir: &Path, name: &str) -> Result<(), TrainError> {
+    let link = out_dir.join(LATEST);
+    let tmp = out_dir.join(format!(".{LATEST}.tmp-{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(name, &tmp).map_err(io_err(&tmp))?;
+    fs::rename(&tmp, &link).map_err(io_err(&link))
+}
+
+/// The newest checkpoint under `out_dir` (via `latest`) and its state, if there is one.
+pub fn find_latest(out_dir: &Path) -> Result<Option<(PathBuf, TrainerState)>, TrainError> {
+    let link = out_dir.join(LATEST);
+    let Ok(target) = fs::read_link(&link) else { return Ok(None) };
+    let dir = out_dir.join(target);
+    Ok(Some((dir.clone(), read_state(&dir)?)))
+}
+
+/// Reads `fretflow.json` of a checkpoint directory.
+pub fn read_state(dir: &Path) -> Result<TrainerState, TrainError> {
+    let path = dir.join(STATE_FILE);
+    let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+    serde_json::from_str(&text).map_err(|e| TrainError::checkpoint(&path, e))
+}
+
+/// Removes a checkpoint directory (retention).
+pub fn remove_checkpoint(dir: &Path) -> Result<(), TrainError> {
+    fs::remove_dir_all(dir).map_err(io_err(dir))
+}

@@ -1,0 +1,123 @@
+//! The checkpoint manifest (`checkpoints.jsonl`), evaluation on arrival, retention and the metric plot.
+//!
+//! Each checkpoint, once written, is evaluated on the configured BEIR datasets; its
+//! [`CheckpointEvent`] (step, examples seen, path, metrics) is appended to the manifest, handed to any
+//! listener (e.g. a Kafka producer), and the plot `ndcg_at_10.png` is redrawn. Retention then deletes
+//! checkpoints that are neither among the last `keep_last` nor the best by the configured metric.
+use super::checkpoint::{remove_checkpoint, LATEST};
+use super::TrainError;
+use crate::embed::SentenceEncoder;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Manifest file name in the output directory.
+pub const MANIFEST: &str = "checkpoints.jsonl";
+/// Plot file name in the output directory.
+pub const PLOT: &str = "ndcg_at_10.png";
+
+/// Metric name → value for one dataset (`ndcg@10`, `recall@100`, `mrr@10`, ...).
+pub type Metrics = BTreeMap<String, f64>;
+
+/// A checkpoint has landed (DESIGN.md, "Records"): one line of `checkpoints.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointEvent {
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// Training examples consumed.
+    pub examples_seen: u64,
+    /// The checkpoint directory.
+    pub path: PathBuf,
+    /// Dataset name → metrics, empty when no evaluation is configured.
+    pub metrics: BTreeMap<String, Metrics>,
+    /// Mean training loss since the previous checkpoint.
+    pub mean_loss: Option<f64>,
+    /// Unix time (seconds) the checkpoint was written.
+    pub created: f64,
+}
+
+impl CheckpointEvent {
+    /// `metric` averaged over the evaluated datasets; `None` without evaluation.
+    pub fn mean_metric(&self, metric: &str) -> Option<f64> {
+        let values: Vec<f64> = self.metrics.values().filter_map(|m| m.get(metric).copied()).collect();
+        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+    }
+}
+
+/// Evaluates a freshly written checkpoint's encoder.
+pub trait CheckpointEvaluator {
+    /// Dataset name → metrics.
+    fn evaluate(&mut self, encoder: &SentenceEncoder) -> Result<BTreeMap<String, Metrics>, TrainError>;
+}
+
+/// Reads every event of `out_dir/checkpoints.jsonl` (none when the file is absent).
+pub fn read_manifest(out_dir: &Path) -> Result<Vec<CheckpointEvent>, TrainError> {
+    let path = out_dir.join(MANIFEST);
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    Ok(crate::connectors::file::jsonl::read_all::<CheckpointEvent>(&path)?.into_iter().map(|(_, e)| e).collect())
+}
+
+/// Appends `event` to the manifest and fsyncs it.
+pub fn append_manifest(out_dir: &Path, event: &CheckpointEvent) -> Result<(), TrainError> {
+    let path = out_dir.join(MANIFEST);
+    let line = serde_json::to_string(event).expect("events serialize. This is a bug.");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| TrainError::checkpoint(&path, e))?;
+    writeln!(f, "{line}").and_then(|()| f.sync_data()).map_err(|e| TrainError::checkpoint(&path, e))
+}
+
+/// Deletes checkpoint directories that are neither among the last `keep_last` steps, nor the best by
+/// `metric` (mean over datasets, higher is better), nor the target of `latest`. Returns the removed paths.
+pub fn apply_retention(
+    out_dir: &Path,
+    events: &[CheckpointEvent],
+    keep_last: usize,
+    metric: &str,
+) -> Result<Vec<PathBuf>, TrainError> {
+    // Only checkpoints this trainer wrote: the base model's evaluation (step 0) points elsewhere.
+    let mut present: Vec<&CheckpointEvent> =
+        events.iter().filter(|e| e.path.starts_with(out_dir) && e.path.is_dir()).collect();
+    present.sort_by_key(|e| e.step);
+    present.dedup_by_key(|e| e.step);
+    let mut keep: Vec<u64> = present.iter().rev().take(keep_last.max(1)).map(|e| e.step).collect();
+    let best = present
+        .iter()
+        .filter_map(|e| e.mean_metric(metric).map(|m| (m, e.step)))
+        .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)));
+    if let Some((_, step)) = best {
+        keep.push(step);
+    }
+    let latest = std::fs::read_link(out_dir.join(LATEST)).ok().map(|t| out_dir.join(t));
+    let mut removed = Vec::new();
+    for e in present {
+        if !keep.contains(&e.step) && latest.as_deref() != Some(e.path.as_path()) {
+            remove_checkpoint(&e.path)?;
+            tracing::info!(step = e.step, path = %e.path.display(), "Removed checkpoint (retention).");
+            removed.push(e.path.clone());
+        }
+    }
+    Ok(removed)
+}
+
+/// Redraws `out_dir/ndcg_at_10.png` from the events' `ndcg@10` per dataset (skipped without metrics).
+pub fn write_plot(out_dir: &Path, events: &[CheckpointEvent]) -> Result<(), TrainError> {
+    let mut series: BTreeMap<String, Vec<(u64, f64)>> = BTreeMap::new();
+    for e in events {
+        for (dataset, m) in &e.metrics {
+            if let Some(v) = m.get("ndcg@10") {
+                series.entry(dataset.clone()).or_default().push((e.step, *v));
+            }
+        }
+    }
+    if series.is_empty() {
+        return Ok(());
+    }
+    let path = out_dir.join(PLOT);
+    super::plot::write_metric_plot(&path, "NDCG@10 VS STEP", &series).map_err(|e| TrainError::checkpoint(&path, e))
+}

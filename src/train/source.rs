@@ -1,0 +1,149 @@
+//! Where the trainer's FRet changes come from: a JSONL or Parquet file, an in-process channel (the
+//! pipeline running the trainer itself), or a Kafka topic (see `cli::train`).
+//!
+//! A source hands over whatever changes are available; the trainer applies them to its replay buffer
+//! between optimizer steps, so training never waits on the stream once it has enough examples.
+use super::data::{read_fret_jsonl, Change};
+use super::TrainError;
+use crate::connectors::file::InputError;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::record::{Field, Row};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+/// A stream of FRet changes.
+pub trait ChangeSource {
+    /// Changes available now; when there are none, waits up to `wait` for the first one.
+    fn poll(&mut self, wait: Duration) -> Result<Vec<Change>, TrainError>;
+    /// Whether the source will never produce another change (a file read to its end, a closed channel).
+    fn is_finished(&self) -> bool;
+    /// A short description for logs and checkpoint provenance.
+    fn describe(&self) -> String;
+}
+
+/// A FRet file (`.jsonl` / `.json`: examples or change records; `.parquet`: one example per row, columns
+/// named like the example's JSON fields). It is read whole on the first poll; a restarted trainer reads it
+/// again and so rebuilds the same replay buffer.
+#[derive(Debug)]
+pub struct FileSource {
+    path: PathBuf,
+    done: bool,
+}
+
+impl FileSource {
+    /// A source reading `path` on first poll.
+    pub fn new(path: &Path) -> Self {
+        Self { path: path.to_path_buf(), done: false }
+    }
+}
+
+impl ChangeSource for FileSource {
+    fn poll(&mut self, _wait: Duration) -> Result<Vec<Change>, TrainError> {
+        if self.done {
+            return Ok(Vec::new());
+        }
+        let is_parquet = self.path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+        let changes = if is_parquet { read_fret_parquet(&self.path)? } else { read_fret_jsonl(&self.path)? };
+        self.done = true;
+        tracing::info!(path = %self.path.display(), changes = changes.len(), "Read FRet file.");
+        Ok(changes)
+    }
+
+    fn is_finished(&self) -> bool {
+        self.done
+    }
+
+    fn describe(&self) -> String {
+        format!("file:{}", self.path.display())
+    }
+}
+
+/// Changes sent over a channel by the in-process pipeline.
+#[derive(Debug)]
+pub struct ChannelSource {
+    rx: Receiver<Change>,
+    closed: bool,
+}
+
+impl ChannelSource {
+    /// A source draining `rx`; finished when every sender is dropped.
+    pub fn new(rx: Receiver<Change>) -> Self {
+        Self { rx, closed: false }
+    }
+}
+
+impl ChangeSource for ChannelSource {
+    fn poll(&mut self, wait: Duration) -> Result<Vec<Change>, TrainError> {
+        let mut out = Vec::new();
+        match self.rx.recv_timeout(wait) {
+            Ok(c) => out.push(c),
+            Err(RecvTimeoutError::Timeout) => return Ok(out),
+            Err(RecvTimeoutError::Disconnected) => {
+                self.closed = true;
+                return Ok(out);
+            }
+        }
+        out.extend(self.rx.try_iter());
+        Ok(out)
+    }
+
+    fn is_finished(&self) -> bool {
+        self.closed
+    }
+
+    fn describe(&self) -> String {
+        "in-process channel".to_string()
+    }
+}
+
+/// Reads a FRet Parquet file: each row, converted to JSON by column name, is an example or change record.
+pub fn read_fret_parquet(path: &Path) -> Result<Vec<Change>, TrainError> {
+    let malformed = |line: usize, message: String| InputError::Malformed { path: path.to_path_buf(), line, message };
+    let file = std::fs::File::open(path).map_err(|source| InputError::Open { path: path.to_path_buf(), source })?;
+    let reader = SerializedFileReader::new(file).map_err(|e| malformed(0, e.to_string()))?;
+    let rows = reader.get_row_iter(None).map_err(|e| malformed(0, e.to_string()))?;
+    let mut changes = Vec::new();
+    for (k, row) in rows.enumerate() {
+        let row = row.map_err(|e| malformed(k + 1, format!("row {}: {e}", k + 1)))?;
+        let change = Change::from_json(row_to_json(&row)).map_err(|m| malformed(k + 1, format!("row {}: {m}", k + 1)))?;
+        changes.push(change);
+    }
+    Ok(changes)
+}
+
+fn row_to_json(row: &Row) -> Value {
+    Value::Object(row.get_column_iter().map(|(name, field)| (name.clone(), field_to_json(field))).collect::<Map<_, _>>())
+}
+
+fn field_to_json(field: &Field) -> Value {
+    match field {
+        Field::Null => Value::Null,
+        Field::Bool(b) => Value::Bool(*b),
+        Field::Byte(x) => Value::from(*x),
+        Field::Short(x) => Value::from(*x),
+        Field::Int(x) => Value::from(*x),
+        Field::Long(x) => Value::from(*x),
+        Field::UByte(x) => Value::from(*x),
+        Field::UShort(x) => Value::from(*x),
+        Field::UInt(x) => Value::from(*x),
+        Field::ULong(x) => Value::from(*x),
+        Field::Float(x) => Value::from(*x),
+        Field::Double(x) => Value::from(*x),
+        Field::Str(s) => Value::String(s.clone()),
+        Field::Group(row) => row_to_json(row),
+        Field::ListInternal(list) => Value::Array(list.elements().iter().map(field_to_json).collect()),
+        Field::MapInternal(map) => Value::Object(
+            map.entries().iter().map(|(k, v)| (field_to_string(k), field_to_json(v))).collect::<Map<_, _>>(),
+        ),
+        other => Value::String(other.to_string()),
+    }
+}
+
+fn field_to_string(field: &Field) -> String {
+    match field {
+        Field::Str(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
