@@ -30,15 +30,15 @@ pub struct RankedCandidate {
     pub id: String,
     /// Cosine of the query and the passage under the retrieval embedder.
     pub cosine: Score,
-    /// Query likelihood.
-    pub ql: Score,
+    /// Query likelihood (`None` when the backend cannot score continuations).
+    pub ql: Option<Score>,
     /// Relevance classification score.
     pub rc: Score,
-    /// 1-based rank by QL.
-    pub ql_rank: usize,
+    /// 1-based rank by QL (`None` without QL scores: the ranking is by RC alone).
+    pub ql_rank: Option<usize>,
     /// 1-based rank by RC.
     pub rc_rank: usize,
-    /// Reciprocal rank fusion: `1/(k + ql_rank) + 1/(k + rc_rank)`.
+    /// Reciprocal rank fusion: `1/(k + ql_rank) + 1/(k + rc_rank)` (`2/(k + rc_rank)` without QL).
     pub rrf: Score,
 }
 
@@ -111,9 +111,9 @@ mod tests {
             .map(|i| RankedCandidate {
                 id: format!("p{i}"),
                 cosine: Score(0.0),
-                ql: Score(0.0),
+                ql: Some(Score(0.0)),
                 rc: Score(0.0),
-                ql_rank: i + 1,
+                ql_rank: Some(i + 1),
                 rc_rank: i + 1,
                 rrf: Score(0.0),
             })

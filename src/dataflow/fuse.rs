@@ -38,19 +38,21 @@ fn ranks(judged: &[&Judged], score: impl Fn(&Judged) -> Score) -> Vec<usize> {
 
 /// Builds the example of one query from its judged candidates (all of the same query, at least one).
 pub fn fuse(judged: &[&Judged], params: &FuseParams) -> Example {
-    let ql_rank = ranks(judged, |j| j.ql);
     let rc_rank = ranks(judged, |j| j.rc);
+    // Without QL for every candidate, the RC ranking stands in for both.
+    let ql_rank = judged.iter().all(|j| j.ql.is_some()).then(|| ranks(judged, |j| j.ql.unwrap_or_default()));
     let mut fused: Vec<(RankedCandidate, usize)> = judged
         .iter()
         .enumerate()
         .map(|(i, j)| {
-            let rrf = 1.0 / (params.rrf_k + ql_rank[i] as f64) + 1.0 / (params.rrf_k + rc_rank[i] as f64);
+            let ql_rank_i = ql_rank.as_ref().map(|r| r[i]);
+            let rrf = 1.0 / (params.rrf_k + ql_rank_i.unwrap_or(rc_rank[i]) as f64) + 1.0 / (params.rrf_k + rc_rank[i] as f64);
             let entry = RankedCandidate {
                 id: j.candidate.passage.id.clone(),
                 cosine: j.candidate.cosine,
                 ql: j.ql,
                 rc: j.rc,
-                ql_rank: ql_rank[i],
+                ql_rank: ql_rank_i,
                 rc_rank: rc_rank[i],
                 rrf: Score(rrf),
             };

@@ -79,7 +79,7 @@ pub fn overlap_scores(query: &str, passage: &Passage) -> PairScores {
     let ql = passage_words.iter().filter(|w| query_words.contains(*w)).count() as f64;
     let shared = distinct.iter().filter(|w| query_words.contains(**w)).count() as f64;
     let rc = if distinct.is_empty() { 0.0 } else { shared / distinct.len() as f64 };
-    PairScores { ql, rc }
+    PairScores { ql: Some(ql), rc }
 }
 
 #[async_trait::async_trait]

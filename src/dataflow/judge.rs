@@ -19,8 +19,8 @@ use timely::dataflow::Stream;
 pub struct Judged {
     /// The query–passage pair and its cosine.
     pub candidate: Candidate,
-    /// Query likelihood, log P(query | passage).
-    pub ql: Score,
+    /// Query likelihood, log P(query | passage); `None` when the backend cannot score continuations.
+    pub ql: Option<Score>,
     /// Relevance classification score.
     pub rc: Score,
 }
@@ -57,7 +57,7 @@ impl<'scope> JudgeCandidates<'scope> for VecCollection<'scope, Time, Candidate, 
                     .zip(candidates)
                     .map(|(answer, candidate)| {
                         answer
-                            .map(|s| Judged { candidate, ql: Score(s.ql), rc: Score(s.rc) })
+                            .map(|s| Judged { candidate, ql: s.ql.map(Score), rc: Score(s.rc) })
                             .map_err(|e| e.to_string())
                     })
                     .collect()

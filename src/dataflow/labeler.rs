@@ -30,8 +30,9 @@ pub struct JudgeRequest {
 /// The LLM's two relevance scores of one pair; higher is more relevant for both.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PairScores {
-    /// Query likelihood: log P(query | passage), natural log.
-    pub ql: f64,
+    /// Query likelihood: log P(query | passage), natural log; `None` when the backend cannot score
+    /// continuations (candidates are then ranked by RC alone).
+    pub ql: Option<f64>,
     /// Relevance classification: expected relevance grade (or probability of "relevant").
     pub rc: f64,
 }

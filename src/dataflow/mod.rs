@@ -26,6 +26,7 @@ pub mod config;
 pub mod deadletter;
 pub mod embed;
 pub mod example;
+pub mod fret_labeler;
 pub mod fuse;
 pub mod generate;
 pub mod graph;
