@@ -72,7 +72,8 @@ where
     fn upsert_records(self) -> StreamVec<'scope, u64, SinkRecord> {
         let by_key = Exchange::new(|update: &((String, V), u64, isize)| hash_key(&update.0 .0));
         self.unary_frontier::<CapacityContainerBuilder<Vec<SinkRecord>>, _, _, _>(by_key, "UpsertRecords", |_initial, _info| {
-            let mut stash: BTreeMap<u64, (Capability<u64>, HashMap<String, BTreeMap<V, isize>>)> = BTreeMap::new();
+            // time -> (capability, key -> value -> net count)
+            let mut stash: BTreeMap<u64, (Capability<u64>, KeyCounts<V>)> = BTreeMap::new();
             move |(input, frontier), output| {
                 input.for_each_stamp(|stamp, containers| {
                     let Some(capability) = stamp.retain_least(output.output_index()) else { return };
@@ -108,9 +109,52 @@ where
     }
 }
 
+/// Net count of each value of each key at one time.
+type KeyCounts<V> = HashMap<String, BTreeMap<V, isize>>;
+
 fn hash_key(key: &str) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     key.hash(&mut hasher);
     hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use timely::dataflow::operators::capture::{Capture, Extract};
+    use timely::dataflow::operators::Input;
+
+    #[test]
+    fn updates_become_one_upsert_or_tombstone_per_key_and_time() {
+        let captured = timely::execute_directly(|worker| {
+            let (mut input, captured) = worker.dataflow::<u64, _, _>(|scope| {
+                let (input, stream) = scope.new_input::<Vec<((String, String), u64, isize)>>();
+                (input, stream.upsert_records().capture())
+            });
+            let update = |k: &str, v: &str, t: u64, d: isize| ((k.to_owned(), v.to_owned()), t, d);
+            // t0: a gets v1; b gets and loses x (no net change).
+            input.send(update("a", "v1", 0, 1));
+            input.send(update("b", "x", 0, 1));
+            input.send(update("b", "x", 0, -1));
+            input.advance_to(1);
+            // t1: a's value is replaced.
+            input.send(update("a", "v1", 1, -1));
+            input.send(update("a", "v2", 1, 1));
+            input.advance_to(2);
+            // t2: a is retracted.
+            input.send(update("a", "v2", 2, -1));
+            input.advance_to(3);
+            drop(input);
+            while worker.step() {}
+            captured
+        });
+        let got: Vec<(u64, Vec<SinkRecord>)> = captured.extract();
+        let want = vec![
+            (0, vec![SinkRecord::upsert("a", "v1")]),
+            (1, vec![SinkRecord::upsert("a", "v2")]),
+            (2, vec![SinkRecord::tombstone("a")]),
+        ];
+        assert_eq!(got, want);
+    }
 }

@@ -69,8 +69,11 @@ pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     assert!(ensure_topic(&connection(bootstrap), topic, partitions, 1, TopicKind::Log).unwrap());
 }
 
+/// A raw message: key and value bytes, `None` value = tombstone.
+pub type Raw = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// Produces `(key, value)` messages in order and waits for every acknowledgement.
-pub fn produce(bootstrap: &str, topic: &str, messages: &[(Option<Vec<u8>>, Option<Vec<u8>>)]) {
+pub fn produce(bootstrap: &str, topic: &str, messages: &[Raw]) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
@@ -97,13 +100,13 @@ pub fn produce(bootstrap: &str, topic: &str, messages: &[(Option<Vec<u8>>, Optio
 }
 
 /// A passage message: key = id, value = `{id, text}`.
-pub fn passage(id: &str, text: &str) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+pub fn passage(id: &str, text: &str) -> Raw {
     let value = serde_json::json!({"id": id, "title": format!("title {id}"), "text": text});
     (Some(id.as_bytes().to_vec()), Some(value.to_string().into_bytes()))
 }
 
 /// A tombstone for `id`.
-pub fn tombstone(id: &str) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+pub fn tombstone(id: &str) -> Raw {
     (Some(id.as_bytes().to_vec()), None)
 }
 

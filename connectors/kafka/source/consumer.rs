@@ -153,13 +153,12 @@ pub(super) fn run(
                 }
                 overflow.push_back(SourceRecord { partition: message.partition(), offset: message.offset(), change });
             }
-            Some(Err(error)) => {
-                // Transport and broker errors are retried by librdkafka; say so at most every 10 s.
-                if last_error_log.elapsed() > Duration::from_secs(10) {
-                    tracing::warn!(topic = %topic, error = %error, "Kafka consumer error (librdkafka retries).");
-                    last_error_log = Instant::now();
-                }
+            // Transport and broker errors are retried by librdkafka; say so at most every 10 s.
+            Some(Err(error)) if last_error_log.elapsed() > Duration::from_secs(10) => {
+                tracing::warn!(topic = %topic, error = %error, "Kafka consumer error (librdkafka retries).");
+                last_error_log = Instant::now();
             }
+            Some(Err(_)) => {}
         }
     }
     tracing::debug!(topic = %topic, worker = setup.worker, "Kafka source stopping.");
