@@ -62,16 +62,30 @@ pub trait UpsertRecords<'scope, V> {
     /// Consolidates per key and time once the input frontier has passed the time, then emits
     /// [`SinkRecord::upsert`] of the value with a positive net count, or [`SinkRecord::tombstone`] when
     /// the key only lost values. Records are exchanged by key, so each key is decided by one worker.
-    fn upsert_records(self) -> StreamVec<'scope, u64, SinkRecord>;
+    fn upsert_records(self) -> StreamVec<'scope, u64, SinkRecord>
+    where
+        Self: Sized,
+    {
+        self.upsert_records_with(|_| Vec::new())
+    }
+
+    /// As [`UpsertRecords::upsert_records`], adding `headers(value)` to each upsert (e.g. provenance).
+    fn upsert_records_with(
+        self,
+        headers: impl Fn(&V) -> Vec<(String, String)> + 'static,
+    ) -> StreamVec<'scope, u64, SinkRecord>;
 }
 
 impl<'scope, V> UpsertRecords<'scope, V> for StreamVec<'scope, u64, ((String, V), u64, isize)>
 where
     V: Serialize + Ord + Clone + timely::ExchangeData,
 {
-    fn upsert_records(self) -> StreamVec<'scope, u64, SinkRecord> {
+    fn upsert_records_with(
+        self,
+        headers: impl Fn(&V) -> Vec<(String, String)> + 'static,
+    ) -> StreamVec<'scope, u64, SinkRecord> {
         let by_key = Exchange::new(|update: &((String, V), u64, isize)| hash_key(&update.0 .0));
-        self.unary_frontier::<CapacityContainerBuilder<Vec<SinkRecord>>, _, _, _>(by_key, "UpsertRecords", |_initial, _info| {
+        self.unary_frontier::<CapacityContainerBuilder<Vec<SinkRecord>>, _, _, _>(by_key, "UpsertRecords", move |_initial, _info| {
             // time -> (capability, key -> value -> net count)
             let mut stash: BTreeMap<u64, (Capability<u64>, KeyCounts<V>)> = BTreeMap::new();
             move |(input, frontier), output| {
@@ -97,7 +111,9 @@ where
                                 if live.len() > 1 {
                                     tracing::warn!(key = %key, values = live.len(), "Several live values for one key; the largest wins.");
                                 }
-                                session.give(SinkRecord::upsert(&key, *value));
+                                let mut record = SinkRecord::upsert(&key, *value);
+                                record.headers = headers(value);
+                                session.give(record);
                             }
                             None if values.values().any(|n| *n < 0) => session.give(SinkRecord::tombstone(&key)),
                             None => {}
