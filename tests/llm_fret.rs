@@ -56,6 +56,8 @@ fn answers_without_the_expected_shape_are_unparsable() {
     assert!(matches!(no_marker, Err(QueryGenFailure::Unparsable { ref why, .. }) if why.contains("Query")), "{no_marker:?}");
     let no_task = parse("\nQuery: how thick is the boundary layer");
     assert!(matches!(no_task, Err(QueryGenFailure::Unparsable { ref why, .. }) if why.contains("task")), "{no_task:?}");
+    let repetitive = parse(" Task\nQuery: the validity of the validity of the validity of the validity of");
+    assert!(matches!(repetitive, Err(QueryGenFailure::Unparsable { ref why, .. }) if why.contains("repeats")), "{repetitive:?}");
     let rambling = parse(&format!(" Task\nQuery: {}", "very ".repeat(70)));
     assert!(matches!(rambling, Err(QueryGenFailure::Unparsable { ref why, .. }) if why.contains("70 words")), "{rambling:?}");
 }
@@ -71,6 +73,10 @@ fn echoes_of_the_title_the_examples_the_task_and_the_passage_are_rejected() {
     assert_eq!(echo(&format!(" Find papers\nQuery: {example}")), Some(EchoSource::FewShotExample));
     assert_eq!(echo(" Find the friction\nQuery: find the friction"), Some(EchoSource::Task));
     assert_eq!(echo(" Find papers\nQuery: the turbulent boundary layer thickens downstream"), Some(EchoSource::Passage));
+    // Words taken from an example (its passage is about leaves in autumn) rather than from this passage.
+    assert_eq!(echo(" Find papers\nQuery: why does friction change colour in autumn"), Some(EchoSource::FewShotExample));
+    // A copy with a word changed at its start is still a copy.
+    assert_eq!(echo(" Find papers\nQuery: a turbulent boundary layer thickens downstream while the local friction"), Some(EchoSource::Passage));
     // A short phrase shared with the passage is not a copy.
     assert!(parse(" Find papers\nQuery: why does skin friction fall along a flat plate?").is_ok());
 }

@@ -327,3 +327,88 @@ fn a_missing_key_variable_and_unknown_fields_are_config_errors_naming_them() {
     c.base_url = "http://localhost:8000".into();
     assert_eq!(c.api_base(), "http://localhost:8000/v1", "a bare host gets /v1");
 }
+
+/// Kills the server when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A real OpenAI-compatible server: llama-cpp-python's on the packaged SmolLM2 GGUF. Skipped, saying why,
+/// when `llama_cpp.server` is not importable in the project's `.venv` (it needs
+/// `pip install 'llama-cpp-python[server]'`, a source build of llama.cpp).
+#[tokio::test]
+async fn a_real_llama_cpp_python_server_generates_scores_and_labels() {
+    use std::process::{Command, Stdio};
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let importable = Command::new(&python)
+        .args(["-c", "import llama_cpp.server"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !importable {
+        eprintln!("skipped: `import llama_cpp.server` fails in {} (pip install 'llama-cpp-python[server]')", python.display());
+        return;
+    }
+    let model = match fretflow::assets::resolve_model("SmolLM2-135M-Instruct") {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let child = Command::new(&python)
+        .args(["-m", "llama_cpp.server", "--host", "127.0.0.1", "--port", &port.to_string(), "--n_ctx", "2048"])
+        .arg("--model")
+        .arg(&model)
+        .stdout(Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .expect("start llama_cpp.server");
+    let mut server = KillOnDrop(child);
+    let base = format!("http://127.0.0.1:{port}/v1");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if reqwest::get(format!("{base}/models")).await.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        if let Ok(Some(status)) = server.0.try_wait() {
+            panic!("llama_cpp.server exited with {status}: {}", std::fs::read_to_string(log.path()).unwrap_or_default());
+        }
+        assert!(Instant::now() < deadline, "llama_cpp.server did not start in 120 s");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    let mut c = RemoteConfig::new(&base, "smollm2");
+    c.timeout_secs = 120.0;
+    let b = backend(c);
+    let gen = GenerateRequest { prompt: Prompt::Text("The capital of France is".into()), ..chat("x") };
+    let got = b.generate(vec![gen]).await;
+    assert!(!got[0].as_ref().unwrap().text.is_empty());
+
+    let prompt = "Passage: Paris is the capital and largest city of France.\nPlease write a question based on this passage.\nQuestion:";
+    let scores = b
+        .score(vec![
+            ScoreRequest { prompt: prompt.into(), continuation: " What is the capital of France?".into() },
+            ScoreRequest { prompt: prompt.into(), continuation: " How do bees make honey?".into() },
+        ])
+        .await;
+    let (relevant, unrelated) = (scores[0].as_ref().unwrap(), scores[1].as_ref().unwrap());
+    assert!(relevant.sum_logprob < 0.0 && relevant.token_logprobs.len() >= 5, "{relevant:?}");
+    assert!(relevant.sum_logprob > unrelated.sum_logprob, "{relevant:?} vs {unrelated:?}");
+
+    let labels = b
+        .label_probs(vec![LabelRequest {
+            prompt: Prompt::Text("Question: Is Paris in France? Answer yes or no.\nAnswer:".into()),
+            labels: vec![" yes".into(), " no".into()],
+        }])
+        .await;
+    let probs = &labels[0].as_ref().unwrap().probs;
+    assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{probs:?}");
+}

@@ -1,10 +1,317 @@
-//! `fretflow llm`.
+//! `fretflow llm queries` and `fretflow llm judge`: the LLM stage alone, on JSONL files.
+//!
+//! Failures never stop a run: a malformed input line, a failed call, or an answer that is not a query goes
+//! to the dead-letter file (`--failures`, default `<output>.failures.jsonl`) with its input line and
+//! reason, and the run goes on. A summary line is printed at the end.
+use crate::connectors::file::jsonl::{self, JsonlWriter};
+use crate::device::DeviceChoice;
+use crate::llm::cache::LlmCache;
+use crate::llm::fret::{FretLlm, FretOptions, Judgement};
+use crate::llm::local::{LocalLlm, LocalLlmOptions, DEFAULT_MODEL};
+use crate::llm::remote::{RemoteConfig, RemoteLlm};
+use crate::llm::LlmBackend;
+use crate::records::Passage;
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
 
 /// Arguments of `fretflow llm`.
 #[derive(Debug, clap::Args)]
-pub struct LlmArgs {}
+pub struct LlmArgs {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: LlmCommand,
+}
+
+/// The LLM stage's commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum LlmCommand {
+    /// Write a task and a query for each passage of a JSONL file.
+    Queries(StageArgs),
+    /// Score (query, passage) pairs with query likelihood (QL) and relevance classification (RC).
+    Judge(StageArgs),
+}
+
+/// Input, output and backend of one run.
+#[derive(Debug, clap::Args)]
+pub struct StageArgs {
+    /// Input JSONL. `queries`: passages (`id` or `_id`, optional `title`, `text`). `judge`: pairs
+    /// (`query_id` optional, `query`, `passage`: a passage object).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub input: PathBuf,
+    /// Output JSONL: one line per input that succeeded.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub output: PathBuf,
+    /// Dead-letter JSONL for inputs that failed, with their line and reason
+    /// (default: `<output stem>.failures.jsonl` next to the output).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub failures: Option<PathBuf>,
+    /// `local` (the model in-process) or the base URL of an OpenAI-compatible server
+    /// (`http://127.0.0.1:8000/v1`).
+    #[arg(long, default_value = "local")]
+    pub llm: String,
+    /// Local: a GGUF file or a short name (default SmolLM2-135M-Instruct). Server: the model's name there
+    /// (required).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// TOML file with the whole remote config (base_url, model, api_key_env, retries, ql...); replaces
+    /// `--llm`, `--model` and `--api-key-env`.
+    #[arg(long, value_name = "FILE.toml")]
+    pub remote_config: Option<PathBuf>,
+    /// Name of the environment variable holding the server's API key.
+    #[arg(long, value_name = "VAR")]
+    pub api_key_env: Option<String>,
+    /// Device of the local model: cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Durable cache file (redb); a rerun with the same cache makes no model call for inputs already done.
+    #[arg(long, value_name = "FILE.redb")]
+    pub cache: Option<PathBuf>,
+    /// Requests per backend call.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Backend calls in flight at once (raise it for remote servers).
+    #[arg(long, default_value_t = 1)]
+    pub batches_in_flight: usize,
+    /// Process at most this many input records.
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
 
 /// Runs `fretflow llm`.
-pub fn run(_args: LlmArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`fretflow llm` is not built yet")
+pub fn run(args: LlmArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    match args.command {
+        LlmCommand::Queries(stage) => {
+            let llm = build_llm(&stage)?;
+            runtime.block_on(run_stage::<Passage, Queries>(stage, llm))
+        }
+        LlmCommand::Judge(stage) => {
+            let llm = build_llm(&stage)?;
+            runtime.block_on(run_stage::<PairRecord, Judge>(stage, llm))
+        }
+    }
+}
+
+/// One line of `judge` input.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PairRecord {
+    #[serde(default)]
+    query_id: Option<String>,
+    query: String,
+    passage: Passage,
+}
+
+/// One line of `queries` output (the Query record of DESIGN.md).
+#[derive(Serialize)]
+struct QueryRecord<'a> {
+    id: String,
+    seed_id: &'a str,
+    task: &'a str,
+    text: &'a str,
+    generator: Generator<'a>,
+}
+
+#[derive(Serialize)]
+struct Generator<'a> {
+    model: &'a str,
+    prompt_version: &'a str,
+}
+
+/// One line of `judge` output (the Judgement record of DESIGN.md).
+#[derive(Serialize)]
+struct JudgementRecord<'a> {
+    query_id: Option<&'a str>,
+    passage_id: &'a str,
+    #[serde(flatten)]
+    judgement: &'a Judgement,
+}
+
+/// One line of the dead-letter file.
+#[derive(Serialize)]
+struct FailureRecord<'a> {
+    input: String,
+    id: Option<&'a str>,
+    reason: &'a str,
+    message: String,
+}
+
+/// What a stage does with a chunk of records: run the LLM and write successes and failures.
+trait Stage<R> {
+    async fn process(llm: &FretLlm, chunk: &[(usize, R)], out: &mut Outputs<'_>) -> anyhow::Result<()>;
+}
+
+struct Queries;
+struct Judge;
+
+impl Stage<Passage> for Queries {
+    async fn process(llm: &FretLlm, chunk: &[(usize, Passage)], out: &mut Outputs<'_>) -> anyhow::Result<()> {
+        let passages: Vec<Passage> = chunk.iter().map(|(_, p)| p.clone()).collect();
+        let results = llm.generate_queries(&passages).await;
+        for ((line, passage), result) in chunk.iter().zip(results) {
+            match result {
+                Ok(q) => out.ok(&QueryRecord {
+                    id: format!("{}:q", passage.id),
+                    seed_id: &passage.id,
+                    task: &q.task,
+                    text: &q.query,
+                    generator: Generator { model: &q.model, prompt_version: &q.prompt_version },
+                })?,
+                Err(failure) => out.failed(*line, Some(&passage.id), failure.reason(), failure.to_string())?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Stage<PairRecord> for Judge {
+    async fn process(llm: &FretLlm, chunk: &[(usize, PairRecord)], out: &mut Outputs<'_>) -> anyhow::Result<()> {
+        let pairs: Vec<(&str, &Passage)> = chunk.iter().map(|(_, r)| (r.query.as_str(), &r.passage)).collect();
+        let results = llm.judge(&pairs).await;
+        for ((line, pair), result) in chunk.iter().zip(results) {
+            match result {
+                Ok(judgement) => out.ok(&JudgementRecord {
+                    query_id: pair.query_id.as_deref(),
+                    passage_id: &pair.passage.id,
+                    judgement: &judgement,
+                })?,
+                Err(error) => out.failed(*line, Some(&pair.passage.id), "llm_error", error.to_string())?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The output and dead-letter files, with counts.
+struct Outputs<'a> {
+    input: &'a Path,
+    output: JsonlWriter,
+    failures: JsonlWriter,
+    written: usize,
+    failed: BTreeMap<String, usize>,
+}
+
+impl Outputs<'_> {
+    fn ok<T: Serialize>(&mut self, record: &T) -> anyhow::Result<()> {
+        self.written += 1;
+        self.output.write(record).context("cannot write the output")
+    }
+
+    fn failed(&mut self, line: usize, id: Option<&str>, reason: &str, message: String) -> anyhow::Result<()> {
+        *self.failed.entry(reason.to_string()).or_default() += 1;
+        let record = FailureRecord { input: format!("{}:{line}", self.input.display()), id, reason, message };
+        self.failures.write(&record).context("cannot write the failures file")
+    }
+}
+
+/// The backend, cache and FRet layer the arguments describe (loads a local model: blocking).
+fn build_llm(args: &StageArgs) -> anyhow::Result<FretLlm> {
+    if args.batch_size == 0 || args.batches_in_flight == 0 {
+        bail!("--batch-size and --batches-in-flight must be at least 1");
+    }
+    let cache = match &args.cache {
+        Some(path) => Some(Arc::new(LlmCache::open(path)?)),
+        None => None,
+    };
+    let backend = build_backend(args)?;
+    let options = FretOptions { batch_size: args.batch_size, batches_in_flight: args.batches_in_flight, ..FretOptions::default() };
+    Ok(FretLlm::new(backend, cache, options))
+}
+
+async fn run_stage<R, S>(args: StageArgs, llm: FretLlm) -> anyhow::Result<()>
+where
+    R: serde::de::DeserializeOwned,
+    S: Stage<R>,
+{
+    let started = Instant::now();
+    let failures_path = args.failures.clone().unwrap_or_else(|| default_failures_path(&args.output));
+    let mut out = Outputs {
+        input: &args.input,
+        output: JsonlWriter::create(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?,
+        failures: JsonlWriter::create(&failures_path).with_context(|| format!("cannot create {}", failures_path.display()))?,
+        written: 0,
+        failed: BTreeMap::new(),
+    };
+    let chunk_size = (args.batch_size * args.batches_in_flight * 4).max(64);
+    let mut chunk: Vec<(usize, R)> = Vec::with_capacity(chunk_size);
+    let mut seen = 0usize;
+    for record in jsonl::records::<R>(&args.input)? {
+        if args.limit.is_some_and(|limit| seen >= limit) {
+            break;
+        }
+        seen += 1;
+        match record {
+            Ok(record) => chunk.push(record),
+            Err(error) => out.failed(error_line(&error), None, "malformed_input", error.to_string())?,
+        }
+        if chunk.len() == chunk_size {
+            S::process(&llm, &chunk, &mut out).await?;
+            chunk.clear();
+            tracing::info!(records = seen, written = out.written, calls = llm.model_calls().total(), "Progress.");
+        }
+    }
+    S::process(&llm, &chunk, &mut out).await?;
+    out.output.finish().context("cannot write the output")?;
+    out.failures.finish().context("cannot write the failures file")?;
+    let failed: usize = out.failed.values().sum();
+    let cache = llm.cache_stats().map_or("no cache".to_string(), |s| format!("cache hits {}, misses {}", s.hits, s.misses));
+    println!(
+        "{} records: {} written to {}, {} failed {:?} (see {}); {} model requests, {}; {:.1}s",
+        seen,
+        out.written,
+        args.output.display(),
+        failed,
+        out.failed,
+        failures_path.display(),
+        llm.model_calls().total(),
+        cache,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The backend the arguments name.
+fn build_backend(args: &StageArgs) -> anyhow::Result<Arc<dyn LlmBackend>> {
+    if let Some(path) = &args.remote_config {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let config: RemoteConfig = toml::from_str(&text).with_context(|| format!("{}: invalid remote config", path.display()))?;
+        return Ok(Arc::new(RemoteLlm::new(config).with_context(|| path.display().to_string())?));
+    }
+    if args.llm == "local" {
+        return local_backend(args.model.as_deref().unwrap_or(DEFAULT_MODEL), args.device, args.batch_size);
+    }
+    if !(args.llm.starts_with("http://") || args.llm.starts_with("https://")) {
+        bail!("--llm must be `local` or the http(s):// base URL of an OpenAI-compatible server, got '{}'", args.llm);
+    }
+    let Some(model) = &args.model else {
+        bail!("--model is required with a server URL: the name the server knows the model by");
+    };
+    let mut config = RemoteConfig::new(&args.llm, model);
+    config.api_key_env = args.api_key_env.clone();
+    Ok(Arc::new(RemoteLlm::new(config)?))
+}
+
+/// The in-process model.
+fn local_backend(model: &str, device: DeviceChoice, batch_size: usize) -> anyhow::Result<Arc<dyn LlmBackend>> {
+    let options = LocalLlmOptions { device, max_batch: batch_size, ..LocalLlmOptions::default() };
+    Ok(Arc::new(LocalLlm::load(model, options)?))
+}
+
+/// `<dir>/<stem>.failures.jsonl` for an output `<dir>/<stem>.jsonl`.
+fn default_failures_path(output: &Path) -> PathBuf {
+    let stem = output.file_stem().map_or("output".into(), |s| s.to_string_lossy().into_owned());
+    output.with_file_name(format!("{stem}.failures.jsonl"))
+}
+
+/// The line an input error points at (0 when none).
+fn error_line(error: &crate::connectors::file::InputError) -> usize {
+    use crate::connectors::file::InputError;
+    match error {
+        InputError::Read { line, .. } | InputError::Malformed { line, .. } => *line,
+        _ => 0,
+    }
 }

@@ -15,7 +15,7 @@
 //! candidates are ranked per query, so every candidate is scored on the same token sequence and length
 //! normalization would not change the ranking.
 //!
-//! Passages are rendered as `"{title}. {text}"` with every whitespace run collapsed to one space (a blank
+//! Passages are rendered as `"{title}. {text}"` (the text alone when it starts with the title) with every whitespace run collapsed to one space (a blank
 //! line would end the few-shot block) and cut to `max_passage_chars` at a word boundary.
 mod parse;
 
@@ -209,6 +209,8 @@ impl FretPrompts {
         let text = collapse_whitespace(&passage.text);
         let joined = match title.chars().last() {
             None => text,
+            // Some corpora (cranfield) repeat the title at the start of the text.
+            Some(_) if text.starts_with(&title) => text,
             Some(c) if ".?!:;".contains(c) => format!("{title} {text}"),
             Some(_) => format!("{title}. {text}"),
         };
@@ -251,6 +253,8 @@ pub(crate) fn collapse_whitespace(text: &str) -> String {
 fn truncate_at_word(text: &str, max_chars: usize) -> String {
     match text.char_indices().nth(max_chars) {
         None => text.to_string(),
+        // The cut is at a word boundary when the next character is a space.
+        Some((cut, ' ')) => text[..cut].to_string(),
         Some((cut, _)) => {
             let head = &text[..cut];
             head.rfind(' ').map_or(head, |space| &head[..space]).to_string()
@@ -271,7 +275,9 @@ mod tests {
         let prompts = FretPrompts::new(PromptOptions { max_passage_chars: 20, ..PromptOptions::default() });
         assert_eq!(prompts.passage_text(&passage("Wings", "lift  and\n\ndrag of a wing")), "Wings. lift and drag");
         assert_eq!(prompts.passage_text(&passage("", "short")), "short");
+        assert_eq!(prompts.passage_text(&passage("", "aaaa bbbb ccccccccccccc")), "aaaa bbbb");
         assert_eq!(prompts.passage_text(&passage("Why?", "x")), "Why? x");
+        assert_eq!(prompts.passage_text(&passage("Wings .", "Wings . lift")), "Wings . lift");
     }
 
     #[test]

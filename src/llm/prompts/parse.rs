@@ -3,11 +3,16 @@ use super::{collapse_whitespace, FewShotExample};
 use crate::llm::LlmError;
 use crate::records::Passage;
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 
 /// A query longer than this many words is the model rambling, not a query.
 const MAX_QUERY_WORDS: usize = 64;
-/// A query of at least this many words found verbatim in the passage is a copy of it.
+/// Queries shorter than this many words are never called copies: short phrases are shared legitimately.
 const MIN_COPY_WORDS: usize = 5;
+/// A query whose word trigrams are found in the passage at least this often is a copy of the passage.
+const COPY_TRIGRAM_SHARE: f64 = 0.75;
+/// A query of 8+ words with fewer distinct words than this share of its length repeats itself.
+const MIN_DISTINCT_WORD_SHARE: f64 = 0.5;
 
 /// A task description and a query, as the model wrote them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,10 +106,13 @@ impl From<LlmError> for QueryGenFailure {
 /// leading `Task:`, any case of `query:`, and quotes around the query; only the first line after `Query:`
 /// is the query. Rejected, as typed failures:
 /// - [`QueryGenFailure::Empty`]: a blank answer or a blank query;
-/// - [`QueryGenFailure::Unparsable`]: no `Query:`, no task before it, or a query over 64 words;
+/// - [`QueryGenFailure::Unparsable`]: no `Query:`, no task before it, a query over 64 words, or one of 8+
+///   words that is mostly repetition (fewer than half of its words distinct);
 /// - [`QueryGenFailure::Echoed`]: a query equal (ignoring case and punctuation) to the passage title, to a
-///   few-shot example's query or title, or to the task, or a query of 5+ words found verbatim in the
-///   passage text.
+///   few-shot example's query or title, or to the task; a query whose content words (4+ letters) come
+///   more from a few-shot example than from the passage (at least two of them); or a query of 5+ words at
+///   least 75% of whose word trigrams occur in the passage's title and text (a copy, possibly with a word
+///   changed at an end).
 pub fn parse_query_answer(
     answer: &str,
     passage: &Passage,
@@ -141,13 +149,56 @@ pub fn parse_query_answer(
     if examples.iter().any(|ex| q == normalize(&ex.query) || q == normalize(&ex.title)) {
         return echoed(EchoSource::FewShotExample);
     }
+    let passage_text = normalize(&format!("{} {}", passage.title, passage.text));
+    if borrows_from_an_example(&q, &passage_text, examples) {
+        return echoed(EchoSource::FewShotExample);
+    }
     if q == normalize(&task) {
         return echoed(EchoSource::Task);
     }
-    if q.split(' ').count() >= MIN_COPY_WORDS && format!(" {} ", normalize(&passage.text)).contains(&format!(" {q} ")) {
+    let q_words: Vec<&str> = q.split(' ').collect();
+    let distinct: HashSet<&str> = q_words.iter().copied().collect();
+    if q_words.len() >= 8 && (distinct.len() as f64) < MIN_DISTINCT_WORD_SHARE * q_words.len() as f64 {
+        return Err(unparsable("the query repeats itself"));
+    }
+    if q_words.len() >= MIN_COPY_WORDS && copied_share(&q_words, &passage_text) >= COPY_TRIGRAM_SHARE {
         return echoed(EchoSource::Passage);
     }
     Ok(TaskQuery { task, query })
+}
+
+/// Whether the query's content words come from a few-shot example rather than from the passage: at least
+/// two of them are in one example (title, text, task or query), and more than are in the passage.
+fn borrows_from_an_example(query: &str, passage: &str, examples: &[FewShotExample]) -> bool {
+    let content: HashSet<&str> = query.split(' ').filter(|w| is_content_word(w)).collect();
+    let passage_words: HashSet<&str> = passage.split(' ').collect();
+    let from_passage = content.iter().filter(|w| passage_words.contains(*w)).count();
+    examples.iter().any(|ex| {
+        let example = normalize(&format!("{} {} {} {}", ex.title, ex.text, ex.task, ex.query));
+        let example_words: HashSet<&str> = example.split(' ').collect();
+        let from_example = content.iter().filter(|w| example_words.contains(*w)).count();
+        from_example >= 2 && from_example > from_passage
+    })
+}
+
+/// Words of four letters or more, except a few that every question uses.
+fn is_content_word(word: &str) -> bool {
+    const COMMON: [&str; 16] = [
+        "what", "which", "when", "where", "does", "that", "this", "with", "from", "have", "into", "about", "there",
+        "their", "they", "than",
+    ];
+    word.chars().count() >= 4 && !COMMON.contains(&word)
+}
+
+/// Share of the query's word trigrams that occur in the (normalized) passage.
+fn copied_share(query_words: &[&str], passage: &str) -> f64 {
+    let passage_words: Vec<&str> = passage.split(' ').collect();
+    let passage_trigrams: HashSet<&[&str]> = passage_words.windows(3).collect();
+    let trigrams: Vec<&[&str]> = query_words.windows(3).collect();
+    if trigrams.is_empty() {
+        return 0.0;
+    }
+    trigrams.iter().filter(|t| passage_trigrams.contains(*t)).count() as f64 / trigrams.len() as f64
 }
 
 /// Lowercase words of letters and digits, separated by single spaces.
