@@ -3,7 +3,7 @@
 //! - `corpus.jsonl`: one `{"_id", "title"?, "text"}` per line ([`Passage`]); other fields are ignored.
 //! - `queries.jsonl`: one `{"_id", "text"}` per line ([`BeirQuery`]); other fields (`metadata`) are ignored.
 //! - `qrels/<split>.tsv`: `query-id<TAB>corpus-id<TAB>score`, the score a (graded) integer. The first line
-//!   is a header when its third field is not an integer (BEIR writes `query-id	corpus-id	score`).
+//!   is a header when its third field is not an integer (BEIR writes `query-id`, `corpus-id`, `score`).
 //!
 //! Blank lines are skipped everywhere. Every error names the file and, where there is one, the line:
 //! a missing file, a malformed line, an id given twice, an empty corpus, a judgment repeated.

@@ -142,7 +142,7 @@ impl ExactIndex {
             self.rows.insert(self.ids[row].clone(), row);
         }
         self.ids.pop();
-        if self.ids.len() % self.opts.block_rows == 0 {
+        if self.ids.len().is_multiple_of(self.opts.block_rows) {
             self.blocks.pop();
         }
         true
