@@ -31,6 +31,10 @@ pub enum Command {
     Run(run::RunArgs),
     /// Kafka: produce a corpus into a topic, or follow the FRet stream.
     Kafka(kafka::KafkaArgs),
+    /// Produce a JSONL or Parquet corpus into a Kafka topic (same as `kafka produce`).
+    Produce(kafka::ProduceArgs),
+    /// Follow the FRet stream of a Kafka topic (same as `kafka consume`).
+    Consume(kafka::ConsumeArgs),
     /// Fine-tune the encoder on FRet examples, with rolling evaluated checkpoints.
     Train(train::TrainArgs),
 }
@@ -45,6 +49,8 @@ pub fn main() -> ExitCode {
         Command::Llm(args) => llm::run(args),
         Command::Run(args) => run::run(args),
         Command::Kafka(args) => kafka::run(args),
+        Command::Produce(args) => kafka::produce(args),
+        Command::Consume(args) => kafka::consume(args),
         Command::Train(args) => train::run(args),
     };
     match result {
