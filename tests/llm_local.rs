@@ -52,17 +52,29 @@ fn greedy(prompt: &str, max_new_tokens: usize) -> GenerateRequest {
     GenerateRequest { prompt: text(prompt), max_new_tokens, stop: vec![], sampling: Sampling::default() }
 }
 
+/// Token ids equal llama.cpp's on every string, and transformers' on every string where the two references
+/// agree (they differ on numerals such as " ½": transformers' GGUF loader drops the file's `smollm`
+/// pre-tokenizer, which splits numerals one by one as SmolLM2's own tokenizer.json and llama.cpp do).
 #[test]
-fn token_ids_equal_transformers_on_every_fixture_string() {
+fn token_ids_equal_llama_cpp_everywhere_and_transformers_where_they_agree() {
     let cases = fixture()["tokenizer"].as_array().unwrap();
-    assert!(cases.len() >= 30);
     let tok = llm().tokenizer();
+    let mut both = 0;
     for case in cases {
         let s = case["text"].as_str().unwrap();
-        assert_eq!(tok.encode(s, true).unwrap(), ids(&case["ids"]), "ids of {s:?}");
-        let decoded = tok.decode(&ids(&case["ids"]), false).unwrap();
+        let ours = tok.encode(s, true).unwrap();
+        let hf = ids(&case["ids"]);
+        match &case["llama_cpp_ids"] {
+            Value::Null => assert_eq!(ours, hf, "ids of {s:?} (transformers)"),
+            llama_cpp => {
+                assert_eq!(ours, ids(llama_cpp), "ids of {s:?} (llama.cpp)");
+                both += usize::from(ours == hf);
+            }
+        }
+        let decoded = tok.decode(&hf, false).unwrap();
         assert_eq!(decoded, case["decoded"].as_str().unwrap(), "decoding of {s:?}");
     }
+    assert!(both >= 30 || cases.iter().all(|c| c["llama_cpp_ids"].is_null()), "only {both} strings match both");
 }
 
 #[test]
@@ -292,4 +304,100 @@ fn unusable_model_paths_give_errors_that_name_them() {
     assert!(err.contains("weights.gguf"), "{err}");
     let err = LocalLlm::load(dir.path().to_str().unwrap(), options).unwrap_err().to_string();
     assert!(err.contains(dir.path().to_str().unwrap()), "{err}");
+}
+
+#[test]
+fn safetensors_qwen2_with_biases_matches_transformers() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/llm/tiny_qwen2");
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{dir}/reference.json")).unwrap()).unwrap();
+    let options = LocalLlmOptions { device: fretflow::device::DeviceChoice::Cpu, ..Default::default() };
+    let qwen = LocalLlm::load(dir, options).unwrap();
+    assert_eq!(qwen.config().arch, fretflow::llm::local::config::Architecture::Qwen2);
+    let cases = reference["next_token"].as_array().unwrap();
+    let prompts = cases.iter().map(|c| text(c["text"].as_str().unwrap())).collect();
+    let rows = block_on(qwen.next_token_logprobs(prompts));
+    for (case, row) in cases.iter().zip(rows) {
+        let t = case["text"].as_str().unwrap();
+        assert_eq!(qwen.tokenizer().encode(t, true).unwrap(), ids(&case["ids"]), "ids of {t:?}");
+        let (row, want) = (row.unwrap(), floats(&case["logprobs"]));
+        assert_eq!(row.len(), want.len());
+        for (id, (g, w)) in row.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() < 1e-4, "{t:?}: token {id}: {g} vs transformers {w}");
+        }
+    }
+    let chat = vec![ChatMessage { role: "user".into(), content: "hi".into() }];
+    assert_eq!(qwen.render_prompt(&Prompt::Chat(chat)).unwrap(), "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+}
+
+#[test]
+fn untied_safetensors_model_without_lm_head_is_rejected_by_name() {
+    let src = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/llm/tiny_qwen2"));
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<(String, safetensors::tensor::TensorView)> =
+        st.tensors().into_iter().filter(|(n, _)| n != "lm_head.weight").collect();
+    safetensors::serialize_to_file(kept, None, &dir.path().join("model.safetensors")).unwrap();
+    let options = LocalLlmOptions { device: fretflow::device::DeviceChoice::Cpu, ..Default::default() };
+    let err = LocalLlm::load(dir.path().to_str().unwrap(), options).unwrap_err().to_string();
+    assert!(err.contains("lm_head.weight") && err.contains("model.safetensors"), "{err}");
+}
+
+/// Scoring sanity on real text (issue 3): for 20 cranfield passages the model writes a query (completion-style
+/// few-shot prompt, greedy), then query likelihood `log P(query | passage)` must rank the seed passage above
+/// a random other passage in most cases. Prints the rate. Ignored by default: about a minute on 2 cores.
+/// Run: `cargo test --test llm_local -- --ignored --nocapture ql_prefers`.
+#[test]
+#[ignore = "about a minute on 2 CPU cores; run with --ignored"]
+fn ql_prefers_the_seed_passage_over_a_random_one_on_cranfield() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/cranfield/corpus.jsonl");
+    let Ok(corpus) = std::fs::read_to_string(path) else {
+        eprintln!("skipped: {path} is absent");
+        return;
+    };
+    let passages: Vec<String> = corpus
+        .lines()
+        .take(200)
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["text"].as_str().unwrap().chars().take(1200).collect())
+        .collect();
+    let few_shot = "Passage: the flow past a circular cylinder at low reynolds numbers was measured in a water \
+        tunnel and the shedding frequency of the wake vortices was related to the reynolds number .\n\
+        Query: how does vortex shedding behind a cylinder depend on reynolds number\n\n\
+        Passage: a method is presented for calculating the heat transfer to a blunt body in hypersonic flow , \
+        including the effects of dissociation in the shock layer .\n\
+        Query: heat transfer to blunt bodies in hypersonic dissociated flow\n\n";
+    let seeds: Vec<usize> = (0..20).map(|i| i * 7 % passages.len()).collect();
+    let gen_reqs = seeds
+        .iter()
+        .map(|&i| GenerateRequest {
+            prompt: text(&format!("{few_shot}Passage: {}\nQuery:", passages[i])),
+            max_new_tokens: 32,
+            stop: vec!["\n".into()],
+            sampling: Sampling::default(),
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let queries: Vec<String> =
+        block_on(llm().generate(gen_reqs)).into_iter().map(|g| g.unwrap().text.trim().to_string()).collect();
+    let ql_prompt = |p: &str| format!("Passage: {p}\nPlease write a question based on this passage.\nQuestion:");
+    let mut reqs = Vec::new();
+    for (k, (&seed, q)) in seeds.iter().zip(&queries).enumerate() {
+        let other = (seed + 37 + 13 * k) % passages.len();
+        let other = if other == seed { (other + 1) % passages.len() } else { other };
+        for p in [seed, other] {
+            reqs.push(ScoreRequest { prompt: ql_prompt(&passages[p]), continuation: format!(" {q}") });
+        }
+    }
+    let scores: Vec<f64> = block_on(llm().score(reqs)).into_iter().map(|s| s.unwrap().sum_logprob).collect();
+    let wins = scores.chunks(2).filter(|pair| pair[0] > pair[1]).count();
+    let rate = wins as f64 / seeds.len() as f64;
+    for (q, pair) in queries.iter().zip(scores.chunks(2)) {
+        println!("{:>8.2} {:>8.2}  {q}", pair[0], pair[1]);
+    }
+    println!("QL ranks the seed passage first in {wins}/{} cases ({rate:.2}), {:.1}s", seeds.len(), started.elapsed().as_secs_f32());
+    assert!(rate >= 0.7, "seed passage preferred in only {wins}/{} cases", seeds.len());
 }

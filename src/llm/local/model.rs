@@ -47,16 +47,19 @@ pub(crate) enum Attention<'a> {
 pub(crate) struct Llama {
     cfg: ModelConfig,
     w: Weights,
-    /// `[max_positions, head_dim]` cosine and sine tables.
+    /// `[max_positions, head_dim]` cosine and sine tables; the sine's first half is negated (see [`rope`]).
     cos: Tensor,
     sin: Tensor,
     device: Device,
+    /// Weights, activations and KV cache (`Float` or `BFloat16`); logits are always f32.
+    kind: Kind,
 }
 
 impl Llama {
-    /// Moves the weights to `device` and precomputes the RoPE tables as transformers does (f32).
-    pub fn new(cfg: ModelConfig, w: Weights, device: Device) -> Result<Self, TchError> {
-        let mv = |t: Tensor| t.f_to_device(device);
+    /// Moves the weights to `device` as `kind` and precomputes the RoPE tables as transformers does (in
+    /// f32, then cast to `kind`).
+    pub fn new(cfg: ModelConfig, w: Weights, device: Device, kind: Kind) -> Result<Self, TchError> {
+        let mv = |t: Tensor| t.f_to_device(device)?.f_to_kind(kind);
         let layers = w
             .layers
             .into_iter()
@@ -84,7 +87,10 @@ impl Llama {
         let pos = Tensor::f_arange(cfg.max_positions as i64, (Kind::Float, device))?;
         let freqs = pos.f_outer(&inv_freq)?;
         let emb = Tensor::f_cat(&[&freqs, &freqs], -1)?;
-        Ok(Self { cos: emb.f_cos()?, sin: emb.f_sin()?, cfg, w, device })
+        let sin = emb.f_sin()?;
+        let sign = Tensor::f_cat(&[Tensor::f_full([d / 2], -1.0, (Kind::Float, device))?, Tensor::f_ones([d / 2], (Kind::Float, device))?], 0)?;
+        let sin = sin.f_mul(&sign)?;
+        Ok(Self { cos: emb.f_cos()?.f_to_kind(kind)?, sin: sin.f_to_kind(kind)?, cfg, w, device, kind })
     }
 
     /// The model's hyperparameters.
@@ -100,7 +106,7 @@ impl Llama {
     /// An empty cache for `batch` sequences of at most `capacity` positions.
     pub fn new_cache(&self, batch: i64, capacity: i64) -> Result<KvCache, TchError> {
         let shape = [batch, self.cfg.num_kv_heads as i64, capacity, self.cfg.head_dim as i64];
-        let mk = || Tensor::f_zeros(shape, (Kind::Float, self.device));
+        let mk = || Tensor::f_zeros(shape, (self.kind, self.device));
         let n = self.cfg.num_layers;
         Ok(KvCache {
             k: (0..n).map(|_| mk()).collect::<Result<_, _>>()?,
@@ -147,12 +153,11 @@ impl Llama {
         let (h, kvh, d) = (cfg.num_heads as i64, cfg.num_kv_heads as i64, cfg.head_dim as i64);
         let eps = cfg.rms_norm_eps;
         let normed = x.f_rms_norm([cfg.hidden_size as i64], Some(&l.attn_norm), eps)?;
-        let qkv = normed.f_linear(&l.qkv, l.qkv_bias.as_ref())?;
-        let parts = qkv.f_split_with_sizes([h * d, kvh * d, kvh * d], -1)?;
-        let heads = |p: &Tensor, n: i64| p.f_view([b, t, n, d])?.f_transpose(1, 2);
-        let q = rope(&heads(&parts[0], h)?, cos, sin)?;
-        let k = rope(&heads(&parts[1], kvh)?, cos, sin)?;
-        let v = heads(&parts[2], kvh)?;
+        // `[batch, heads + 2 kv_heads, new, head_dim]`; q and k heads are rotated together.
+        let qkv = normed.f_linear(&l.qkv, l.qkv_bias.as_ref())?.f_view([b, t, h + 2 * kvh, d])?.f_transpose(1, 2)?;
+        let qk = rope(&qkv.f_narrow(1, 0, h + kvh)?, cos, sin)?;
+        let (q, k) = (qk.f_narrow(1, 0, h)?, qk.f_narrow(1, h, kvh)?);
+        let v = qkv.f_narrow(1, h + kvh, kvh)?;
         let (k, v) = match cache {
             Some((i, c)) => {
                 let (start, end) = (c.len, c.len + t);
@@ -167,27 +172,29 @@ impl Llama {
             Attention::Mask(m) => (Some(*m), false),
         };
         let attn = Tensor::f_scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, None, h != kvh)?;
-        let attn = attn.f_transpose(1, 2)?.f_reshape([b, t, h * d])?;
-        let x = x.f_add(&attn.f_linear::<&Tensor>(&l.o, None)?)?;
+        let attn = attn.f_transpose(1, 2)?.f_reshape([b * t, h * d])?;
+        // Residual adds ride on the matrix products (`x += a @ w.T`, BLAS beta = 1).
+        let mut x = x.f_reshape([b * t, cfg.hidden_size as i64])?;
+        let _ = x.f_addmm_(&attn, &l.o.f_tr()?)?;
         let normed = x.f_rms_norm([cfg.hidden_size as i64], Some(&l.ffn_norm), eps)?;
         let gu = normed.f_linear::<&Tensor>(&l.gate_up, None)?.f_chunk(2, -1)?;
         let act = gu[0].f_silu()?.f_mul(&gu[1])?;
-        x.f_add(&act.f_linear::<&Tensor>(&l.down, None)?)
+        let _ = x.f_addmm_(&act, &l.down.f_tr()?)?;
+        x.f_view([b, t, cfg.hidden_size as i64])
     }
 
     /// Final norm and output projection of `hidden` rows (`[..., hidden]`), as f32 logits `[..., vocab]`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor, TchError> {
         let normed = hidden.f_rms_norm([self.cfg.hidden_size as i64], Some(&self.w.final_norm), self.cfg.rms_norm_eps)?;
         let head = self.w.lm_head.as_ref().unwrap_or(&self.w.embed);
-        normed.f_linear::<&Tensor>(head, None)
+        normed.f_linear::<&Tensor>(head, None)?.f_to_kind(Kind::Float)
     }
 }
 
-/// Rotate-half RoPE on `[batch, heads, new, head_dim]` with per-token tables `[batch, 1, new, head_dim]`.
-fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor, TchError> {
+/// Rotate-half RoPE on `[batch, heads, new, head_dim]` with per-token tables `[batch, 1, new, head_dim]`;
+/// `signed_sin` has its first half negated, so `rotate_half(x) * sin == cat(x2, x1) * signed_sin`.
+fn rope(x: &Tensor, cos: &Tensor, signed_sin: &Tensor) -> Result<Tensor, TchError> {
     let half = x.size()[3] / 2;
-    let x1 = x.f_narrow(3, 0, half)?;
-    let x2 = x.f_narrow(3, half, half)?;
-    let rotated = Tensor::f_cat(&[&x2.f_neg()?, &x1], 3)?;
-    x.f_mul(cos)?.f_add(&rotated.f_mul(sin)?)
+    let swapped = Tensor::f_cat(&[x.f_narrow(3, half, half)?, x.f_narrow(3, 0, half)?], 3)?;
+    x.f_mul(cos)?.f_addcmul(&swapped, signed_sin)
 }
