@@ -346,12 +346,12 @@ async fn a_real_llama_cpp_python_server_generates_scores_and_labels() {
     use std::process::{Command, Stdio};
     let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
     let importable = Command::new(&python)
-        .args(["-c", "import llama_cpp.server"])
+        .args(["-c", "import llama_cpp.server.app, uvicorn"])
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     if !importable {
-        eprintln!("skipped: `import llama_cpp.server` fails in {} (pip install 'llama-cpp-python[server]')", python.display());
+        eprintln!("skipped: `import llama_cpp.server.app, uvicorn` fails in {} (pip install 'llama-cpp-python[server]')", python.display());
         return;
     }
     let model = match fretflow::assets::resolve_model("SmolLM2-135M-Instruct") {
