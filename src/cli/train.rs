@@ -3,6 +3,7 @@
 use crate::device::DeviceChoice;
 use crate::embed::EncoderOptions;
 use crate::train::buffer::SamplerConfig;
+use crate::train::evaluate::BeirEvaluator;
 use crate::train::gradcache::BackwardConfig;
 use crate::train::optim::{Decay, OptimConfig};
 use crate::train::source::{ChangeSource, FileSource};
@@ -103,6 +104,9 @@ pub struct TrainArgs {
     /// Seed of batch sampling and dropout.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Intra-op CPU threads for LibTorch (default: LibTorch's choice, one per core).
+    #[arg(long)]
+    pub threads: Option<i32>,
     /// `cpu`, `cuda`, `cuda:N` or `auto`.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
@@ -151,20 +155,31 @@ impl TrainArgs {
 
 /// Runs `fretflow train`.
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    if let Some(n) = args.threads {
+        anyhow::ensure!(n > 0, "--threads must be at least 1, got {n}");
+        tch::set_num_threads(n);
+    }
     let device = args.device.resolve()?;
     let options = EncoderOptions { device, max_seq_length: args.max_seq_length, ..EncoderOptions::default() };
     let mut trainer = Trainer::new(args.config(), options).context("cannot start the trainer")?;
     if !args.eval_dataset.is_empty() {
-        trainer.set_evaluator(crate::train::evaluate::beir_evaluator(&args.eval_dataset)?);
+        trainer.set_evaluator(Box::new(BeirEvaluator::new(&args.eval_dataset, options)?));
     }
     let mut source: Box<dyn ChangeSource> = match (&args.data, &args.kafka_topic) {
         (Some(path), _) => Box::new(FileSource::new(path)),
         (None, Some(topic)) => kafka_source(topic)?,
         (None, None) => anyhow::bail!("give --data FILE or --kafka-topic TOPIC"),
     };
-    let steps = trainer.run(source.as_mut())?;
+    let summary = trainer.run(source.as_mut())?;
     let latest = args.out.join(crate::train::checkpoint::LATEST);
-    println!("trained {steps} steps (total {}); latest checkpoint: {}", trainer.step(), latest.display());
+    let rate = summary.examples_per_second.map_or_else(|| "n/a".to_string(), |r| format!("{r:.2}"));
+    println!(
+        "trained {} steps ({} examples, {rate} examples/s); total steps {}; latest checkpoint: {}",
+        summary.steps,
+        summary.examples,
+        trainer.step(),
+        latest.display()
+    );
     Ok(())
 }
 

@@ -3,7 +3,8 @@
 //! A checkpoint is a directory `checkpoint-<step, 8 digits>` under the output directory holding
 //! - the model in sentence-transformers layout: `config.json`, `model.safetensors` (the base model file's
 //!   tensor names, trained values), tokenizer files, `modules.json`, module folders such as
-//!   `1_Pooling/config.json`, `sentence_bert_config.json`, `config_sentence_transformers.json`;
+//!   `1_Pooling/config.json`, `sentence_bert_config.json`, `config_sentence_transformers.json` (copied
+//!   from the base model: the training truncation length does not change the model's inference length);
 //! - `fretflow.json` ([`TrainerState`]: step, examples seen, loss, optimizer and data settings);
 //! - `optimizer.safetensors`: the AdamW moments, so a restart continues without losing state.
 //!
@@ -80,13 +81,15 @@ pub fn write_checkpoint(
 
     copy_model_files(encoder.model_dir(), &tmp)?;
     write_model_weights(encoder, &encoder.model_dir().join("model.safetensors"), &tmp.join("model.safetensors"))?;
-    write_json(
-        &tmp.join("sentence_bert_config.json"),
-        &serde_json::json!({
-            "max_seq_length": encoder.max_seq_length(),
-            "do_lower_case": encoder.config().do_lower_case,
-        }),
-    )?;
+    if !tmp.join("sentence_bert_config.json").exists() {
+        write_json(
+            &tmp.join("sentence_bert_config.json"),
+            &serde_json::json!({
+                "max_seq_length": encoder.config().max_seq_length,
+                "do_lower_case": encoder.config().do_lower_case,
+            }),
+        )?;
+    }
     if !tmp.join("config_sentence_transformers.json").exists() {
         write_json(
             &tmp.join("config_sentence_transformers.json"),

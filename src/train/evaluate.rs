@@ -1,26 +1,47 @@
-//! Evaluation of checkpoints on BEIR datasets with the project's evaluator.
+//! Evaluation of checkpoints on BEIR datasets with the project's evaluator ([`crate::eval::evaluate`]).
 use super::manifest::{CheckpointEvaluator, Metrics};
 use super::TrainError;
-use crate::embed::SentenceEncoder;
+use crate::embed::{EncoderOptions, SentenceEncoder};
+use crate::eval::{evaluate, BeirDataset, EvalOptions, LoadOptions};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-/// Evaluates an encoder on BEIR-layout dataset directories (named by their last path component).
+/// Evaluates checkpoints on BEIR-layout datasets, loaded once. Each checkpoint is loaded from disk with
+/// the model's own `max_seq_length` (not the training truncation), like `fretflow eval` does.
 #[derive(Debug)]
 pub struct BeirEvaluator {
-    datasets: Vec<PathBuf>,
+    datasets: Vec<BeirDataset>,
+    options: EncoderOptions,
 }
 
-/// An evaluator over `datasets`.
-pub fn beir_evaluator(datasets: &[PathBuf]) -> Result<Box<dyn CheckpointEvaluator>, TrainError> {
-    Ok(Box::new(BeirEvaluator { datasets: datasets.to_vec() }))
+impl BeirEvaluator {
+    /// Loads the dataset directories (`corpus.jsonl`, `queries.jsonl`, `qrels/test.tsv`); `options` says
+    /// how checkpoints are run (device, token budget).
+    pub fn new(dirs: &[PathBuf], options: EncoderOptions) -> Result<Self, TrainError> {
+        let datasets = dirs.iter().map(|d| BeirDataset::load(d, &LoadOptions::default())).collect::<Result<_, _>>()?;
+        Ok(Self { datasets, options: EncoderOptions { max_seq_length: None, ..options } })
+    }
 }
 
 impl CheckpointEvaluator for BeirEvaluator {
-    fn evaluate(&mut self, _encoder: &SentenceEncoder) -> Result<BTreeMap<String, Metrics>, TrainError> {
-        Err(TrainError::Config {
-            field: "eval_dataset",
-            message: format!("evaluation of {:?} needs crate::eval, which is not built yet", self.datasets),
-        })
+    fn evaluate(&mut self, model_dir: &Path, step: u64) -> Result<BTreeMap<String, Metrics>, TrainError> {
+        let encoder = SentenceEncoder::load(model_dir, self.options)?;
+        let opts = EvalOptions { model: model_dir.display().to_string(), per_query: false, ..EvalOptions::default() };
+        let mut out = BTreeMap::new();
+        for ds in &self.datasets {
+            let report = evaluate(&encoder, ds, &opts)
+                .map_err(|source| TrainError::Eval { step, dataset: ds.name.clone(), source })?;
+            let m = report.metrics;
+            let metrics = Metrics::from([
+                ("ndcg@10".to_string(), m.ndcg_at_10),
+                ("recall@10".to_string(), m.recall_at_10),
+                ("recall@100".to_string(), m.recall_at_100),
+                ("mrr@10".to_string(), m.mrr_at_10),
+                ("map@100".to_string(), m.map_at_100),
+            ]);
+            tracing::info!(step, dataset = %ds.name, ndcg_at_10 = m.ndcg_at_10, "Evaluated checkpoint.");
+            out.insert(ds.name.clone(), metrics);
+        }
+        Ok(out)
     }
 }

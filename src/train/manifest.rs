@@ -6,7 +6,6 @@
 //! checkpoints that are neither among the last `keep_last` nor the best by the configured metric.
 use super::checkpoint::{remove_checkpoint, LATEST};
 use super::TrainError;
-use crate::embed::SentenceEncoder;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -45,10 +44,10 @@ impl CheckpointEvent {
     }
 }
 
-/// Evaluates a freshly written checkpoint's encoder.
+/// Evaluates a freshly written checkpoint (loading it from disk, as its users will).
 pub trait CheckpointEvaluator {
-    /// Dataset name → metrics.
-    fn evaluate(&mut self, encoder: &SentenceEncoder) -> Result<BTreeMap<String, Metrics>, TrainError>;
+    /// Dataset name → metrics of the model in `model_dir`, as of optimizer step `step` (0: the base model).
+    fn evaluate(&mut self, model_dir: &Path, step: u64) -> Result<BTreeMap<String, Metrics>, TrainError>;
 }
 
 /// Reads every event of `out_dir/checkpoints.jsonl` (none when the file is absent).

@@ -24,7 +24,7 @@ pub mod source;
 pub mod trainer;
 
 pub use loss::{GeckoLoss, LossError, LossInputs};
-pub use trainer::{StepReport, Trainer, TrainerConfig};
+pub use trainer::{RunSummary, StepReport, Trainer, TrainerConfig};
 
 /// Anything that stops training: bad configuration, unreadable data, model or checkpoint failures.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +64,19 @@ pub enum TrainError {
         path: PathBuf,
         /// What failed.
         message: String,
+    },
+    /// An evaluation dataset could not be loaded (names the file).
+    #[error("evaluation dataset: {0}")]
+    Dataset(#[from] crate::eval::BeirError),
+    /// A checkpoint could not be evaluated.
+    #[error("evaluating step {step} on {dataset}: {source}")]
+    Eval {
+        /// The checkpoint's step.
+        step: u64,
+        /// The dataset.
+        dataset: String,
+        /// The cause.
+        source: crate::eval::EvalError,
     },
     /// A batch came out empty: no training data.
     #[error("no training examples: the FRet set is empty and no pair dataset is configured")]

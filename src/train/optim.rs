@@ -198,11 +198,17 @@ impl AdamW {
                 if self.decay[k] && c.weight_decay > 0.0 {
                     let _ = p.g_mul_scalar_(1.0 - lr * c.weight_decay);
                 }
+                // In place, two temporaries per tensor: v = b2 v + (1 - b2) g^2 is a lerp towards g^2,
+                // and p -= (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps) is an addcdiv with a scaled denominator.
                 let _ = self.exp_avg[k].lerp_(&grad, 1.0 - c.beta1);
-                let _ = self.exp_avg_sq[k].g_mul_scalar_(c.beta2);
-                let _ = self.exp_avg_sq[k].g_add_(&(&grad * &grad * (1.0 - c.beta2)));
-                let denom = self.exp_avg_sq[k].sqrt() / bias2_sqrt + c.eps;
-                let _ = p.g_sub_(&(&self.exp_avg[k] / denom * (lr / bias1)));
+                let _ = self.exp_avg_sq[k].lerp_(&grad.square(), 1.0 - c.beta2);
+                if lr > 0.0 {
+                    let mut denom = self.exp_avg_sq[k].sqrt();
+                    let _ = denom.g_div_scalar_(bias2_sqrt);
+                    let _ = denom.g_add_scalar_(c.eps);
+                    let _ = denom.g_mul_scalar_(-bias1 / lr);
+                    let _ = p.addcdiv_(&self.exp_avg[k], &denom);
+                }
             }
         });
         lr

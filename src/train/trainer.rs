@@ -15,7 +15,7 @@ use super::source::ChangeSource;
 use super::{GeckoLoss, TrainError};
 use crate::embed::{EncoderOptions, SentenceEncoder};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Everything a training run is configured with (the CLI fills it; the pipeline may build it directly).
@@ -66,6 +66,18 @@ pub struct StepReport {
     pub lr: f64,
     /// Queries in the batch.
     pub batch_size: usize,
+}
+
+/// What a call to [`Trainer::run`] did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunSummary {
+    /// Optimizer steps taken in this run.
+    pub steps: u64,
+    /// Training examples consumed in this run.
+    pub examples: u64,
+    /// Training throughput over this run's steps after the first (which pays one-time allocation costs),
+    /// excluding checkpoints and evaluation; `None` with fewer than two steps.
+    pub examples_per_second: Option<f64>,
 }
 
 type Listener = Box<dyn FnMut(&CheckpointEvent) -> Result<(), TrainError>>;
@@ -190,9 +202,9 @@ impl Trainer {
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
     }
 
-    fn evaluate(&mut self) -> Result<std::collections::BTreeMap<String, super::manifest::Metrics>, TrainError> {
+    fn evaluate(&mut self, dir: &Path) -> Result<std::collections::BTreeMap<String, super::manifest::Metrics>, TrainError> {
         match self.evaluator.as_mut() {
-            Some(ev) => ev.evaluate(&self.encoder),
+            Some(ev) => ev.evaluate(dir, self.step),
             None => Ok(Default::default()),
         }
     }
@@ -212,11 +224,12 @@ impl Trainer {
             return Ok(None);
         }
         std::fs::create_dir_all(&self.config.out_dir).map_err(|e| TrainError::checkpoint(&self.config.out_dir, e))?;
-        let metrics = self.evaluate()?;
+        let base = self.encoder.model_dir().to_path_buf();
+        let metrics = self.evaluate(&base)?;
         let event = CheckpointEvent {
             step: 0,
             examples_seen: 0,
-            path: self.encoder.model_dir().to_path_buf(),
+            path: base,
             metrics,
             mean_loss: None,
             created: Self::now(),
@@ -250,7 +263,7 @@ impl Trainer {
             }),
         };
         let path = write_checkpoint(&self.config.out_dir, &self.encoder, &self.optimizer, &state)?;
-        let metrics = self.evaluate()?;
+        let metrics = self.evaluate(&path)?;
         let event = CheckpointEvent {
             step: self.step,
             examples_seen: self.examples_seen,
@@ -278,13 +291,14 @@ impl Trainer {
     }
 
     /// Trains from `source` until `max_steps` (or, without it, one pass over a finite source), then writes a
-    /// final checkpoint if the last step has none. Returns the number of steps taken in this run.
-    pub fn run(&mut self, source: &mut dyn ChangeSource) -> Result<u64, TrainError> {
+    /// final checkpoint if the last step has none.
+    pub fn run(&mut self, source: &mut dyn ChangeSource) -> Result<RunSummary, TrainError> {
         self.source = source.describe();
         let start_step = self.step;
         self.evaluate_base()?;
         let mut limit = self.config.max_steps;
         let mut last_log = Instant::now();
+        let (mut examples, mut timed_examples, mut timed) = (0u64, 0u64, Duration::ZERO);
         loop {
             if limit.is_some_and(|l| self.step >= l) {
                 break;
@@ -306,7 +320,13 @@ impl Trainer {
                 tracing::info!(steps = pass, examples = available, "Finite source: training one pass.");
                 continue;
             }
+            let started = Instant::now();
             let report = self.train_step()?;
+            if self.step > start_step + 1 {
+                timed += started.elapsed();
+                timed_examples += report.batch_size as u64;
+            }
+            examples += report.batch_size as u64;
             if last_log.elapsed() >= Duration::from_secs(10) || Some(report.step) == limit {
                 tracing::info!(
                     step = report.step, loss = report.loss, grad_norm = report.grad_norm, lr = report.lr,
@@ -321,6 +341,7 @@ impl Trainer {
         if self.last_checkpoint.0 != self.step {
             self.checkpoint()?;
         }
-        Ok(self.step - start_step)
+        let examples_per_second = (timed > Duration::ZERO).then(|| timed_examples as f64 / timed.as_secs_f64());
+        Ok(RunSummary { steps: self.step - start_step, examples, examples_per_second })
     }
 }
