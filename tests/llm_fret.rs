@@ -73,8 +73,8 @@ fn echoes_of_the_title_the_examples_the_task_and_the_passage_are_rejected() {
     assert_eq!(echo(&format!(" Find papers\nQuery: {example}")), Some(EchoSource::FewShotExample));
     assert_eq!(echo(" Find the friction\nQuery: find the friction"), Some(EchoSource::Task));
     assert_eq!(echo(" Find papers\nQuery: the turbulent boundary layer thickens downstream"), Some(EchoSource::Passage));
-    // Words taken from an example (its passage is about leaves in autumn) rather than from this passage.
-    assert_eq!(echo(" Find papers\nQuery: why does friction change colour in autumn"), Some(EchoSource::FewShotExample));
+    // Words taken from an example (about caffeine and sleep loss) rather than from this passage.
+    assert_eq!(echo(" Find papers\nQuery: does friction slow reaction time after sleep loss"), Some(EchoSource::FewShotExample));
     // A copy with a word changed at its start is still a copy.
     assert_eq!(echo(" Find papers\nQuery: a turbulent boundary layer thickens downstream while the local friction"), Some(EchoSource::Passage));
     // A short phrase shared with the passage is not a copy.
@@ -233,4 +233,93 @@ async fn requests_are_sent_in_batches_of_batch_size_and_duplicates_once() {
     assert_eq!(got[10].as_ref().unwrap(), got[0].as_ref().unwrap());
     assert_eq!(*recorder.batches.lock().unwrap(), vec![4, 4, 2]);
     assert_eq!(llm.model_calls().generate, 10);
+}
+
+/// Runs the `fretflow` binary off the async threads (the scripted server keeps serving meanwhile).
+async fn fretflow(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fretflow")).args(&args).output().expect("run fretflow")
+    })
+    .await
+    .unwrap()
+}
+
+fn lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_queries_writes_queries_and_dead_letters_and_a_cached_rerun_only_retries_failures() {
+    use wiremock::matchers::{body_string_contains, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/completions"))
+        .and(body_string_contains("beta garbage"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("garbage"))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let answer = serde_json::json!({"choices": [{"text": " Given a question, find the answer\nQuery: when does a wing stall"}]});
+    Mock::given(method("POST"))
+        .and(path("/v1/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("passages.jsonl");
+    std::fs::write(&input, "{\"_id\":\"a\",\"text\":\"alpha wing stall at a high angle of attack\"}\n{not json\n{\"_id\":\"b\",\"text\":\"beta garbage\"}\n").unwrap();
+    let output = dir.path().join("queries.jsonl");
+    let p = |p: &std::path::Path| p.display().to_string();
+    let args: Vec<String> = ["llm", "queries", "--input", &p(&input), "--output", &p(&output), "--llm"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([format!("{}/v1", server.uri()), "--model".into(), "m".into(), "--cache".into(), p(&dir.path().join("c.redb"))])
+        .collect();
+    let run = fretflow(args.clone()).await;
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let queries = lines(&output);
+    assert_eq!(queries.len(), 1);
+    assert_eq!((queries[0]["seed_id"].as_str(), queries[0]["text"].as_str()), (Some("a"), Some("when does a wing stall")));
+    let failures = lines(&dir.path().join("queries.failures.jsonl"));
+    let reasons: Vec<(&str, &str)> = failures.iter().map(|f| (f["input"].as_str().unwrap(), f["reason"].as_str().unwrap())).collect();
+    assert!(reasons[0].0.ends_with("passages.jsonl:2") && reasons[0].1 == "malformed_input", "{reasons:?}");
+    assert!(reasons[1].0.ends_with("passages.jsonl:3") && reasons[1].1 == "llm_error", "{reasons:?}");
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+
+    let rerun = fretflow(args).await;
+    assert!(rerun.status.success());
+    assert_eq!(lines(&output), queries, "the cached answer gives the same query");
+    assert_eq!(server.received_requests().await.unwrap().len(), 3, "only the failed passage is asked again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_judge_on_a_server_without_ql_writes_rc_only_judgements() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    let top = serde_json::json!({" 3": 0.7f64.ln(), " 2": 0.2f64.ln(), " 1": 0.1f64.ln()});
+    let answer = serde_json::json!({"choices": [{"text": " 3", "logprobs": {"tokens": [" 3"], "token_logprobs": [-0.3],
+        "text_offset": [0], "top_logprobs": [top]}}]});
+    Mock::given(method("POST")).and(path("/v1/completions")).respond_with(ResponseTemplate::new(200).set_body_json(answer)).mount(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("remote.toml");
+    std::fs::write(&config, format!("base_url = \"{}/v1\"\nmodel = \"m\"\nql = \"unsupported\"\n", server.uri())).unwrap();
+    let input = dir.path().join("pairs.jsonl");
+    std::fs::write(&input, "{\"query_id\":\"q1\",\"query\":\"wing stall\",\"passage\":{\"_id\":\"a\",\"text\":\"stall\"}}\n").unwrap();
+    let output = dir.path().join("judgements.jsonl");
+    let args = ["llm", "judge", "--input", &input.display().to_string(), "--output", &output.display().to_string()]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["--remote-config".to_string(), config.display().to_string()])
+        .collect();
+    let run = fretflow(args).await;
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let judged = lines(&output);
+    assert_eq!((judged[0]["query_id"].as_str(), judged[0]["passage_id"].as_str()), (Some("q1"), Some("a")));
+    assert!(judged[0]["ql"].is_null());
+    // Grades 0..3 with masses 0.1 (floor), 0.1, 0.2, 0.7: expected grade 2.6 / 1.1, divided by 3.
+    let rc = judged[0]["rc"].as_f64().unwrap();
+    assert!((rc - 2.6 / 1.1 / 3.0).abs() < 1e-6, "{rc}");
 }

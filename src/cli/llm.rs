@@ -8,6 +8,7 @@ use crate::device::DeviceChoice;
 use crate::llm::cache::LlmCache;
 use crate::llm::fret::{FretLlm, FretOptions, Judgement};
 use crate::llm::local::{LocalLlm, LocalLlmOptions, DEFAULT_MODEL};
+use crate::llm::prompts::FewShotExample;
 use crate::llm::remote::{RemoteConfig, RemoteLlm};
 use crate::llm::LlmBackend;
 use crate::records::Passage;
@@ -76,6 +77,10 @@ pub struct StageArgs {
     /// Backend calls in flight at once (raise it for remote servers).
     #[arg(long, default_value_t = 1)]
     pub batches_in_flight: usize,
+    /// JSON file of few-shot examples for query generation (`[{"title", "text", "task", "query"}, ...]`),
+    /// replacing the built-in ones.
+    #[arg(long, value_name = "FILE.json")]
+    pub examples: Option<PathBuf>,
     /// Process at most this many input records.
     #[arg(long)]
     pub limit: Option<usize>,
@@ -218,7 +223,16 @@ fn build_llm(args: &StageArgs) -> anyhow::Result<FretLlm> {
         None => None,
     };
     let backend = build_backend(args)?;
-    let options = FretOptions { batch_size: args.batch_size, batches_in_flight: args.batches_in_flight, ..FretOptions::default() };
+    let mut options = FretOptions { batch_size: args.batch_size, batches_in_flight: args.batches_in_flight, ..FretOptions::default() };
+    if let Some(path) = &args.examples {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let examples: Vec<FewShotExample> =
+            serde_json::from_str(&text).with_context(|| format!("{}: expected a JSON list of {{title, text, task, query}}", path.display()))?;
+        if examples.is_empty() {
+            bail!("{}: no examples", path.display());
+        }
+        options.prompts.examples = Some(examples);
+    }
     Ok(FretLlm::new(backend, cache, options))
 }
 

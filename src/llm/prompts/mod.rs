@@ -84,6 +84,10 @@ pub struct PromptOptions {
     /// Upper bound on the tokens of a generated task + query.
     #[serde(default = "default_max_new_tokens")]
     pub max_new_tokens: usize,
+    /// Few-shot examples replacing the built-in ones (`fret_examples.json`), e.g. examples from the
+    /// corpus's own domain. They enter the prompt versions like the built-in ones.
+    #[serde(default)]
+    pub examples: Option<Vec<FewShotExample>>,
 }
 
 fn default_max_passage_chars() -> usize {
@@ -102,6 +106,7 @@ impl Default for PromptOptions {
             max_passage_chars: default_max_passage_chars(),
             ql_examples: default_ql_examples(),
             max_new_tokens: default_max_new_tokens(),
+            examples: None,
         }
     }
 }
@@ -118,10 +123,12 @@ pub struct FretPrompts {
 }
 
 impl FretPrompts {
-    /// The built-in templates and examples.
+    /// The built-in templates, with the built-in examples unless `options.examples` names others.
     pub fn new(options: PromptOptions) -> Self {
-        let examples: Vec<FewShotExample> =
-            serde_json::from_str(EXAMPLES).expect("fret_examples.json is valid. This is a bug.");
+        let examples: Vec<FewShotExample> = match &options.examples {
+            Some(examples) if !examples.is_empty() => examples.clone(),
+            _ => serde_json::from_str(EXAMPLES).expect("fret_examples.json is valid. This is a bug."),
+        };
         let mut env = Environment::new();
         env.set_auto_escape_callback(|_| AutoEscape::None);
         env.set_trim_blocks(true);
