@@ -1,10 +1,135 @@
-//! `fretflow run`.
+//! `fretflow run PIPELINE.toml`: runs the FRet dataflow of a pipeline config, with progress bars and a
+//! summary at the end. Timely's cluster flags (`-w`, `-n`, `-p`, `-h`) choose threads and processes.
+use crate::dataflow::config::PipelineConfig;
+use crate::dataflow::progress::Snapshot;
+use crate::dataflow::run::{run_pipeline, ProgressHook};
+use anyhow::Context;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::PathBuf;
 
-/// Arguments of `fretflow run`.
+/// Arguments of `fretflow run`. (`-h` is timely's hostfile flag here; help is `--help`.)
 #[derive(Debug, clap::Args)]
-pub struct RunArgs {}
+#[command(disable_help_flag = true)]
+pub struct RunArgs {
+    /// The pipeline config (e.g. pipelines/quickstart.toml).
+    pub config: PathBuf,
+    /// Worker threads per process (default: the config's `workers`).
+    #[arg(short = 'w', long)]
+    pub workers: Option<usize>,
+    /// Number of processes in the cluster.
+    #[arg(short = 'n', long, default_value_t = 1)]
+    pub processes: usize,
+    /// This process's index in the cluster (0-based).
+    #[arg(short = 'p', long, default_value_t = 0)]
+    pub process: usize,
+    /// File with one `host:port` per process (default: localhost:2101, 2102, ...).
+    #[arg(short = 'h', long)]
+    pub hostfile: Option<PathBuf>,
+    /// No progress bars (also off when stderr is not a terminal).
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+}
+
+impl RunArgs {
+    /// Timely's configuration from the cluster flags.
+    pub fn timely_config(&self, config_workers: usize) -> anyhow::Result<timely::Config> {
+        let mut args = vec![
+            "-w".to_string(),
+            self.workers.unwrap_or(config_workers).to_string(),
+            "-n".to_string(),
+            self.processes.to_string(),
+            "-p".to_string(),
+            self.process.to_string(),
+        ];
+        if let Some(hostfile) = &self.hostfile {
+            args.extend(["-h".to_string(), hostfile.display().to_string()]);
+        }
+        if self.process >= self.processes {
+            anyhow::bail!("--process {} must be smaller than --processes {}", self.process, self.processes);
+        }
+        timely::Config::from_args(args.into_iter()).map_err(|e| anyhow::anyhow!("invalid cluster flags: {e}"))
+    }
+}
 
 /// Runs `fretflow run`.
-pub fn run(_args: RunArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`fretflow run` is not built yet")
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = PipelineConfig::load(&args.config)?;
+    let timely_config = args.timely_config(config.workers)?;
+    let bars = (!args.no_progress && std::io::stderr().is_terminal()).then(Bars::new);
+    let hook: Option<ProgressHook> = bars.map(|mut b| Box::new(move |s: &Snapshot| b.update(s)) as ProgressHook);
+    let snapshot = run_pipeline(&config, timely_config, hook).with_context(|| format!("pipeline {}", args.config.display()))?;
+    print_summary(&snapshot, &config);
+    if let Some(path) = &config.sinks.summary {
+        let json = serde_json::to_string_pretty(&snapshot).expect("summary serializes. This is a bug.");
+        std::fs::write(path, json).with_context(|| format!("cannot write the summary {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// One progress line per counter.
+struct Bars {
+    _multi: MultiProgress,
+    lines: Vec<ProgressBar>,
+    last: Option<(f64, u64)>,
+}
+
+impl Bars {
+    const NAMES: [&'static str; 6] = ["passages in", "queries", "judged pairs", "examples out", "LLM calls", "dead letters"];
+
+    fn new() -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4));
+        let style = ProgressStyle::with_template("{spinner} {prefix:>13} {pos:>7} {msg}").expect("valid template. This is a bug.");
+        let lines = Self::NAMES
+            .iter()
+            .map(|name| {
+                let bar = multi.add(ProgressBar::new_spinner().with_style(style.clone()));
+                bar.set_prefix(*name);
+                bar
+            })
+            .collect();
+        Self { _multi: multi, lines, last: None }
+    }
+
+    fn update(&mut self, s: &Snapshot) {
+        let rate = match self.last {
+            Some((t, calls)) if s.elapsed_s > t => (s.llm_calls.saturating_sub(calls)) as f64 / (s.elapsed_s - t),
+            _ => 0.0,
+        };
+        self.last = Some((s.elapsed_s, s.llm_calls));
+        let hits = s.llm_cache_hits as f64 / (s.llm_cache_hits + s.llm_calls).max(1) as f64;
+        let values = [s.passages_in, s.queries, s.judged_pairs, s.examples_live, s.llm_calls, s.dead_letters];
+        for (bar, value) in self.lines.iter().zip(values) {
+            bar.set_position(value);
+            bar.tick();
+        }
+        self.lines[3].set_message(format!("({} changes)", s.example_changes));
+        self.lines[4].set_message(format!("{rate:.1}/s, cache hit rate {:.0}%", 100.0 * hits));
+    }
+}
+
+fn print_summary(s: &Snapshot, config: &PipelineConfig) {
+    println!("fretflow run finished in {:.1} s", s.elapsed_s);
+    println!("  records read      {:>8}   passages in {}, deleted {}", s.records_in, s.passages_in, s.passages_deleted);
+    println!("  queries           {:>8}", s.queries);
+    println!("  judged pairs      {:>8}", s.judged_pairs);
+    println!("  examples          {:>8}   ({} changes written)", s.examples_live, s.example_changes);
+    println!("  dead letters      {:>8}   -> {}", s.dead_letters, config.sinks.dead_letters.display());
+    println!(
+        "  LLM calls         {:>8}   cache hits {} ({:.0}%), LLM busy {:.0}% of the run",
+        s.llm_calls,
+        s.llm_cache_hits,
+        100.0 * s.llm_cache_hits as f64 / (s.llm_cache_hits + s.llm_calls).max(1) as f64,
+        100.0 * s.llm_busy_share
+    );
+    println!("  time by stage (model stages: time with a batch in flight):");
+    for (stage, seconds) in &s.stage_seconds {
+        println!("    {stage:<16} {seconds:>8.2} s");
+    }
+    for path in config.sinks.changes.iter().chain(&config.sinks.snapshot) {
+        println!("  wrote {}", path.display());
+    }
 }

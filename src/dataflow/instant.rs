@@ -139,6 +139,37 @@ impl<L: Labeler> Labeler for WithLatency<L> {
     }
 }
 
+/// A bag-of-words hashing encoder: each word adds 1 to one of `dim` dimensions (FNV-1a hash). Instant
+/// and deterministic, for dry runs and benchmarks of the pipeline (`embedder.model = "hashing:DIM"`).
+#[derive(Debug, Clone, Copy)]
+pub struct HashingEmbedder {
+    dim: usize,
+}
+
+impl HashingEmbedder {
+    /// An encoder of dimension `dim` (at least 1).
+    pub fn new(dim: usize) -> Self {
+        Self { dim: dim.max(1) }
+    }
+}
+
+impl crate::embed::TextEmbedder for HashingEmbedder {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<tch::Tensor, crate::embed::EmbedError> {
+        let mut flat = vec![0f32; texts.len() * self.dim];
+        for (row, text) in texts.iter().enumerate() {
+            for word in words(text) {
+                let h = word.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+                flat[row * self.dim + (h % self.dim as u64) as usize] += 1.0;
+            }
+        }
+        Ok(tch::Tensor::from_slice(&flat).view([texts.len() as i64, self.dim as i64]))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,6 +34,7 @@ pub mod instant;
 pub mod judge;
 pub mod labeler;
 pub mod progress;
+pub mod resources;
 pub mod retrieve;
 pub mod run;
 pub mod score;

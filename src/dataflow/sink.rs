@@ -47,7 +47,7 @@ pub struct Change {
 pub type SinkError = String;
 
 /// Where changes go. Called on worker 0 only.
-pub trait ChangeSink {
+pub trait ChangeSink: Send {
     /// Writes the changes of one time (consolidated, at most one per key, sorted by key).
     fn write(&mut self, changes: &[Change]) -> Result<(), SinkError>;
     /// The input has ended; `current` is the final FRet set by key. Flush and close.
@@ -55,7 +55,7 @@ pub trait ChangeSink {
 }
 
 /// Where dead letters go. Called on worker 0 only.
-pub trait DeadLetterSink {
+pub trait DeadLetterSink: Send {
     /// Writes dead letters.
     fn write(&mut self, letters: &[DeadLetter]) -> Result<(), SinkError>;
     /// Flushes (called after each batch and at the end).

@@ -39,6 +39,7 @@ pub type SourceRecord = Result<PassageEvent, DeadLetter>;
 
 /// Size limits on passages; a passage beyond them is a dead letter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Longest passage text, in characters.
     pub max_text_chars: usize,

@@ -1,0 +1,123 @@
+//! Builds what a pipeline config names: the labeler (LLM + cache), the encoder, the passage reader and
+//! the sinks. Each failure is a typed error naming the config field.
+use super::config::{FileFormat, LlmConfig, PipelineConfig, ReadMode};
+use super::embed::SharedEmbedder;
+use super::fret_labeler::FretLabeler;
+use super::instant::{HashingEmbedder, OverlapLabeler, WithLatency};
+use super::labeler::Labeler;
+use super::sink::{ChangeSink, DeadLetterSink};
+use crate::connectors::file::sink::{change_sink, JsonlDeadLetters, Snapshot};
+use crate::connectors::file::source::{JsonlPassages, ParquetPassages, PassageReader, SourceError};
+use crate::device::DeviceChoice;
+use crate::embed::{EncoderOptions, SentenceEncoder};
+use crate::llm::cache::LlmCache;
+use crate::llm::fret::{FretLlm, FretOptions};
+use crate::llm::local::{LocalLlm, LocalLlmOptions};
+use crate::llm::remote::RemoteLlm;
+use crate::llm::LlmBackend;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A resource of the config could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ResourceError {
+    /// The LLM backend could not start (`llm`).
+    #[error("llm: {0}")]
+    Llm(String),
+    /// The LLM cache could not be opened (`cache`).
+    #[error("cache: {0}")]
+    Cache(String),
+    /// The encoder could not be loaded (`embedder`).
+    #[error("embedder: {0}")]
+    Embedder(String),
+    /// The source could not be opened (`source.path`).
+    #[error("source.path: {0}")]
+    Source(#[from] SourceError),
+    /// A sink file could not be created (`sinks`).
+    #[error("sinks: {0}")]
+    Sink(String),
+}
+
+/// The labeler of `config.llm`, with the durable cache of `config.cache` for real models. The cache
+/// opens first, so a bad cache path fails before a model loads.
+pub fn labeler(config: &PipelineConfig) -> Result<Arc<dyn Labeler>, ResourceError> {
+    let backend: Arc<dyn LlmBackend> = match &config.llm {
+        LlmConfig::Instant(i) => {
+            let overlap = Arc::new(OverlapLabeler::new(i.query_words));
+            return Ok(if i.latency_ms == 0 {
+                overlap
+            } else {
+                Arc::new(WithLatency::new(overlap, Duration::from_millis(i.latency_ms)))
+            });
+        }
+        LlmConfig::Local(local) => {
+            let cache = open_cache(config)?;
+            let device = DeviceChoice::from_str(&local.device).map_err(|e| ResourceError::Llm(format!("device: {e}")))?;
+            let options = LocalLlmOptions { device, max_batch: config.batching.llm.max_batch, ..LocalLlmOptions::default() };
+            let llm = LocalLlm::load(&local.model, options).map_err(|e| ResourceError::Llm(e.to_string()))?;
+            return Ok(fret_labeler(config, Arc::new(llm), cache));
+        }
+        LlmConfig::Remote(remote) => Arc::new(RemoteLlm::new(remote.clone()).map_err(|e| ResourceError::Llm(e.to_string()))?),
+    };
+    let cache = open_cache(config)?;
+    Ok(fret_labeler(config, backend, cache))
+}
+
+fn open_cache(config: &PipelineConfig) -> Result<Option<Arc<LlmCache>>, ResourceError> {
+    let Some(path) = &config.cache else { return Ok(None) };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| ResourceError::Cache(format!("{}: {e}", dir.display())))?;
+    }
+    Ok(Some(Arc::new(LlmCache::open(path).map_err(|e| ResourceError::Cache(e.to_string()))?)))
+}
+
+fn fret_labeler(config: &PipelineConfig, backend: Arc<dyn LlmBackend>, cache: Option<Arc<LlmCache>>) -> Arc<dyn Labeler> {
+    let options = FretOptions { batch_size: config.batching.llm.max_batch, ..FretOptions::default() };
+    Arc::new(FretLabeler::new(Arc::new(FretLlm::new(backend, cache, options))))
+}
+
+/// The encoder of `config.embedder`.
+pub fn embedder(config: &PipelineConfig) -> Result<SharedEmbedder, ResourceError> {
+    let e = &config.embedder;
+    if let Some(dim) = e.model.strip_prefix("hashing:") {
+        let dim: usize = dim
+            .parse()
+            .ok()
+            .filter(|d| *d > 0)
+            .ok_or_else(|| ResourceError::Embedder(format!("model: `hashing:DIM` needs a positive DIM, got {dim:?}")))?;
+        return Ok(SharedEmbedder::new(e.model.clone(), HashingEmbedder::new(dim)));
+    }
+    let device = DeviceChoice::from_str(&e.device)
+        .and_then(|d| d.resolve())
+        .map_err(|err| ResourceError::Embedder(format!("device: {err}")))?;
+    let options = EncoderOptions { device, token_budget: e.batch_tokens, ..EncoderOptions::default() };
+    let encoder = SentenceEncoder::from_name(&e.model, options).map_err(|err| ResourceError::Embedder(err.to_string()))?;
+    Ok(SharedEmbedder::new(e.model.clone(), encoder))
+}
+
+/// The passage reader of `config.source`.
+pub fn reader(config: &PipelineConfig) -> Result<Box<dyn PassageReader>, ResourceError> {
+    let s = &config.source;
+    Ok(match FileFormat::of(&s.path, s.format) {
+        FileFormat::Jsonl => Box::new(JsonlPassages::open(&s.path, s.mode == ReadMode::Follow)?),
+        FileFormat::Parquet => Box::new(ParquetPassages::open(&s.path)?),
+    })
+}
+
+/// The change and snapshot sinks of `config.sinks`.
+pub fn change_sinks(config: &PipelineConfig) -> Result<Vec<Box<dyn ChangeSink>>, ResourceError> {
+    let mut sinks = Vec::new();
+    for path in &config.sinks.changes {
+        sinks.push(change_sink(path).map_err(ResourceError::Sink)?);
+    }
+    for path in &config.sinks.snapshot {
+        sinks.push(Box::new(Snapshot::new(path)) as Box<dyn ChangeSink>);
+    }
+    Ok(sinks)
+}
+
+/// The dead-letter sink of `config.sinks.dead_letters`.
+pub fn dead_letter_sink(config: &PipelineConfig) -> Result<Box<dyn DeadLetterSink>, ResourceError> {
+    Ok(Box::new(JsonlDeadLetters::create(&config.sinks.dead_letters).map_err(ResourceError::Sink)?))
+}
