@@ -83,7 +83,8 @@ fn every_text_matches_sentence_transformers() {
     eprintln!("f32 vs sentence-transformers: worst cosine {:.9}, worst max abs diff {:.3e}", worst.0, worst.1);
 }
 
-/// A text's vector does not depend on its batch. Padding is masked out exactly (zero attention weight,
+/// A text's vector does not depend on its batch (several batches run on the CPU workers, a single text on
+/// the calling thread, so this also compares those two paths). Padding is masked out exactly (zero attention weight,
 /// zero pooling weight), but a different batch shape changes how GEMMs block and sum in f32, so results
 /// may differ by rounding: ~1e-7 relative per product, compounded over 6 layers, stays far below 1e-5.
 #[test]

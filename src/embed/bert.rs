@@ -11,9 +11,37 @@ fn linear(vs: nn::Path, input: i64, output: i64) -> nn::Linear {
     nn::linear(vs, input, output, config)
 }
 
-fn layer_norm(vs: nn::Path, config: &BertConfig) -> nn::LayerNorm {
-    let ln = nn::LayerNormConfig { eps: config.layer_norm_eps, ..Default::default() };
-    nn::layer_norm(vs / "LayerNorm", vec![config.hidden_size], ln)
+fn shallow_linear(l: &nn::Linear) -> nn::Linear {
+    nn::Linear { ws: l.ws.shallow_clone(), bs: l.bs.as_ref().map(Tensor::shallow_clone) }
+}
+
+/// LayerNorm over the last dimension with learned `weight` and `bias` (Hugging Face's `LayerNorm`).
+#[derive(Debug)]
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    fn new(vs: nn::Path, config: &BertConfig) -> Self {
+        let vs = vs / "LayerNorm";
+        let shape = [config.hidden_size];
+        Self {
+            weight: vs.var("weight", &shape, nn::Init::Const(1.)),
+            bias: vs.var("bias", &shape, nn::Init::Const(0.)),
+            eps: config.layer_norm_eps,
+        }
+    }
+
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        let shape = [self.weight.size()[0]];
+        xs.layer_norm(shape.as_slice(), Some(&self.weight), Some(&self.bias), self.eps, true)
+    }
+
+    fn shallow_clone(&self) -> Self {
+        Self { weight: self.weight.shallow_clone(), bias: self.bias.shallow_clone(), eps: self.eps }
+    }
 }
 
 /// Word, position and token-type embeddings, summed and layer-normalized.
@@ -22,7 +50,7 @@ struct Embeddings {
     word: Tensor,
     position: Tensor,
     token_type: Tensor,
-    layer_norm: nn::LayerNorm,
+    layer_norm: LayerNorm,
     dropout: f64,
 }
 
@@ -33,7 +61,7 @@ impl Embeddings {
             word: table("word_embeddings", c.vocab_size),
             position: table("position_embeddings", c.max_position_embeddings),
             token_type: table("token_type_embeddings", c.type_vocab_size),
-            layer_norm: layer_norm(vs.clone(), c),
+            layer_norm: LayerNorm::new(vs.clone(), c),
             dropout: c.hidden_dropout_prob,
         }
     }
@@ -47,6 +75,16 @@ impl Embeddings {
         let sum = words + positions + type0;
         self.layer_norm.forward(&sum).dropout(self.dropout, train)
     }
+
+    fn shallow_clone(&self) -> Self {
+        Self {
+            word: self.word.shallow_clone(),
+            position: self.position.shallow_clone(),
+            token_type: self.token_type.shallow_clone(),
+            layer_norm: self.layer_norm.shallow_clone(),
+            dropout: self.dropout,
+        }
+    }
 }
 
 /// Multi-head self-attention with its output projection and residual LayerNorm.
@@ -56,7 +94,7 @@ struct Attention {
     key: nn::Linear,
     value: nn::Linear,
     output: nn::Linear,
-    layer_norm: nn::LayerNorm,
+    layer_norm: LayerNorm,
     heads: i64,
     attention_dropout: f64,
     dropout: f64,
@@ -72,7 +110,7 @@ impl Attention {
             key: linear(&this / "key", h, h),
             value: linear(&this / "value", h, h),
             output: linear(&out / "dense", h, h),
-            layer_norm: layer_norm(out, c),
+            layer_norm: LayerNorm::new(out, c),
             heads: c.num_attention_heads,
             attention_dropout: c.attention_probs_dropout_prob,
             dropout: c.hidden_dropout_prob,
@@ -92,6 +130,17 @@ impl Attention {
         let projected = self.output.forward(&context).dropout(self.dropout, train);
         self.layer_norm.forward(&(projected + xs))
     }
+
+    fn shallow_clone(&self) -> Self {
+        Self {
+            query: shallow_linear(&self.query),
+            key: shallow_linear(&self.key),
+            value: shallow_linear(&self.value),
+            output: shallow_linear(&self.output),
+            layer_norm: self.layer_norm.shallow_clone(),
+            ..*self
+        }
+    }
 }
 
 /// One transformer layer: attention, then the feed-forward block with its residual LayerNorm.
@@ -100,7 +149,7 @@ struct Layer {
     attention: Attention,
     intermediate: nn::Linear,
     output: nn::Linear,
-    layer_norm: nn::LayerNorm,
+    layer_norm: LayerNorm,
     activation: Activation,
     dropout: f64,
 }
@@ -111,7 +160,7 @@ impl Layer {
             attention: Attention::new(&vs / "attention", c),
             intermediate: linear(&vs / "intermediate" / "dense", c.hidden_size, c.intermediate_size),
             output: linear(&vs / "output" / "dense", c.intermediate_size, c.hidden_size),
-            layer_norm: layer_norm(&vs / "output", c),
+            layer_norm: LayerNorm::new(&vs / "output", c),
             activation: c.hidden_act,
             dropout: c.hidden_dropout_prob,
         }
@@ -127,6 +176,17 @@ impl Layer {
         };
         let out = self.output.forward(&inner).dropout(self.dropout, train);
         self.layer_norm.forward(&(out + xs))
+    }
+
+    fn shallow_clone(&self) -> Self {
+        Self {
+            attention: self.attention.shallow_clone(),
+            intermediate: shallow_linear(&self.intermediate),
+            output: shallow_linear(&self.output),
+            layer_norm: self.layer_norm.shallow_clone(),
+            activation: self.activation,
+            dropout: self.dropout,
+        }
     }
 }
 
@@ -160,5 +220,14 @@ impl BertModel {
             xs = layer.forward_t(&xs, &mask, train);
         }
         xs
+    }
+
+    /// A second handle on the same parameters (no copy), e.g. to run batches on another thread.
+    /// Parameter updates through either handle are seen by both.
+    pub fn shallow_clone(&self) -> Self {
+        Self {
+            embeddings: self.embeddings.shallow_clone(),
+            layers: self.layers.iter().map(Layer::shallow_clone).collect(),
+        }
     }
 }

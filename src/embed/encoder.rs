@@ -1,5 +1,6 @@
 //! [`SentenceEncoder`]: a sentence-transformers model (BERT, pooling, normalization) run with tch.
 use super::batching::{plan_batches, TokenBatch};
+use super::workers::{run_on_cpu_workers, BatchJob};
 use super::bert::BertModel;
 use super::config::ModelConfig;
 use super::pooling::pool;
@@ -139,6 +140,11 @@ impl SentenceEncoder {
         weights::save_safetensors(&self.vs, path)
     }
 
+    /// Id of the padding token (what [`TokenBatch::pad`] should pad with).
+    pub fn pad_id(&self) -> i64 {
+        self.tokenizer.pad_id()
+    }
+
     /// Token ids of each text, truncated at [`Self::max_seq_length`], unpadded.
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, EmbedError> {
         self.tokenizer.encode(texts)
@@ -166,6 +172,9 @@ impl SentenceEncoder {
 
     /// Encodes `texts` in budgeted batches without gradients, calling `progress` with the number of texts
     /// finished after each batch. Returns `[texts.len(), dim]` f32 on the CPU, rows in input order.
+    ///
+    /// On the CPU, when there are several batches, they run on as many single-threaded workers as LibTorch
+    /// has threads (see [`super::workers`]); on CUDA, batches run one after another.
     pub fn encode_with_progress(&self, texts: &[&str], progress: &mut dyn FnMut(usize)) -> Result<Tensor, EmbedError> {
         let dim = self.config.output_dim() as i64;
         let mut out = Tensor::zeros([texts.len() as i64, dim], (Kind::Float, Device::Cpu));
@@ -174,14 +183,31 @@ impl SentenceEncoder {
         }
         let ids = self.tokenizer.encode(texts)?;
         let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
-        let _guard = tch::no_grad_guard();
-        for batch in plan_batches(&lengths, self.options.token_budget) {
-            let seqs: Vec<&[u32]> = batch.iter().map(|&i| ids[i].as_slice()).collect();
-            let tokens = TokenBatch::pad(&seqs, self.tokenizer.pad_id(), self.options.device);
-            let vectors = self.forward_tokens(&tokens.input_ids, &tokens.attention_mask).to_device(Device::Cpu);
-            let rows: Vec<i64> = batch.iter().map(|&i| i as i64).collect();
-            let _ = out.f_index_copy_(0, &Tensor::from_slice(&rows), &vectors)?;
-            progress(batch.len());
+        let batches = plan_batches(&lengths, self.options.token_budget);
+        let job = BatchJob {
+            ids: &ids,
+            batches: &batches,
+            pad_id: self.tokenizer.pad_id(),
+            pooling: self.config.pooling,
+            normalize: self.config.normalize,
+        };
+        let mut place = |b: usize, vectors: Tensor| {
+            let rows: Vec<i64> = batches[b].iter().map(|&i| i as i64).collect();
+            let _ = out.index_copy_(0, &Tensor::from_slice(&rows), &vectors);
+            progress(rows.len());
+        };
+        let threads = tch::get_num_threads();
+        let workers = if self.options.device == Device::Cpu { (threads.max(1) as usize).min(batches.len()) } else { 1 };
+        if workers > 1 {
+            run_on_cpu_workers(&self.model, &job, workers, &mut place);
+            // Workers set LibTorch's thread count to 1 for themselves; put back the process-wide default that
+            // threads started later inherit (this thread's own count was never changed).
+            tch::set_num_threads(threads);
+        } else {
+            let _no_grad = tch::no_grad_guard();
+            for b in 0..batches.len() {
+                place(b, job.run(&self.model, b, self.options.device));
+            }
         }
         Ok(out)
     }
@@ -194,5 +220,23 @@ impl TextEmbedder for SentenceEncoder {
 
     fn embed(&self, texts: &[&str]) -> Result<Tensor, EmbedError> {
         self.encode_with_progress(texts, &mut |_| {})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoder_can_move_to_another_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<SentenceEncoder>();
+    }
+
+    #[test]
+    fn precision_parses_from_cli_names() {
+        assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16);
+        assert_eq!("FP32".parse::<Precision>().unwrap(), Precision::F32);
+        assert!("f16".parse::<Precision>().unwrap_err().to_string().contains("precision"));
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! [`SentenceEncoder`] runs a sentence-transformers model (BERT family) with tch: [`config`] reads the
 //! model directory, [`tokenize`] turns texts into ids, [`batching`] packs them by a token budget,
-//! [`bert`] is the transformer, [`pooling`] makes one vector per text, [`weights`] loads and saves
+//! [`bert`] is the transformer, `workers` runs batches on several CPU threads, [`pooling`] makes one vector per text, [`weights`] loads and saves
 //! safetensors by Hugging Face name.
 pub mod batching;
 pub mod bert;
@@ -11,6 +11,7 @@ mod encoder;
 pub mod pooling;
 pub mod tokenize;
 pub mod weights;
+mod workers;
 
 pub use encoder::{EncoderOptions, Precision, SentenceEncoder, DEFAULT_TOKEN_BUDGET};
 
