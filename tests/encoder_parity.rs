@@ -20,7 +20,8 @@ fn fixture() -> Fixture {
 }
 
 fn encoder(fixture: &Fixture, precision: Precision, token_budget: usize) -> SentenceEncoder {
-    let options = EncoderOptions { max_seq_length: Some(fixture.max_seq_length), precision, token_budget, ..Default::default() };
+    let options =
+        EncoderOptions { max_seq_length: Some(fixture.max_seq_length), precision, token_budget, ..Default::default() };
     SentenceEncoder::from_name("all-MiniLM-L6-v2", options)
         .unwrap_or_else(|e| panic!("all-MiniLM-L6-v2 must be installed (`make setup`): {e}"))
 }
@@ -83,10 +84,10 @@ fn every_text_matches_sentence_transformers() {
     eprintln!("f32 vs sentence-transformers: worst cosine {:.9}, worst max abs diff {:.3e}", worst.0, worst.1);
 }
 
-/// A text's vector does not depend on its batch (several batches run on the CPU workers, a single text on
-/// the calling thread, so this also compares those two paths). Padding is masked out exactly (zero attention weight,
-/// zero pooling weight), but a different batch shape changes how GEMMs block and sum in f32, so results
-/// may differ by rounding: ~1e-7 relative per product, compounded over 6 layers, stays far below 1e-5.
+/// A text's vector does not depend on its batch. Several batches run on the CPU workers and a single text on
+/// the calling thread, so this also compares those two paths. Padding is masked out exactly (zero attention
+/// weight, zero pooling weight), but a different batch shape changes how GEMMs block and sum in f32, so
+/// results may differ by rounding: ~1e-7 relative per product, compounded over 6 layers, far below 1e-5.
 #[test]
 fn batched_output_equals_one_at_a_time_output() {
     let f = fixture();

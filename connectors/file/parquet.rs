@@ -95,9 +95,8 @@ fn write_error(path: &Path, e: impl std::fmt::Display) -> OutputError {
 pub fn read_embeddings(path: &Path) -> Result<Vec<(String, Vec<f32>)>, InputError> {
     let file = File::open(path).map_err(|source| InputError::Open { path: path.to_path_buf(), source })?;
     let malformed = |message: String| InputError::Malformed { path: path.to_path_buf(), line: 0, message };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.build())
-        .map_err(|e| malformed(e.to_string()))?;
+    let reader =
+        ParquetRecordBatchReaderBuilder::try_new(file).and_then(|b| b.build()).map_err(|e| malformed(e.to_string()))?;
     let mut rows = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| malformed(e.to_string()))?;
@@ -137,7 +136,10 @@ mod tests {
         writer.write(&["c".into()], &[5.0, 6.0]).unwrap();
         writer.finish().unwrap();
         let rows = read_embeddings(&path).unwrap();
-        assert_eq!(rows, vec![("a".into(), vec![1.0, 2.0]), ("b".into(), vec![3.0, 4.0]), ("c".into(), vec![5.0, 6.0])]);
+        assert_eq!(
+            rows,
+            vec![("a".into(), vec![1.0, 2.0]), ("b".into(), vec![3.0, 4.0]), ("c".into(), vec![5.0, 6.0])]
+        );
         let file = File::open(&path).unwrap();
         let schema = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().schema().clone();
         assert_eq!(schema.field(1).data_type(), &DataType::FixedSizeList(item_field(), 2));

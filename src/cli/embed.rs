@@ -122,7 +122,13 @@ fn read_input(args: &EmbedArgs) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     if passages.is_empty() {
         bail!("{}: no passages (the file is empty or holds only blank lines)", path.display());
     }
-    Ok(passages.into_iter().map(|(_, p)| { let text = p.embedding_text(); (p.id, text) }).unzip())
+    Ok(passages
+        .into_iter()
+        .map(|(_, p)| {
+            let text = p.embedding_text();
+            (p.id, text)
+        })
+        .unzip())
 }
 
 fn progress_bar(total: usize) -> ProgressBar {
@@ -134,7 +140,13 @@ fn progress_bar(total: usize) -> ProgressBar {
     bar
 }
 
-fn write_output(path: Option<&Path>, format: OutputFormat, ids: &[String], flat: &[f32], dim: usize) -> anyhow::Result<()> {
+fn write_output(
+    path: Option<&Path>,
+    format: OutputFormat,
+    ids: &[String],
+    flat: &[f32],
+    dim: usize,
+) -> anyhow::Result<()> {
     match (path, format) {
         (Some(path), OutputFormat::Parquet) => {
             let mut writer = EmbeddingParquetWriter::create(path, dim)?;
@@ -142,9 +154,12 @@ fn write_output(path: Option<&Path>, format: OutputFormat, ids: &[String], flat:
             writer.finish()?;
         }
         (Some(path), OutputFormat::Jsonl) => {
-            let mut writer = jsonl::JsonlWriter::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            let mut writer =
+                jsonl::JsonlWriter::create(path).with_context(|| format!("cannot create {}", path.display()))?;
             for (id, embedding) in ids.iter().zip(flat.chunks_exact(dim)) {
-                writer.write(&EmbeddingRecord { id, embedding }).with_context(|| format!("writing {}", path.display()))?;
+                writer
+                    .write(&EmbeddingRecord { id, embedding })
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
             writer.finish().with_context(|| format!("writing {}", path.display()))?;
         }

@@ -159,13 +159,25 @@ impl ModelConfig {
         };
         let positions = bert.max_position_embeddings as usize;
         let max_seq_length = sbert.max_seq_length.unwrap_or(positions).min(positions);
-        Ok(Self { dir: dir.to_path_buf(), bert, pooling, max_seq_length, do_lower_case: sbert.do_lower_case, normalize })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            bert,
+            pooling,
+            max_seq_length,
+            do_lower_case: sbert.do_lower_case,
+            normalize,
+        })
     }
 
     /// Width of the sentence vector: the hidden size times the number of pooling modes set.
     pub fn output_dim(&self) -> usize {
         let p = &self.pooling;
-        let modes = [p.pooling_mode_cls_token, p.pooling_mode_max_tokens, p.pooling_mode_mean_tokens, p.pooling_mode_mean_sqrt_len_tokens];
+        let modes = [
+            p.pooling_mode_cls_token,
+            p.pooling_mode_max_tokens,
+            p.pooling_mode_mean_tokens,
+            p.pooling_mode_mean_sqrt_len_tokens,
+        ];
         self.bert.hidden_size as usize * modes.iter().filter(|m| **m).count()
     }
 }
@@ -207,7 +219,11 @@ fn check_pooling(pooling: PoolingConfig, path: &Path) -> Result<PoolingConfig, E
         return Err(load_error(path, "weighted-mean and last-token pooling are not supported"));
     }
     let p = &pooling;
-    if !(p.pooling_mode_cls_token || p.pooling_mode_max_tokens || p.pooling_mode_mean_tokens || p.pooling_mode_mean_sqrt_len_tokens) {
+    if !(p.pooling_mode_cls_token
+        || p.pooling_mode_max_tokens
+        || p.pooling_mode_mean_tokens
+        || p.pooling_mode_mean_sqrt_len_tokens)
+    {
         return Err(load_error(path, "no pooling mode is set"));
     }
     Ok(pooling)

@@ -1,10 +1,10 @@
 //! [`SentenceEncoder`]: a sentence-transformers model (BERT, pooling, normalization) run with tch.
 use super::batching::{plan_batches, TokenBatch};
-use super::workers::{run_on_cpu_workers, BatchJob};
 use super::bert::BertModel;
 use super::config::ModelConfig;
 use super::pooling::pool;
 use super::tokenize::TextTokenizer;
+use super::workers::{run_on_cpu_workers, BatchJob};
 use super::{weights, EmbedError, TextEmbedder};
 use std::path::Path;
 use tch::nn::VarStore;
@@ -29,7 +29,9 @@ impl std::str::FromStr for Precision {
         match s.trim().to_ascii_lowercase().as_str() {
             "f32" | "fp32" | "float32" => Ok(Self::F32),
             "bf16" | "bfloat16" => Ok(Self::Bf16),
-            _ => Err(EmbedError::InvalidOption { option: "precision", message: format!("'{s}': expected f32 or bf16") }),
+            _ => {
+                Err(EmbedError::InvalidOption { option: "precision", message: format!("'{s}': expected f32 or bf16") })
+            }
         }
     }
 }
@@ -53,7 +55,12 @@ pub struct EncoderOptions {
 
 impl Default for EncoderOptions {
     fn default() -> Self {
-        Self { device: Device::Cpu, max_seq_length: None, token_budget: DEFAULT_TOKEN_BUDGET, precision: Precision::F32 }
+        Self {
+            device: Device::Cpu,
+            max_seq_length: None,
+            token_budget: DEFAULT_TOKEN_BUDGET,
+            precision: Precision::F32,
+        }
     }
 }
 

@@ -40,10 +40,7 @@ impl TextTokenizer {
         } else {
             texts.iter().map(|t| t.to_string()).collect()
         };
-        let encodings = self
-            .inner
-            .encode_batch_fast(inputs, true)
-            .map_err(|e| EmbedError::Tokenize(e.to_string()))?;
+        let encodings = self.inner.encode_batch_fast(inputs, true).map_err(|e| EmbedError::Tokenize(e.to_string()))?;
         Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
     }
 

@@ -49,7 +49,8 @@ pub fn load_safetensors(vs: &VarStore, path: &Path) -> Result<LoadSummary, Embed
             ));
         }
         let mut target = target;
-        tch::no_grad(|| target.f_copy_(&tensor)).map_err(|e| load_error(path, &format!("tensor '{file_name}': {e}")))?;
+        tch::no_grad(|| target.f_copy_(&tensor))
+            .map_err(|e| load_error(path, &format!("tensor '{file_name}': {e}")))?;
         loaded.insert(name.to_string());
     }
     let mut missing: Vec<&String> = variables.keys().filter(|k| !loaded.contains(k.as_str())).collect();
@@ -71,9 +72,7 @@ fn frozen_pooler_var(vs: &VarStore, name: &str, shape: &[i64], path: &Path) -> R
     let mut parts: Vec<&str> = name.split('.').collect();
     let leaf = parts.pop().expect("split yields at least one part. This is a bug.");
     let parent = parts.iter().fold(vs.root(), |p, part| p / *part);
-    parent
-        .f_zeros_no_train(leaf, shape)
-        .map_err(|e| load_error(path, &format!("tensor '{name}': {e}")))
+    parent.f_zeros_no_train(leaf, shape).map_err(|e| load_error(path, &format!("tensor '{name}': {e}")))
 }
 
 /// Writes every variable of `vs` to `path` in safetensors format under its Hugging Face name (no prefix),
