@@ -238,11 +238,11 @@ mod tests {
     fn jsonl_passages_to_parquet_embed_title_and_text() {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("c.jsonl");
-        std::fs::write(
-            &input,
-            "{\"_id\":\"p1\",\"title\":\"Wings\",\"text\":\"lift and drag\"}\n{\"id\":\"p2\",\"text\":\"a much longer passage about boundary layers and heat transfer\"}\n",
-        )
-        .unwrap();
+        let lines = [
+            r#"{"_id":"p1","title":"Wings","text":"lift and drag"}"#,
+            r#"{"id":"p2","text":"a much longer passage about boundary layers and heat transfer"}"#,
+        ];
+        std::fs::write(&input, lines.join("\n")).unwrap();
         let out = dir.path().join("v.parquet");
         run(args(&["--input", input.to_str().unwrap(), "--output", out.to_str().unwrap()])).unwrap();
         let rows = read_embeddings(&out).unwrap();

@@ -2,8 +2,8 @@
 //!
 //! [`SentenceEncoder`] runs a sentence-transformers model (BERT family) with tch: [`config`] reads the
 //! model directory, [`tokenize`] turns texts into ids, [`batching`] packs them by a token budget,
-//! [`bert`] is the transformer, `workers` runs batches on several CPU threads, [`pooling`] makes one vector per text, [`weights`] loads and saves
-//! safetensors by Hugging Face name.
+//! [`bert`] is the transformer, `workers` runs batches on several CPU threads at once, [`pooling`] makes
+//! one vector per text, [`weights`] loads and saves safetensors by Hugging Face name.
 pub mod batching;
 pub mod bert;
 pub mod config;
