@@ -53,6 +53,9 @@ fn pass_through_survives_a_broker_restart_mid_run_and_loses_nothing() {
         if done > 0 {
             break done;
         }
+        if run.is_finished() {
+            panic!("the run ended before committing anything: {:?}", run.join().unwrap());
+        }
         assert!(Instant::now() < deadline, "nothing committed in 180 s");
         std::thread::sleep(Duration::from_millis(200));
     };

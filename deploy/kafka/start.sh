@@ -78,6 +78,9 @@ log.dirs=$data/logs
 num.partitions=1
 # One node: every internal topic has one replica.
 offsets.topic.replication.factor=1
+# One node: the group-offsets topic gets one partition instead of 50, so the first consumer group on a fresh
+# broker is served in about a second rather than after 50 partition loads (NotCoordinator until then).
+offsets.topic.num.partitions=1
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1

@@ -187,7 +187,16 @@ pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> 
         for p in 0..partitions {
             list.add_partition(topic, p);
         }
-        let committed = consumer.committed_offsets(list, Duration::from_secs(10)).unwrap();
+        // A fresh broker answers NotCoordinator / CoordinatorLoadInProgress until the group-offsets topic
+        // is loaded: retry those for up to 60 s, fail on anything else.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let committed = loop {
+            match consumer.committed_offsets(list.clone(), Duration::from_secs(10)) {
+                Ok(committed) => break committed,
+                Err(e) if Instant::now() < deadline && is_transient(&e) => std::thread::sleep(Duration::from_millis(250)),
+                Err(e) => panic!("committed offsets of group {group} on {topic}: {e}"),
+            }
+        };
         for e in committed.elements() {
             if let Offset::Offset(o) = e.offset() {
                 out.insert(e.partition(), o);
@@ -196,6 +205,23 @@ pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> 
         // `committed` (a TopicPartitionList from the consumer) is dropped here, before the consumer.
     }
     out
+}
+
+/// Errors a broker gives while its group coordinator is (re)loading or moving.
+fn is_transient(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::NotCoordinator
+                | Code::CoordinatorLoadInProgress
+                | Code::CoordinatorNotAvailable
+                | Code::RequestTimedOut
+                | Code::OperationTimedOut
+                | Code::AllBrokersDown
+                | Code::BrokerTransportFailure
+        )
+    )
 }
 
 /// Runs a command and returns its stdout, failing with its stderr.
