@@ -102,44 +102,48 @@ pub struct JsonlPassages {
     follow: bool,
     partial: Vec<u8>,
     line: u64,
-    finished: bool,
+    /// Decoded records not yet handed out.
+    ready: std::collections::VecDeque<SourceRecord>,
+    /// The file has been read to its end (read-once mode).
+    exhausted: bool,
 }
 
 impl JsonlPassages {
     /// Reads `path`; `follow` keeps waiting for appended lines.
     pub fn open(path: &Path, follow: bool) -> Result<Self, SourceError> {
-        Ok(Self { tail: FileTail::open(path)?, follow, partial: Vec::new(), line: 0, finished: false })
+        let tail = FileTail::open(path)?;
+        Ok(Self { tail, follow, partial: Vec::new(), line: 0, ready: Default::default(), exhausted: false })
     }
 
-    fn decode(&mut self, bytes: &[u8], out: &mut Vec<SourceRecord>) {
+    fn decode(&mut self, bytes: &[u8], out: &mut std::collections::VecDeque<SourceRecord>) {
         self.line += 1;
         let origin = format!("{}:{}", self.tail.path.display(), self.line);
         let text = match std::str::from_utf8(bytes) {
             Ok(text) => text.trim_end_matches('\r'),
             Err(e) => {
                 let lossy = String::from_utf8_lossy(bytes);
-                out.push(Err(DeadLetter::new(Stage::Source, format!("line is not UTF-8: {e}"), origin, Some(&lossy))));
+                out.push_back(Err(DeadLetter::new(Stage::Source, format!("line is not UTF-8: {e}"), origin, Some(&lossy))));
                 return;
             }
         };
         if !text.trim().is_empty() {
-            out.push(decode_json_passage(text, self.line, &origin));
+            out.push_back(decode_json_passage(text, self.line, &origin));
         }
     }
 }
 
 impl PassageReader for JsonlPassages {
     fn poll(&mut self, max: usize) -> Result<Polled, SourceError> {
-        let mut records = Vec::new();
-        while records.len() < max && !self.finished {
+        let mut ready = std::mem::take(&mut self.ready);
+        while ready.len() < max && !self.exhausted {
             let chunk = self.tail.read_more(1 << 16)?;
             if chunk.is_empty() {
                 if !self.follow {
                     if !self.partial.is_empty() {
                         let last = std::mem::take(&mut self.partial);
-                        self.decode(&last, &mut records);
+                        self.decode(&last, &mut ready);
                     }
-                    self.finished = true;
+                    self.exhausted = true;
                 }
                 break;
             }
@@ -147,12 +151,14 @@ impl PassageReader for JsonlPassages {
             let mut start = 0;
             while let Some(newline) = self.partial[start..].iter().position(|b| *b == b'\n') {
                 let line = self.partial[start..start + newline].to_vec();
-                self.decode(&line, &mut records);
+                self.decode(&line, &mut ready);
                 start += newline + 1;
             }
             self.partial.drain(..start);
         }
-        Ok(Polled { records, finished: self.finished })
+        let records: Vec<SourceRecord> = ready.drain(..ready.len().min(max)).collect();
+        self.ready = ready;
+        Ok(Polled { records, finished: self.exhausted && self.ready.is_empty() })
     }
 
     fn describe(&self) -> String {
@@ -298,6 +304,18 @@ mod tests {
     }
 
     #[test]
+    fn a_poll_returns_at_most_max_records_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.jsonl");
+        let lines: String = (0..5).map(|i| format!("{{\"id\":\"p{i}\",\"text\":\"x\"}}\n")).collect();
+        std::fs::write(&path, lines).unwrap();
+        let mut reader = JsonlPassages::open(&path, false).unwrap();
+        let sizes: Vec<(usize, bool)> =
+            (0..3).map(|_| reader.poll(2).unwrap()).map(|p| (p.records.len(), p.finished)).collect();
+        assert_eq!(sizes, vec![(2, false), (2, false), (1, true)]);
+    }
+
+    #[test]
     fn reading_once_takes_a_last_line_without_newline_and_finishes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.jsonl");
@@ -305,6 +323,7 @@ mod tests {
         let mut reader = JsonlPassages::open(&path, false).unwrap();
         let polled = reader.poll(100).unwrap();
         assert!(polled.finished);
+        assert_eq!(polled.records.len(), 1);
         let event = polled.records[0].as_ref().unwrap();
         assert_eq!((event.id.as_str(), event.seq), ("a", 2));
     }

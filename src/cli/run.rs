@@ -61,7 +61,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let timely_config = args.timely_config(config.workers)?;
     let bars = (!args.no_progress && std::io::stderr().is_terminal()).then(Bars::new);
     let hook: Option<ProgressHook> = bars.map(|mut b| Box::new(move |s: &Snapshot| b.update(s)) as ProgressHook);
-    let snapshot = run_pipeline(&config, timely_config, hook).with_context(|| format!("pipeline {}", args.config.display()))?;
+    let snapshot = run_pipeline(&config, timely_config, args.process, hook).with_context(|| format!("pipeline {}", args.config.display()))?;
     print_summary(&snapshot, &config);
     if let Some(path) = &config.sinks.summary {
         let json = serde_json::to_string_pretty(&snapshot).expect("summary serializes. This is a bug.");

@@ -53,11 +53,13 @@ enum FromReader {
     Failed(String),
 }
 
-/// Runs `config` on `timely_config`'s workers; calls `progress` about four times a second and returns
-/// the final metrics.
+/// Runs `config` on `timely_config`'s workers as process `process` of the cluster (0 when alone); calls
+/// `progress` about four times a second and returns this process's final metrics. Process 0 reads the
+/// source and writes the sinks; every process runs model calls for its workers.
 pub fn run_pipeline(
     config: &PipelineConfig,
     timely_config: timely::Config,
+    process: usize,
     mut progress: Option<ProgressHook>,
 ) -> Result<Snapshot, RunError> {
     let started = Instant::now();
@@ -96,11 +98,11 @@ pub fn run_pipeline(
 
     // Worker 0 of process 0 owns the reader and the sinks; they are built here so that setup errors
     // surface before any worker starts, and handed over through a slot.
-    let owned = Arc::new(Mutex::new(Some((
-        resources::reader(config)?,
-        resources::change_sinks(config)?,
-        resources::dead_letter_sink(config)?,
-    ))));
+    let owned = Arc::new(Mutex::new(if process == 0 {
+        Some((resources::reader(config)?, resources::change_sinks(config)?, resources::dead_letter_sink(config)?))
+    } else {
+        None
+    }));
     let epoch_records = config.source.epoch_records;
     let poll = Duration::from_millis(config.source.poll_ms);
 
