@@ -401,3 +401,27 @@ fn ql_prefers_the_seed_passage_over_a_random_one_on_cranfield() {
     println!("QL ranks the seed passage first in {wins}/{} cases ({rate:.2}), {:.1}s", seeds.len(), started.elapsed().as_secs_f32());
     assert!(rate >= 0.7, "seed passage preferred in only {wins}/{} cases", seeds.len());
 }
+
+#[test]
+fn bf16_precision_stays_within_a_quarter_nat_and_keeps_the_top_token() {
+    let options = LocalLlmOptions {
+        device: fretflow::device::DeviceChoice::Cpu,
+        precision: fretflow::llm::local::Precision::Bf16,
+        ..Default::default()
+    };
+    let bf16 = LocalLlm::load("SmolLM2-135M-Instruct", options).unwrap();
+    let cases: Vec<&Value> = fixture()["next_token"].as_array().unwrap().iter().filter(|c| c.get("text").is_some()).collect();
+    let prompts = cases.iter().map(|c| text(c["text"].as_str().unwrap())).collect();
+    let mut worst = 0f32;
+    for (case, row) in cases.iter().zip(block_on(bf16.next_token_logprobs(prompts))) {
+        let row = row.unwrap();
+        let top = ids(&case["top_ids"]);
+        for (id, want) in top.iter().zip(floats(&case["top_logprobs"])).take(10) {
+            worst = worst.max((row[*id as usize] - want).abs());
+        }
+        let argmax = (0..row.len()).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
+        assert_eq!(argmax as u32, top[0], "{}", case["name"]);
+    }
+    println!("largest bf16 error over the top-10 tokens: {worst:.4} nats");
+    assert!(worst < 0.25, "bf16 log-probabilities off by {worst}");
+}

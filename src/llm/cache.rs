@@ -87,7 +87,7 @@ pub enum CacheError {
         /// The cache file.
         path: PathBuf,
         /// The cause.
-        source: redb::DatabaseError,
+        source: Box<redb::DatabaseError>,
     },
     /// A read or write transaction failed.
     #[error("LLM cache {}: {source}", path.display())]
@@ -95,7 +95,7 @@ pub enum CacheError {
         /// The cache file.
         path: PathBuf,
         /// The cause.
-        source: redb::Error,
+        source: Box<redb::Error>,
     },
 }
 
@@ -118,7 +118,7 @@ impl LlmCache {
     /// Opens the cache file, creating it (not its directory) when absent.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, CacheError> {
         let path = path.as_ref().to_path_buf();
-        let db = Database::create(&path).map_err(|source| CacheError::Open { path: path.clone(), source })?;
+        let db = Database::create(&path).map_err(|source| CacheError::Open { path: path.clone(), source: Box::new(source) })?;
         let cache = Self { db, path, hits: AtomicU64::new(0), misses: AtomicU64::new(0), writes: AtomicU64::new(0) };
         // Create the table now, so that readers never meet a missing table.
         cache.write(|_| Ok(()))?;
@@ -201,7 +201,7 @@ impl LlmCache {
     }
 
     fn storage(&self, error: impl Into<redb::Error>) -> CacheError {
-        CacheError::Storage { path: self.path.clone(), source: error.into() }
+        CacheError::Storage { path: self.path.clone(), source: Box::new(error.into()) }
     }
 }
 

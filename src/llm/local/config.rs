@@ -153,10 +153,10 @@ impl ModelConfig {
     /// Rejects shapes the attention code cannot run, naming the file.
     fn validated(self, path: &Path) -> Result<Self, ModelFileError> {
         let bad = |what: String| Err(ModelFileError::Unsupported { path: PathBuf::from(path), what });
-        if self.num_heads == 0 || self.num_kv_heads == 0 || self.num_heads % self.num_kv_heads != 0 {
+        if self.num_heads == 0 || self.num_kv_heads == 0 || !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return bad(format!("{} query heads over {} key/value heads", self.num_heads, self.num_kv_heads));
         }
-        if self.head_dim % 2 != 0 || self.head_dim == 0 {
+        if !self.head_dim.is_multiple_of(2) || self.head_dim == 0 {
             return bad(format!("odd head dimension {}", self.head_dim));
         }
         Ok(self)

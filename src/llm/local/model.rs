@@ -83,7 +83,7 @@ impl Llama {
         };
         let d = cfg.head_dim as i64;
         let exponent = Tensor::f_arange_start_step(0, d, 2, (Kind::Int64, device))?.f_to_kind(Kind::Float)? / d as f64;
-        let inv_freq = Tensor::f_full(&[d / 2], cfg.rope_theta, (Kind::Float, device))?.f_pow(&exponent)?.f_reciprocal()?;
+        let inv_freq = Tensor::f_full([d / 2], cfg.rope_theta, (Kind::Float, device))?.f_pow(&exponent)?.f_reciprocal()?;
         let pos = Tensor::f_arange(cfg.max_positions as i64, (Kind::Float, device))?;
         let freqs = pos.f_outer(&inv_freq)?;
         let emb = Tensor::f_cat(&[&freqs, &freqs], -1)?;

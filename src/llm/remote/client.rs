@@ -99,12 +99,11 @@ impl HttpClient {
     fn final_error(&self, url: &str, attempts: u32, failure: AttemptFailure) -> LlmError {
         let what = describe(&failure, self.timeout_secs);
         match failure {
-            AttemptFailure::Status { status, .. }
-                if matches!(status, StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNPROCESSABLE_ENTITY) =>
-            {
-                LlmError::InvalidRequest(format!("{url} rejected the request: {what}"))
-            }
-            AttemptFailure::Status { status, .. } if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
+            AttemptFailure::Status {
+                status: StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNPROCESSABLE_ENTITY,
+                ..
+            } => LlmError::InvalidRequest(format!("{url} rejected the request: {what}")),
+            AttemptFailure::Status { status: StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, .. } => {
                 LlmError::Call(format!("{url}: {what} (check the key in the variable named by `api_key_env`)"))
             }
             AttemptFailure::Status { status, retry_after: Some(wait), .. }
