@@ -1,7 +1,7 @@
 //! `fretflow embed`: texts or a JSONL file of passages in, one vector per text out (JSONL or Parquet).
 use crate::connectors::file::{jsonl, parquet::EmbeddingParquetWriter};
-use crate::device::DeviceChoice;
-use crate::embed::{EncoderOptions, Precision, SentenceEncoder, TextEmbedder, DEFAULT_TOKEN_BUDGET};
+use super::encoder_args::EncoderArgs;
+use crate::embed::{SentenceEncoder, TextEmbedder};
 use crate::records::Passage;
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -14,12 +14,9 @@ use std::time::Instant;
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["texts", "input"])))]
 pub struct EmbedArgs {
-    /// Model: a directory in sentence-transformers layout or a short name of an installed model.
-    #[arg(long, default_value = "all-MiniLM-L6-v2")]
-    pub model: String,
-    /// Device: cpu, cuda, cuda:N or auto (CUDA when available).
-    #[arg(long, default_value = "auto")]
-    pub device: DeviceChoice,
+    /// The encoder.
+    #[command(flatten)]
+    pub encoder: EncoderArgs,
     /// A text to embed (repeatable); ids are the texts' positions, from 0.
     #[arg(long = "text", value_name = "T")]
     pub texts: Vec<String>,
@@ -30,18 +27,6 @@ pub struct EmbedArgs {
     /// `embedding`). Default: JSONL on stdout.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Token budget per batch: texts sorted by length are packed while `count * longest <= budget`.
-    #[arg(long, default_value_t = DEFAULT_TOKEN_BUDGET)]
-    pub batch_tokens: usize,
-    /// Truncation length in tokens (default: the model's `max_seq_length`).
-    #[arg(long)]
-    pub max_seq_length: Option<usize>,
-    /// Number type: f32 (reference) or bf16 (faster, cosine to f32 >= 0.99).
-    #[arg(long, default_value = "f32")]
-    pub precision: Precision,
-    /// CPU threads for LibTorch (default: LibTorch's own choice, usually the number of cores).
-    #[arg(long)]
-    pub threads: Option<i32>,
     /// Print one JSON line of timings to stderr at the end (`load_s`, `encode_s`, `texts_per_s`).
     #[arg(long)]
     pub stats: bool,
@@ -57,21 +42,10 @@ struct EmbeddingRecord<'a> {
 /// Runs `fretflow embed`.
 pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     let output_format = args.output.as_deref().map(OutputFormat::of).transpose()?.unwrap_or(OutputFormat::Jsonl);
-    if let Some(n) = args.threads {
-        if n < 1 {
-            bail!("--threads must be at least 1, got {n}");
-        }
-        tch::set_num_threads(n);
-    }
+    let options = args.encoder.options()?;
     let (ids, texts) = read_input(&args)?;
     let started = Instant::now();
-    let options = EncoderOptions {
-        device: args.device.resolve()?,
-        max_seq_length: args.max_seq_length,
-        token_budget: args.batch_tokens,
-        precision: args.precision,
-    };
-    let encoder = SentenceEncoder::from_name(&args.model, options)?;
+    let encoder = SentenceEncoder::from_name(&args.encoder.model, options)?;
     let load_s = started.elapsed().as_secs_f64();
 
     let progress = if args.input.is_some() { progress_bar(texts.len()) } else { ProgressBar::hidden() };
@@ -88,7 +62,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
         let stats = serde_json::json!({
             "texts": texts.len(), "load_s": load_s, "encode_s": encode_s,
             "texts_per_s": texts.len() as f64 / encode_s.max(1e-9), "threads": tch::get_num_threads(),
-            "precision": format!("{:?}", args.precision), "batch_tokens": args.batch_tokens,
+            "precision": format!("{:?}", options.precision), "batch_tokens": options.token_budget,
         });
         eprintln!("{stats}");
     }

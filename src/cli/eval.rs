@@ -1,43 +1,27 @@
 //! `fretflow eval`: encode a BEIR-layout dataset with a model, retrieve exactly, print a table of
 //! nDCG@10, Recall@10/100, MRR@10 and MAP@100, and write a JSON report.
-use crate::device::DeviceChoice;
-use crate::embed::{EncoderOptions, Precision, SentenceEncoder, DEFAULT_TOKEN_BUDGET};
+use super::encoder_args::EncoderArgs;
+use crate::embed::SentenceEncoder;
 use crate::eval::{evaluate, BeirDataset, EvalOptions, LoadOptions, UnknownIds};
 use crate::retrieve::IndexOptions;
-use anyhow::bail;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Arguments of `fretflow eval`.
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
-    /// Model: a directory in sentence-transformers layout or a short name of an installed model.
-    #[arg(long, default_value = "all-MiniLM-L6-v2")]
-    pub model: String,
+    /// The encoder.
+    #[command(flatten)]
+    pub encoder: EncoderArgs,
     /// Dataset directory in BEIR layout: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv.
     #[arg(long, value_name = "DIR")]
     pub dataset: PathBuf,
     /// Which qrels file to evaluate: qrels/SPLIT.tsv.
     #[arg(long, default_value = "test")]
     pub split: String,
-    /// Device for the encoder and the index: cpu, cuda, cuda:N or auto (CUDA when available).
-    #[arg(long, default_value = "auto")]
-    pub device: DeviceChoice,
     /// JSON report path [default: out/eval/DATASET-MODEL.json].
     #[arg(long, value_name = "FILE.json")]
     pub output: Option<PathBuf>,
-    /// Token budget per encoder batch: texts sorted by length are packed while `count * longest <= budget`.
-    #[arg(long, default_value_t = DEFAULT_TOKEN_BUDGET)]
-    pub batch_tokens: usize,
-    /// Truncation length in tokens (default: the model's `max_seq_length`).
-    #[arg(long)]
-    pub max_seq_length: Option<usize>,
-    /// Number type of the encoder: f32 (reference) or bf16 (faster, slightly different numbers).
-    #[arg(long, default_value = "f32")]
-    pub precision: Precision,
-    /// CPU threads for LibTorch (default: LibTorch's own choice, usually the number of cores).
-    #[arg(long)]
-    pub threads: Option<i32>,
     /// Count and skip qrels lines whose query or passage id is not in the dataset, instead of failing.
     #[arg(long)]
     pub allow_unknown_ids: bool,
@@ -48,12 +32,7 @@ pub struct EvalArgs {
 
 /// Runs `fretflow eval`.
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    if let Some(n) = args.threads {
-        if n < 1 {
-            bail!("--threads must be at least 1, got {n}");
-        }
-        tch::set_num_threads(n);
-    }
+    let options = args.encoder.options()?;
     let started = Instant::now();
     let load = LoadOptions {
         split: args.split.clone(),
@@ -62,16 +41,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let dataset = BeirDataset::load(&args.dataset, &load)?;
     let load_s = started.elapsed().as_secs_f64();
 
-    let device = args.device.resolve()?;
-    let options = EncoderOptions {
-        device,
-        max_seq_length: args.max_seq_length,
-        token_budget: args.batch_tokens,
-        precision: args.precision,
-    };
-    let encoder = SentenceEncoder::from_name(&args.model, options)?;
+    let device = options.device;
+    let encoder = SentenceEncoder::from_name(&args.encoder.model, options)?;
     let opts = EvalOptions {
-        model: args.model.clone(),
+        model: args.encoder.model.clone(),
         per_query: !args.no_per_query,
         index: IndexOptions { device, ..IndexOptions::default() },
         ..EvalOptions::default()
@@ -79,7 +52,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let mut report = evaluate(&encoder, &dataset, &opts)?;
     report.timings.load_s = load_s;
 
-    let output = args.output.clone().unwrap_or_else(|| default_report_path(&dataset.name, &args.model));
+    let output = args.output.clone().unwrap_or_else(|| default_report_path(&dataset.name, &args.encoder.model));
     report.write_json(&output)?;
     print!("{}", report.table());
     println!("\nreport   {}", output.display());

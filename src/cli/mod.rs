@@ -3,6 +3,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 pub mod embed;
+pub mod encoder_args;
 pub mod eval;
 pub mod kafka;
 pub mod llm;

@@ -13,7 +13,9 @@ pub mod tokenize;
 pub mod weights;
 mod workers;
 
-pub use encoder::{EncoderOptions, Precision, SentenceEncoder, DEFAULT_TOKEN_BUDGET};
+pub use encoder::{
+    default_token_budget, EncoderOptions, Precision, SentenceEncoder, CPU_F32_TOKEN_BUDGET, DEFAULT_TOKEN_BUDGET,
+};
 
 /// Failure to load or run an encoder.
 #[derive(Debug, thiserror::Error)]
