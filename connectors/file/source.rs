@@ -280,6 +280,37 @@ impl PassageReader for ParquetPassages {
     }
 }
 
+/// The first `limit` records of another reader (valid or not), then finished: for trying a pipeline on
+/// the head of a large corpus.
+pub struct Limited {
+    inner: Box<dyn PassageReader>,
+    left: usize,
+}
+
+impl Limited {
+    /// Hands out at most `limit` records of `inner`.
+    pub fn new(inner: Box<dyn PassageReader>, limit: usize) -> Self {
+        Self { inner, left: limit }
+    }
+}
+
+impl PassageReader for Limited {
+    fn poll(&mut self, max: usize) -> Result<Polled, SourceError> {
+        if self.left == 0 {
+            return Ok(Polled { records: Vec::new(), finished: true });
+        }
+        let mut polled = self.inner.poll(max.min(self.left))?;
+        polled.records.truncate(self.left);
+        self.left -= polled.records.len();
+        polled.finished |= self.left == 0;
+        Ok(polled)
+    }
+
+    fn describe(&self) -> String {
+        format!("{} (first {} records)", self.inner.describe(), self.left)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,6 +344,20 @@ mod tests {
         let sizes: Vec<(usize, bool)> =
             (0..3).map(|_| reader.poll(2).unwrap()).map(|p| (p.records.len(), p.finished)).collect();
         assert_eq!(sizes, vec![(2, false), (2, false), (1, true)]);
+    }
+
+    #[test]
+    fn a_limited_reader_stops_after_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.jsonl");
+        let lines: String = (0..10).map(|i| format!("{{\"id\":\"p{i}\",\"text\":\"x\"}}\n")).collect();
+        std::fs::write(&path, lines).unwrap();
+        let mut reader = Limited::new(Box::new(JsonlPassages::open(&path, false).unwrap()), 3);
+        let first = reader.poll(2).unwrap();
+        let second = reader.poll(2).unwrap();
+        assert_eq!((first.records.len(), first.finished, second.records.len(), second.finished), (2, false, 1, true));
+        let ids: Vec<String> = first.records.iter().chain(&second.records).map(|r| r.as_ref().unwrap().id.clone()).collect();
+        assert_eq!(ids, ["p0", "p1", "p2"]);
     }
 
     #[test]

@@ -117,6 +117,11 @@ fn print_summary(s: &Snapshot, config: &PipelineConfig) {
     println!("  queries           {:>8}", s.queries);
     println!("  judged pairs      {:>8}", s.judged_pairs);
     println!("  examples          {:>8}   ({} changes written)", s.examples_live, s.example_changes);
+    println!(
+        "  p1 != seed        {:>8}   ({:.0}% of examples: the judge preferred another passage)",
+        s.positive_not_seed,
+        100.0 * s.positive_not_seed as f64 / s.examples_live.max(1) as f64
+    );
     println!("  dead letters      {:>8}   -> {}", s.dead_letters, config.sinks.dead_letters.display());
     println!(
         "  LLM calls         {:>8}   cache hits {} ({:.0}%), LLM busy {:.0}% of the run",

@@ -84,6 +84,8 @@ pub struct Metrics {
     pub example_changes: AtomicU64,
     /// Examples in the current set.
     pub examples_live: AtomicU64,
+    /// Examples in the current set whose positive is not the seed passage.
+    pub positive_not_seed: AtomicU64,
     /// Reading and upserting the source.
     pub source: StageMetrics,
     /// Query generation.
@@ -122,6 +124,8 @@ pub struct Snapshot {
     pub example_changes: u64,
     /// Examples in the current set.
     pub examples_live: u64,
+    /// Examples in the current set whose positive p1 is not the seed passage (the paper saw about 15%).
+    pub positive_not_seed: u64,
     /// Dead letters.
     pub dead_letters: u64,
     /// LLM requests answered by the model.
@@ -149,6 +153,7 @@ impl Metrics {
             judged_pairs: load(&self.judge.requests) - load(&self.judge.failures),
             example_changes: load(&self.example_changes),
             examples_live: load(&self.examples_live),
+            positive_not_seed: load(&self.positive_not_seed),
             dead_letters: load(&self.dead_letters),
             llm_calls: llm_stats.0,
             llm_cache_hits: llm_stats.1,

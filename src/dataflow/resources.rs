@@ -7,7 +7,7 @@ use super::instant::{HashingEmbedder, OverlapLabeler, WithLatency};
 use super::labeler::Labeler;
 use super::sink::{ChangeSink, DeadLetterSink};
 use crate::connectors::file::sink::{change_sink, JsonlDeadLetters, Snapshot};
-use crate::connectors::file::source::{JsonlPassages, ParquetPassages, PassageReader, SourceError};
+use crate::connectors::file::source::{JsonlPassages, Limited, ParquetPassages, PassageReader, SourceError};
 use crate::device::DeviceChoice;
 use crate::embed::{EncoderOptions, SentenceEncoder};
 use crate::llm::cache::LlmCache;
@@ -54,7 +54,10 @@ pub fn labeler(config: &PipelineConfig) -> Result<Arc<dyn Labeler>, ResourceErro
         LlmConfig::Local(local) => {
             let cache = open_cache(config)?;
             let device = DeviceChoice::from_str(&local.device).map_err(|e| ResourceError::Llm(format!("device: {e}")))?;
-            let options = LocalLlmOptions { device, max_batch: config.batching.llm.max_batch, ..LocalLlmOptions::default() };
+            let precision =
+                local.precision.parse().map_err(|e| ResourceError::Llm(format!("llm.precision: {e}")))?;
+            let options =
+                LocalLlmOptions { device, precision, max_batch: config.batching.llm.max_batch, ..LocalLlmOptions::default() };
             let llm = LocalLlm::load(&local.model, options).map_err(|e| ResourceError::Llm(e.to_string()))?;
             return Ok(fret_labeler(config, Arc::new(llm), cache));
         }
@@ -99,9 +102,13 @@ pub fn embedder(config: &PipelineConfig) -> Result<SharedEmbedder, ResourceError
 /// The passage reader of `config.source`.
 pub fn reader(config: &PipelineConfig) -> Result<Box<dyn PassageReader>, ResourceError> {
     let s = &config.source;
-    Ok(match FileFormat::of(&s.path, s.format) {
+    let reader: Box<dyn PassageReader> = match FileFormat::of(&s.path, s.format) {
         FileFormat::Jsonl => Box::new(JsonlPassages::open(&s.path, s.mode == ReadMode::Follow)?),
         FileFormat::Parquet => Box::new(ParquetPassages::open(&s.path)?),
+    };
+    Ok(match s.limit {
+        Some(limit) => Box::new(Limited::new(reader, limit)),
+        None => reader,
     })
 }
 

@@ -100,6 +100,8 @@ impl<'scope> SinkChanges<'scope> for VecCollection<'scope, Time, (String, Exampl
                 let changes = changes_at(time, updates, &mut current);
                 metrics.example_changes.fetch_add(changes.len() as u64, Ordering::Relaxed);
                 metrics.examples_live.store(current.len() as u64, Ordering::Relaxed);
+                let moved = current.values().filter(|e| e.positive.id != e.seed_id).count();
+                metrics.positive_not_seed.store(moved as u64, Ordering::Relaxed);
                 if !changes.is_empty() {
                     write_all(&mut sinks, &errors, |s| s.write(&changes));
                 }

@@ -192,7 +192,14 @@ impl LocalLlm {
             })
             .map_err(|e| LocalLlmError::Options(format!("cannot start the worker thread: {e}")))?;
         Ok(Self {
-            id: BackendId { backend: "local".into(), model: name },
+            // bf16 answers differ slightly from f32 ones: they get their own cache entries.
+            id: BackendId {
+                backend: "local".into(),
+                model: match options.precision {
+                    Precision::F32 => name,
+                    Precision::Bf16 => format!("{name}/bf16"),
+                },
+            },
             config,
             tokenizer,
             chat,
