@@ -160,6 +160,35 @@ async fn generated_queries_come_back_in_order_with_failures_as_values() {
 }
 
 #[tokio::test]
+async fn an_echoed_answer_is_retried_with_sampling_and_a_failed_call_is_not() {
+    // Greedy answers echo the title; the first sampled retry of passage "a" writes a real query, passage "b"
+    // echoes every time, passage "c"'s calls fail.
+    let backend = Arc::new(ScriptedLlm::new("m").with_generate(|r: &GenerateRequest| {
+        let Prompt::Text(text) = &r.prompt else { return Err(LlmError::InvalidRequest("chat".into())) };
+        let last = text.rsplit("Passage:").next().unwrap_or_default();
+        match (last.contains("alpha"), last.contains("gamma"), r.sampling.temperature > 0.0) {
+            (_, true, _) => Err(LlmError::Call("HTTP 500".into())),
+            (true, _, true) => generation(" Find the material\nQuery: which metal is alpha made from"),
+            (true, _, false) => generation(" Find papers\nQuery: Alpha title"),
+            (false, _, _) => generation(" Find papers\nQuery: Beta title"),
+        }
+    }));
+    let options = FretOptions { generation_attempts: 3, ..FretOptions::default() };
+    let llm = FretLlm::new(backend.clone(), None, options);
+    let passages =
+        [passage("a", "Alpha title", "alpha text"), passage("b", "Beta title", "beta text"), passage("c", "", "gamma")];
+    let got = llm.generate_queries(&passages).await;
+    assert_eq!(got[0].as_ref().unwrap().query, "which metal is alpha made from");
+    assert!(matches!(got[1], Err(QueryGenFailure::Echoed { of: EchoSource::Title, .. })), "{:?}", got[1]);
+    assert!(matches!(got[2], Err(QueryGenFailure::Llm { .. })), "{:?}", got[2]);
+    // a: greedy + 1 retry; b: greedy + 2 retries; c: one failed call, not retried here.
+    assert_eq!(llm.model_calls().generate, 2 + 3 + 1);
+
+    let greedy_only = FretLlm::new(backend, None, FretOptions { generation_attempts: 1, ..FretOptions::default() });
+    assert!(greedy_only.generate_queries(&passages[..1]).await[0].is_err());
+}
+
+#[tokio::test]
 async fn rc_is_the_normalized_expected_grade_and_ql_the_sum() {
     let backend = ScriptedLlm::new("m")
         .with_labels(|_: &LabelRequest| Ok(LabelDistribution { probs: vec![0.1, 0.2, 0.3, 0.4] }))

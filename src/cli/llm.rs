@@ -77,6 +77,10 @@ pub struct StageArgs {
     /// Backend calls in flight at once (raise it for remote servers).
     #[arg(long, default_value_t = 1)]
     pub batches_in_flight: usize,
+    /// Tries per passage at a usable query: greedy first, then sampled retries for empty, unparsable or
+    /// echoed answers.
+    #[arg(long, default_value_t = 3)]
+    pub attempts: usize,
     /// JSON file of few-shot examples for query generation (`[{"title", "text", "task", "query"}, ...]`),
     /// replacing the built-in ones.
     #[arg(long, value_name = "FILE.json")]
@@ -215,15 +219,20 @@ impl Outputs<'_> {
 
 /// The backend, cache and FRet layer the arguments describe (loads a local model: blocking).
 fn build_llm(args: &StageArgs) -> anyhow::Result<FretLlm> {
-    if args.batch_size == 0 || args.batches_in_flight == 0 {
-        bail!("--batch-size and --batches-in-flight must be at least 1");
+    if args.batch_size == 0 || args.batches_in_flight == 0 || args.attempts == 0 {
+        bail!("--batch-size, --batches-in-flight and --attempts must be at least 1");
     }
     let cache = match &args.cache {
         Some(path) => Some(Arc::new(LlmCache::open(path)?)),
         None => None,
     };
     let backend = build_backend(args)?;
-    let mut options = FretOptions { batch_size: args.batch_size, batches_in_flight: args.batches_in_flight, ..FretOptions::default() };
+    let mut options = FretOptions {
+        batch_size: args.batch_size,
+        batches_in_flight: args.batches_in_flight,
+        generation_attempts: args.attempts,
+        ..FretOptions::default()
+    };
     if let Some(path) = &args.examples {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         let examples: Vec<FewShotExample> =

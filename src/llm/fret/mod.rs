@@ -16,7 +16,7 @@ pub use scripted::ScriptedLlm;
 
 use crate::llm::cache::{CacheKey, CacheStats, LlmCache};
 use crate::llm::prompts::{expected_grade, FretPrompts, PromptKind, PromptOptions};
-use crate::llm::{BackendId, LlmBackend, LlmError};
+use crate::llm::{BackendId, LlmBackend, LlmError, Sampling};
 use crate::records::Passage;
 use cached::{cached_batches, Batching};
 use serde::{Deserialize, Serialize};
@@ -38,10 +38,22 @@ pub struct FretOptions {
     /// Settings of the prompts.
     #[serde(default)]
     pub prompts: PromptOptions,
+    /// Tries per passage at writing a usable query: the first is greedy, each retry samples (temperature
+    /// [`RETRY_TEMPERATURE`], top-p 0.95, seed = attempt number) and is taken only when the answers before
+    /// it were empty, unparsable or echoed. Small models echo the passage's title or first sentence often;
+    /// retries turn many of those passages into examples. 1 = greedy only.
+    #[serde(default = "default_generation_attempts")]
+    pub generation_attempts: usize,
 }
+
+/// Sampling temperature of query-generation retries (see [`FretOptions::generation_attempts`]).
+pub const RETRY_TEMPERATURE: f32 = 0.8;
 
 fn default_batch_size() -> usize {
     16
+}
+fn default_generation_attempts() -> usize {
+    3
 }
 fn default_batches_in_flight() -> usize {
     1
@@ -49,7 +61,12 @@ fn default_batches_in_flight() -> usize {
 
 impl Default for FretOptions {
     fn default() -> Self {
-        Self { batch_size: default_batch_size(), batches_in_flight: default_batches_in_flight(), prompts: PromptOptions::default() }
+        Self {
+            batch_size: default_batch_size(),
+            batches_in_flight: default_batches_in_flight(),
+            prompts: PromptOptions::default(),
+            generation_attempts: default_generation_attempts(),
+        }
     }
 }
 
@@ -169,30 +186,57 @@ impl FretLlm {
         self.cache.as_ref().map(|c| c.stats())
     }
 
-    /// A task and a query for each passage, or why there is none.
+    /// A task and a query for each passage, or why there is none (the last attempt's reason; see
+    /// [`FretOptions::generation_attempts`]).
     pub async fn generate_queries(&self, passages: &[Passage]) -> Vec<Result<GeneratedQuery, QueryGenFailure>> {
         let kind = PromptKind::QueryGeneration;
         let version = self.prompts.version(kind).to_string();
-        let requests: Vec<_> = passages.iter().map(|p| self.prompts.query_generation(p)).collect();
-        let keys = self.keys(kind, &requests);
-        let backend = &self.backend;
-        let answers = cached_batches(self.cache.as_ref(), keys, requests, self.batching(), &self.generate_calls, |batch| {
-            backend.generate(batch)
-        })
-        .await;
-        passages
-            .iter()
-            .zip(answers)
-            .map(|(passage, answer)| {
-                let generation = answer?;
-                let parsed = self.prompts.parse_query_generation(&generation.text, passage);
-                if let Err(failure) = &parsed {
-                    tracing::debug!(passage = %passage.id, reason = failure.reason(), %failure, "No query for this passage.");
+        let mut results: Vec<Option<Result<GeneratedQuery, QueryGenFailure>>> = passages.iter().map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..passages.len()).collect();
+        for attempt in 0..self.options.generation_attempts.max(1) {
+            if pending.is_empty() {
+                break;
+            }
+            let requests: Vec<_> = pending
+                .iter()
+                .map(|&i| {
+                    let mut request = self.prompts.query_generation(&passages[i]);
+                    if attempt > 0 {
+                        request.sampling = Sampling { temperature: RETRY_TEMPERATURE, top_p: 0.95, seed: attempt as u64 };
+                    }
+                    request
+                })
+                .collect();
+            let keys = self.keys(kind, &requests);
+            let backend = &self.backend;
+            let answers =
+                cached_batches(self.cache.as_ref(), keys, requests, self.batching(), &self.generate_calls, |batch| {
+                    backend.generate(batch)
+                })
+                .await;
+            let mut retry = Vec::new();
+            for (i, answer) in pending.iter().copied().zip(answers) {
+                let passage = &passages[i];
+                let outcome = answer.map_err(|error| QueryGenFailure::Llm { error }).and_then(|generation| {
+                    self.prompts.parse_query_generation(&generation.text, passage).map(|tq| GeneratedQuery {
+                        task: tq.task,
+                        query: tq.query,
+                        prompt_version: version.clone(),
+                        model: self.id.model.clone(),
+                    })
+                });
+                if let Err(failure) = &outcome {
+                    tracing::debug!(passage = %passage.id, attempt, reason = failure.reason(), %failure, "No query for this passage.");
+                    // A failed call was already retried by the backend; only bad answers get another try.
+                    if !matches!(failure, QueryGenFailure::Llm { .. }) {
+                        retry.push(i);
+                    }
                 }
-                let tq = parsed?;
-                Ok(GeneratedQuery { task: tq.task, query: tq.query, prompt_version: version.clone(), model: self.id.model.clone() })
-            })
-            .collect()
+                results[i] = Some(outcome);
+            }
+            pending = retry;
+        }
+        results.into_iter().map(|r| r.expect("every passage is attempted at least once. This is a bug.")).collect()
     }
 
     /// QL and RC for each (query text, passage) pair.
