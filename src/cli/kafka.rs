@@ -52,17 +52,23 @@ pub struct ConnectionArgs {
 impl ConnectionArgs {
     /// The connection: config file, then environment, then flags.
     pub fn resolve(&self) -> anyhow::Result<ConnectionConfig> {
-        let mut connection = match &self.config {
-            Some(path) => ConnectionConfig::from_pipeline_file(path)?,
-            None => ConnectionConfig::default(),
-        };
-        connection.apply_env(|name| std::env::var(name).ok())?;
-        if let Some(bootstrap) = &self.bootstrap {
-            connection.bootstrap_servers = bootstrap.clone();
-        }
-        connection.validate()?;
-        Ok(connection)
+        resolve_connection(self.config.as_deref(), self.bootstrap.as_deref())
     }
+}
+
+/// The connection every Kafka-using command resolves the same way: the `[kafka]` table of `config_file`
+/// (defaults without one), then the `FRETFLOW_KAFKA_*` environment variables, then `bootstrap` (a flag).
+pub fn resolve_connection(config_file: Option<&Path>, bootstrap: Option<&str>) -> anyhow::Result<ConnectionConfig> {
+    let mut connection = match config_file {
+        Some(path) => ConnectionConfig::from_pipeline_file(path)?,
+        None => ConnectionConfig::default(),
+    };
+    connection.apply_env(|name| std::env::var(name).ok())?;
+    if let Some(bootstrap) = bootstrap {
+        connection.bootstrap_servers = bootstrap.to_owned();
+    }
+    connection.validate()?;
+    Ok(connection)
 }
 
 /// Arguments of `fretflow kafka produce`.

@@ -1,15 +1,20 @@
 //! `fretflow train`: fine-tune the encoder on a FRet file or the FRet Kafka topic, with rolling,
-//! evaluated checkpoints.
+//! evaluated checkpoints, optionally announced on a Kafka events topic.
+//!
+//! Kafka connection settings resolve as in `fretflow kafka`: `--kafka-config` (a pipeline file's
+//! `[kafka]` table), then `FRETFLOW_KAFKA_*` environment variables, then `--bootstrap`.
 use crate::device::DeviceChoice;
 use crate::embed::EncoderOptions;
 use crate::train::buffer::SamplerConfig;
 use crate::train::evaluate::BeirEvaluator;
 use crate::train::gradcache::BackwardConfig;
 use crate::train::optim::{Decay, OptimConfig};
-use crate::train::source::{ChangeSource, FileSource};
+use crate::train::kafka::{CheckpointPublisher, FretTopicSource, TopicStats};
+use crate::train::source::FileSource;
 use crate::train::{GeckoLoss, Trainer, TrainerConfig};
 use anyhow::Context;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Arguments of `fretflow train`.
 #[derive(Debug, clap::Args)]
@@ -17,16 +22,17 @@ pub struct TrainArgs {
     /// FRet examples or change records: JSONL (`.jsonl`) or Parquet (`.parquet`).
     #[arg(long, required_unless_present = "kafka_topic", conflicts_with = "kafka_topic")]
     pub data: Option<PathBuf>,
-    /// Read the FRet stream from this Kafka topic (compacted; read from the start).
-    #[arg(long)]
-    pub kafka_topic: Option<String>,
+    /// Kafka: the FRet topic to read, and where checkpoint events go.
+    #[command(flatten)]
+    pub kafka: TrainKafkaArgs,
     /// Base model: a directory in sentence-transformers layout or a short name.
     #[arg(long, default_value = "all-MiniLM-L6-v2")]
     pub model: String,
     /// Output directory for checkpoints, `latest`, `checkpoints.jsonl` and `ndcg_at_10.png`.
     #[arg(long)]
     pub out: PathBuf,
-    /// Total optimizer steps (restarts included); default: one pass over a file, forever on a topic.
+    /// Total optimizer steps (restarts included); default: one pass over a file; on a topic, forever, or
+    /// until --kafka-idle-exit ends the stream and one pass over what was read is done.
     #[arg(long)]
     pub steps: Option<u64>,
     /// Queries per step.
@@ -112,6 +118,49 @@ pub struct TrainArgs {
     pub device: DeviceChoice,
 }
 
+/// The Kafka side of `fretflow train`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Kafka")]
+pub struct TrainKafkaArgs {
+    /// Train on the FRet Kafka topic (key = query id, value = example JSON, tombstone = retraction):
+    /// every partition is read from the beginning, then followed. No consumer group is used: the
+    /// checkpoints are the trainer's state, and a restarted trainer rebuilds its replay buffer by
+    /// re-reading the compacted topic. Malformed records are skipped, logged and counted.
+    #[arg(long, value_name = "TOPIC")]
+    pub kafka_topic: Option<String>,
+    /// End the stream once the topic was read to its end and nothing new arrived for this long (default:
+    /// follow forever); without --steps, training then finishes one pass over what was read.
+    #[arg(long, value_name = "SECONDS", requires = "kafka_topic")]
+    pub kafka_idle_exit: Option<f64>,
+    /// After each checkpoint is written (and evaluated), publish its `checkpoints.jsonl` record to this
+    /// topic (key = checkpoint name; one partition, created when missing) with an idempotent producer.
+    #[arg(long, value_name = "TOPIC")]
+    pub events_topic: Option<String>,
+    /// Bootstrap servers (`host:port,...`); overrides --kafka-config and FRETFLOW_KAFKA_BOOTSTRAP_SERVERS.
+    #[arg(long, value_name = "HOSTS")]
+    pub bootstrap: Option<String>,
+    /// Pipeline config whose `[kafka]` table holds the connection settings (TLS, SASL, properties).
+    #[arg(long, value_name = "PIPELINE.toml")]
+    pub kafka_config: Option<PathBuf>,
+}
+
+impl TrainKafkaArgs {
+    /// The connection, resolved as `fretflow kafka` does.
+    pub fn connection(&self) -> anyhow::Result<crate::connectors::kafka::ConnectionConfig> {
+        super::kafka::resolve_connection(self.kafka_config.as_deref(), self.bootstrap.as_deref())
+    }
+
+    /// `--kafka-idle-exit` as a duration.
+    pub fn idle_exit(&self) -> anyhow::Result<Option<Duration>> {
+        self.kafka_idle_exit
+            .map(|s| {
+                Duration::try_from_secs_f64(s)
+                    .map_err(|_| anyhow::anyhow!("--kafka-idle-exit must be a non-negative number of seconds, got {s}"))
+            })
+            .transpose()
+    }
+}
+
 impl TrainArgs {
     /// The trainer configuration these arguments describe.
     pub fn config(&self) -> TrainerConfig {
@@ -165,12 +214,21 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if !args.eval_dataset.is_empty() {
         trainer.set_evaluator(Box::new(BeirEvaluator::new(&args.eval_dataset, options)?));
     }
-    let mut source: Box<dyn ChangeSource> = match (&args.data, &args.kafka_topic) {
-        (Some(path), _) => Box::new(FileSource::new(path)),
-        (None, Some(topic)) => kafka_source(topic)?,
+    if let Some(topic) = &args.kafka.events_topic {
+        let publisher = CheckpointPublisher::start(&args.kafka.connection()?, topic)
+            .with_context(|| format!("cannot publish checkpoint events to Kafka topic '{topic}'"))?;
+        trainer.on_checkpoint(publisher.into_listener());
+    }
+    let (summary, topic_stats) = match (&args.data, &args.kafka.kafka_topic) {
+        (Some(path), _) => (trainer.run(&mut FileSource::new(path))?, None),
+        (None, Some(topic)) => {
+            let idle_exit = args.kafka.idle_exit()?;
+            let mut source = FretTopicSource::start(&args.kafka.connection()?, topic, idle_exit)?;
+            let summary = trainer.run(&mut source)?;
+            (summary, Some((topic, source.stats())))
+        }
         (None, None) => anyhow::bail!("give --data FILE or --kafka-topic TOPIC"),
     };
-    let summary = trainer.run(source.as_mut())?;
     let latest = args.out.join(crate::train::checkpoint::LATEST);
     let rate = summary.examples_per_second.map_or_else(|| "n/a".to_string(), |r| format!("{r:.2}"));
     println!(
@@ -180,10 +238,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         trainer.step(),
         latest.display()
     );
+    let (upserts, retractions) = trainer.buffer().change_counts();
+    println!(
+        "replay buffer: {} examples ({upserts} upserts and {retractions} retractions applied)",
+        trainer.buffer().len()
+    );
+    if let Some((topic, TopicStats { records, skipped, .. })) = topic_stats {
+        println!("kafka topic '{topic}': {records} records read, {skipped} malformed skipped");
+    }
     Ok(())
-}
-
-/// The FRet topic as a change source.
-fn kafka_source(topic: &str) -> anyhow::Result<Box<dyn ChangeSource>> {
-    anyhow::bail!("reading the FRet stream from Kafka topic '{topic}' is not available yet: use --data")
 }

@@ -5,7 +5,8 @@
 //! - [`gradcache`]: one backward pass over a batch, with gradient caching for large batches.
 //! - [`data`]: FRet examples, their change stream, extra pair datasets.
 //! - [`buffer`]: the replay buffer following the stream, and batch sampling.
-//! - [`source`]: where changes come from (file, in-process channel; Kafka in the CLI).
+//! - [`source`]: where changes come from (file, in-process channel); [`kafka`]: the FRet topic in and
+//!   checkpoint events out.
 //! - [`checkpoint`]: atomic checkpoints in sentence-transformers layout, with optimizer state.
 //! - [`manifest`]: `checkpoints.jsonl`, evaluation on arrival, retention, the nDCG@10 plot ([`plot`]).
 //! - [`trainer`]: the loop tying these together.
@@ -16,6 +17,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod evaluate;
 pub mod gradcache;
+pub mod kafka;
 pub mod loss;
 pub mod manifest;
 pub mod optim;

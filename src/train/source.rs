@@ -1,5 +1,5 @@
 //! Where the trainer's FRet changes come from: a JSONL or Parquet file, an in-process channel (the
-//! pipeline running the trainer itself), or a Kafka topic (see `cli::train`).
+//! pipeline running the trainer itself), or the FRet Kafka topic ([`super::kafka::FretTopicSource`]).
 //!
 //! A source hands over whatever changes are available; the trainer applies them to its replay buffer
 //! between optimizer steps, so training never waits on the stream once it has enough examples.

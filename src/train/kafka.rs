@@ -1,0 +1,354 @@
+//! The trainer's Kafka edges: the FRet topic in ([`FretTopicSource`], a [`ChangeSource`]) and checkpoint
+//! events out ([`CheckpointPublisher`], a checkpoint listener for [`super::Trainer::on_checkpoint`]). The
+//! trainer's own types know nothing of Kafka.
+//!
+//! # Reading the FRet topic
+//!
+//! - **Records.** Key = query id, value = the example as JSON (the shape the pipeline's sink writes and a
+//!   FRet JSONL line holds; parsed by [`Change::from_slice`], so change records are accepted too), null
+//!   value (tombstone) = retraction of the key.
+//! - **No consumer group.** Every partition is assigned and read from its beginning; no offsets are
+//!   committed. The trainer's checkpoints are its state: a restarted trainer rebuilds its replay buffer by
+//!   re-reading the compacted topic, which holds exactly the live FRet set (one record per query id).
+//!   Partitions added while the trainer runs are not picked up until it restarts.
+//! - **Backlog first.** The first poll returns only once every partition has been read to the end it had
+//!   when the source started, so the first optimizer step already sees the whole current FRet set (as a
+//!   file source would). Later polls hand over whatever arrived since.
+//! - **Bad records are skipped, never fatal.** A value that is not JSON, lacks a field, or whose query id
+//!   differs from its key is logged (topic, partition, offset, reason) and counted in [`TopicStats`].
+//! - **Ending.** A followed topic never finishes; with an idle limit the source reports itself finished
+//!   once it has caught up and nothing new arrived for that long, so a run over a finite topic can end.
+//!
+//! # Checkpoint events
+//!
+//! [`CheckpointPublisher`] writes each [`CheckpointEvent`] (the `checkpoints.jsonl` line: step, path,
+//! examples seen, metrics) to an events topic through an idempotent producer (`acks=all`), key = the
+//! checkpoint's directory name, all to partition 0 so consumers see them in step order, and waits for the
+//! broker's acknowledgement before training goes on.
+use super::checkpoint::checkpoint_name;
+use super::data::Change;
+use super::manifest::CheckpointEvent;
+use super::source::ChangeSource;
+use super::TrainError;
+use crate::connectors::kafka::admin::{ensure_topic, partition_count, TopicKind};
+use crate::connectors::kafka::{headers, ConnectionConfig, KafkaError};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError as RdKafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// Changes handed over by one poll at most, once the backlog is read.
+const MAX_POLL_RECORDS: usize = 10_000;
+/// How long the source waits for a missing topic to appear at start.
+const TOPIC_WAIT: Duration = Duration::from_secs(30);
+/// How long a checkpoint event may wait for the broker's acknowledgement.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a [`FretTopicSource`] has read so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopicStats {
+    /// Messages read (skipped ones included).
+    pub records: u64,
+    /// Upserts handed to the trainer.
+    pub upserts: u64,
+    /// Retractions (tombstones) handed to the trainer.
+    pub retractions: u64,
+    /// Messages skipped as malformed (each logged with topic, partition and offset).
+    pub skipped: u64,
+}
+
+/// The FRet Kafka topic as a [`ChangeSource`]; see the module docs for the contract.
+pub struct FretTopicSource {
+    consumer: BaseConsumer,
+    topic: String,
+    bootstrap: String,
+    partitions: usize,
+    /// Partitions read to their end at least once (librdkafka's partition-EOF events).
+    at_end: BTreeSet<i32>,
+    idle_exit: Option<Duration>,
+    /// When the last record arrived, or the backlog was read, whichever is later.
+    last_activity: Instant,
+    finished: bool,
+    stats: TopicStats,
+    last_error_log: Option<Instant>,
+}
+
+impl std::fmt::Debug for FretTopicSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FretTopicSource").field("topic", &self.topic).field("stats", &self.stats).finish()
+    }
+}
+
+impl FretTopicSource {
+    /// Assigns every partition of `topic` from its beginning (waiting up to 30 s for the topic to exist).
+    /// With `idle_exit`, the source finishes once caught up and idle for that long.
+    pub fn start(connection: &ConnectionConfig, topic: &str, idle_exit: Option<Duration>) -> Result<Self, TrainError> {
+        let source_error = |e: KafkaError| TrainError::Source { source_name: format!("kafka topic '{topic}'"), message: e.to_string() };
+        connection.validate().map_err(source_error)?;
+        let partitions = wait_for_topic(connection, topic).map_err(source_error)?;
+        let mut client = connection.client_config();
+        // librdkafka wants a group id even for assigned partitions; nothing is ever committed under it.
+        client
+            .set("group.id", format!("fretflow-train-{}", std::process::id()))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("client.id", format!("{}-train", connection.client_id));
+        let consumer: BaseConsumer = client
+            .create()
+            .map_err(|e| source_error(KafkaError::client(format!("creating the consumer for topic '{topic}'"), e)))?;
+        {
+            let mut list = TopicPartitionList::new();
+            for p in 0..partitions as i32 {
+                list.add_partition_offset(topic, p, Offset::Beginning)
+                    .map_err(|e| source_error(KafkaError::client(format!("assigning partition {p} of '{topic}'"), e)))?;
+            }
+            consumer
+                .assign(&list)
+                .map_err(|e| source_error(KafkaError::client(format!("assigning the partitions of '{topic}'"), e)))?;
+            // `list` is dropped here, before the consumer can be (a librdkafka pitfall, see the source module).
+        }
+        tracing::info!(topic, partitions, idle_exit_s = idle_exit.map(|d| d.as_secs_f64()), "Reading the FRet topic from the beginning.");
+        Ok(Self {
+            consumer,
+            topic: topic.to_owned(),
+            bootstrap: connection.bootstrap_servers.clone(),
+            partitions,
+            at_end: BTreeSet::new(),
+            idle_exit,
+            last_activity: Instant::now(),
+            finished: false,
+            stats: TopicStats::default(),
+            last_error_log: None,
+        })
+    }
+
+    /// What has been read so far.
+    pub fn stats(&self) -> TopicStats {
+        self.stats
+    }
+
+    /// Whether every partition has been read to its end once (the backlog at start).
+    pub fn caught_up(&self) -> bool {
+        self.at_end.len() >= self.partitions
+    }
+
+    /// Decodes one message into `out`, or logs and counts it as skipped.
+    fn take(stats: &mut TopicStats, topic: &str, message: &BorrowedMessage<'_>, out: &mut Vec<Change>) {
+        stats.records += 1;
+        match decode(message.key(), message.payload()) {
+            Ok(change) => {
+                match change {
+                    Change::Upsert(_) => stats.upserts += 1,
+                    Change::Retract(_) => stats.retractions += 1,
+                }
+                out.push(change);
+            }
+            Err(reason) => {
+                stats.skipped += 1;
+                tracing::warn!(topic, partition = message.partition(), offset = message.offset(), reason = %reason,
+                    "Skipped a malformed FRet record.");
+            }
+        }
+    }
+
+    fn log_error(&mut self, error: &RdKafkaError) {
+        // Transport and broker errors are retried by librdkafka; say so at most every 10 s.
+        if self.last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            tracing::warn!(topic = %self.topic, error = %error, "Kafka consumer error (librdkafka retries).");
+            self.last_error_log = Some(Instant::now());
+        }
+    }
+}
+
+impl ChangeSource for FretTopicSource {
+    fn poll(&mut self, wait: Duration) -> Result<Vec<Change>, TrainError> {
+        let mut out = Vec::new();
+        if self.finished {
+            return Ok(out);
+        }
+        let deadline = Instant::now() + wait;
+        let mut backlog_log = Instant::now();
+        loop {
+            let caught_up = self.caught_up();
+            let timeout = if !caught_up {
+                Duration::from_millis(100)
+            } else if out.is_empty() {
+                deadline.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            match self.consumer.poll(timeout) {
+                Some(Ok(message)) => {
+                    Self::take(&mut self.stats, &self.topic, &message, &mut out);
+                    self.last_activity = Instant::now();
+                    if caught_up && out.len() >= MAX_POLL_RECORDS {
+                        break;
+                    }
+                }
+                Some(Err(RdKafkaError::PartitionEOF(partition))) => {
+                    if self.at_end.insert(partition) && self.caught_up() {
+                        self.last_activity = Instant::now();
+                        tracing::info!(topic = %self.topic, records = self.stats.records, skipped = self.stats.skipped,
+                            "Read the FRet topic's backlog; following it.");
+                    }
+                }
+                Some(Err(error)) => self.log_error(&error),
+                None if caught_up && (!out.is_empty() || Instant::now() >= deadline) => break,
+                None => {
+                    if !caught_up && backlog_log.elapsed() > Duration::from_secs(30) {
+                        tracing::info!(topic = %self.topic, records = self.stats.records,
+                            partitions_done = self.at_end.len(), partitions = self.partitions,
+                            "Still reading the FRet topic's backlog.");
+                        backlog_log = Instant::now();
+                    }
+                }
+            }
+        }
+        if out.is_empty() && self.idle_exit.is_some_and(|idle| self.last_activity.elapsed() >= idle) {
+            tracing::info!(topic = %self.topic, idle_s = self.last_activity.elapsed().as_secs_f64(),
+                "Nothing new on the FRet topic within the idle limit; the source is finished.");
+            self.finished = true;
+        }
+        Ok(out)
+    }
+
+    fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    fn describe(&self) -> String {
+        format!("kafka:{}/{}", self.bootstrap, self.topic)
+    }
+}
+
+/// One FRet topic message as a change: a tombstone retracts its key; a value is an example (or change
+/// record) whose query id must equal the key. The error says why the message is unusable.
+pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Change, String> {
+    let key = match key {
+        Some(bytes) => Some(std::str::from_utf8(bytes).map_err(|_| "key is not UTF-8".to_owned())?),
+        None => None,
+    };
+    let Some(value) = value else {
+        return match key {
+            Some(key) if !key.is_empty() => Ok(Change::Retract(key.to_owned())),
+            _ => Err("tombstone (null value) without a key".to_owned()),
+        };
+    };
+    let change = Change::from_slice(value)?;
+    match key {
+        Some(key) if key != change.key() => {
+            Err(format!("key '{key}' differs from the record's query id '{}'", change.key()))
+        }
+        _ => Ok(change),
+    }
+}
+
+/// Partitions of `topic`, waiting up to [`TOPIC_WAIT`] for it to exist (the pipeline may create it later).
+fn wait_for_topic(connection: &ConnectionConfig, topic: &str) -> Result<usize, KafkaError> {
+    let deadline = Instant::now() + TOPIC_WAIT;
+    loop {
+        if let Some(n) = partition_count(connection, topic)? {
+            return Ok(n);
+        }
+        if Instant::now() > deadline {
+            return Err(KafkaError::Topic {
+                topic: topic.into(),
+                message: format!("does not exist (waited {} s)", TOPIC_WAIT.as_secs()),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Publishes checkpoint events to a Kafka topic; see the module docs.
+pub struct CheckpointPublisher {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl std::fmt::Debug for CheckpointPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointPublisher").field("topic", &self.topic).finish()
+    }
+}
+
+impl CheckpointPublisher {
+    /// Creates the idempotent producer, and `topic` (one partition, time-retained log) when missing; an
+    /// existing topic is used as it is.
+    pub fn start(connection: &ConnectionConfig, topic: &str) -> Result<Self, KafkaError> {
+        connection.validate()?;
+        ensure_topic(connection, topic, 1, 1, TopicKind::Log)?;
+        let mut client = connection.client_config();
+        client
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("client.id", format!("{}-train-events", connection.client_id));
+        let producer: FutureProducer = client
+            .create()
+            .map_err(|e| KafkaError::client(format!("creating the producer for topic '{topic}'"), e))?;
+        tracing::info!(topic, "Publishing checkpoint events.");
+        Ok(Self { producer, topic: topic.to_owned() })
+    }
+
+    /// The events topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Sends `event` (key = checkpoint name, value = its manifest line) and waits for the acknowledgement.
+    pub fn publish(&self, event: &CheckpointEvent) -> Result<(), KafkaError> {
+        let key = checkpoint_name(event.step);
+        let value = serde_json::to_vec(event).expect("checkpoint events serialize. This is a bug.");
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: headers::PRODUCER, value: Some(concat!("fretflow/", env!("CARGO_PKG_VERSION"))) });
+        let record = FutureRecord::to(&self.topic).partition(0).key(&key).payload(&value).headers(headers);
+        let delivered = futures::executor::block_on(self.producer.send(record, DELIVERY_TIMEOUT));
+        match delivered {
+            Ok(_) => {
+                tracing::info!(topic = %self.topic, step = event.step, key, "Published checkpoint event.");
+                Ok(())
+            }
+            Err((error, _)) => Err(KafkaError::Delivery { topic: self.topic.clone(), failed: 1, message: error.to_string() }),
+        }
+    }
+
+    /// This publisher as a trainer listener ([`super::Trainer::on_checkpoint`]); a failed delivery stops
+    /// training with an error naming the checkpoint and the topic.
+    pub fn into_listener(self) -> Box<dyn FnMut(&CheckpointEvent) -> Result<(), TrainError>> {
+        Box::new(move |event| {
+            self.publish(event).map_err(|e| {
+                TrainError::checkpoint(&event.path, format!("publishing its event to Kafka topic '{}': {e}", self.topic))
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"{"query_id":"q1","task":"t","query":"q","positive":{"id":"p","text":"x"}}"#;
+
+    #[test]
+    fn value_is_an_upsert_and_tombstone_retracts_the_key() {
+        let change = decode(Some(b"q1"), Some(EXAMPLE.as_bytes())).unwrap();
+        assert!(matches!(&change, Change::Upsert(e) if e.query_id == "q1"));
+        assert_eq!(decode(Some(b"q1"), None).unwrap(), Change::Retract("q1".into()));
+        assert!(decode(None, Some(EXAMPLE.as_bytes())).is_ok(), "a keyless value carries its query id");
+    }
+
+    #[test]
+    fn malformed_messages_say_why() {
+        assert!(decode(Some(b"q1"), Some(b"not json")).unwrap_err().contains("expected"));
+        let missing = decode(Some(b"q1"), Some(br#"{"query_id":"q1","task":"t"}"#)).unwrap_err();
+        assert!(missing.contains("missing field"), "{missing}");
+        let other = decode(Some(b"q2"), Some(EXAMPLE.as_bytes())).unwrap_err();
+        assert!(other.contains("'q2'") && other.contains("'q1'"), "{other}");
+        assert!(decode(None, None).unwrap_err().contains("without a key"));
+        assert!(decode(Some(&[0xff]), None).unwrap_err().contains("UTF-8"));
+    }
+}
