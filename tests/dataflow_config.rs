@@ -1,5 +1,5 @@
 //! Pipeline configs: the shipped ones parse, and mistakes are named by field.
-use fretflow::dataflow::config::{ConfigError, LlmConfig, PipelineConfig};
+use fretflow::dataflow::config::{ConfigError, Input, LlmConfig, PipelineConfig};
 use std::path::Path;
 
 const MINIMAL: &str = r#"
@@ -24,15 +24,83 @@ fn every_shipped_pipeline_parses_and_resolves_paths_next_to_itself() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let config = PipelineConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
-            assert!(config.source.path.starts_with(&dir), "{}", config.source.path.display());
+            match config.input() {
+                Input::File(source) => assert!(source.path.starts_with(&dir), "{}", source.path.display()),
+                Input::Kafka { .. } => assert!(config.cache.as_ref().is_none_or(|c| c.starts_with(&dir))),
+            }
             seen += 1;
         }
     }
     assert!(seen >= 1);
     let quickstart = PipelineConfig::load(&dir.join("quickstart.toml")).unwrap();
     assert!(matches!(quickstart.llm, LlmConfig::Local(_)));
-    assert!(quickstart.source.path.ends_with("data/sample/passages.jsonl"));
-    assert!(quickstart.source.path.exists());
+    let Input::File(source) = quickstart.input() else { panic!("quickstart reads a file") };
+    assert!(source.path.ends_with("data/sample/passages.jsonl"));
+    assert!(source.path.exists());
+    let kafka = PipelineConfig::load(&dir.join("kafka.toml")).unwrap();
+    let Input::Kafka { connection, source, sink } = kafka.input() else { panic!("kafka.toml reads Kafka") };
+    assert_eq!((connection.bootstrap_servers.as_str(), source.topic.as_str(), sink.topic.as_str()), ("127.0.0.1:9092", "passages", "fret"));
+    let cluster = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/cluster/pipeline.toml");
+    assert!(matches!(PipelineConfig::load(&cluster).unwrap_or_else(|e| panic!("{e}")).input(), Input::Kafka { .. }));
+}
+
+const KAFKA: &str = r#"
+[kafka]
+bootstrap_servers = "127.0.0.1:9092"
+[kafka.source]
+topic = "passages"
+[kafka.sink]
+topic = "fret"
+[llm]
+backend = "instant"
+"#;
+
+#[test]
+fn a_kafka_pipeline_needs_no_sinks_table_and_names_the_conflicting_field() {
+    let config = parse(KAFKA).unwrap();
+    let Input::Kafka { connection, source, sink } = config.input() else { panic!("a Kafka input") };
+    assert_eq!((connection.bootstrap_servers.as_str(), source.group_id.as_str()), ("127.0.0.1:9092", "fretflow"));
+    assert_eq!(sink.dead_letter_topic(), "fret.dead-letter");
+    let field_of = |text: &str| match parse(text) {
+        Err(ConfigError::Invalid { field, .. }) => field,
+        other => panic!("expected an invalid field: {other:?}"),
+    };
+    let both = format!("{KAFKA}\n[source]\npath = \"c.jsonl\"\n");
+    assert_eq!(field_of(&both), "source");
+    let no_sink = KAFKA.replace("[kafka.sink]\ntopic = \"fret\"\n", "");
+    assert_eq!(field_of(&no_sink), "kafka.sink");
+    let neither = KAFKA.replace("[kafka.source]\ntopic = \"passages\"\n", "");
+    assert_eq!(field_of(&neither), "source");
+    let file_sink = format!("{KAFKA}\n[sinks]\nchanges = [\"out.jsonl\"]\n");
+    assert_eq!(field_of(&file_sink), "sinks.changes");
+    let summary = format!("{KAFKA}\n[sinks]\nsummary = \"out/summary.json\"\n");
+    assert!(parse(&summary).is_ok());
+    let latest = KAFKA.replace("topic = \"passages\"", "topic = \"passages\"\nstart_from = \"latest\"");
+    assert_eq!(field_of(&latest), "kafka.source.start_from");
+    let group = KAFKA.replace("topic = \"passages\"", "topic = \"passages\"\npartitioning = \"group\"");
+    assert_eq!(field_of(&group), "kafka.source.partitioning");
+    let partitions = KAFKA.replace("topic = \"fret\"", "topic = \"fret\"\npartitions = 0");
+    assert_eq!(field_of(&partitions), "kafka.sink.partitions");
+    let file_with_kafka_sink = format!("{MINIMAL}\n[kafka.sink]\ntopic = \"fret\"\n");
+    assert_eq!(field_of(&file_with_kafka_sink), "kafka.sink");
+}
+
+#[test]
+fn unknown_kafka_fields_are_named() {
+    for (from, to, name) in [
+        ("bootstrap_servers", "bootstrap", "bootstrap"),
+        ("topic = \"passages\"", "topic = \"passages\"\ngroup = \"g\"", "group"),
+        ("topic = \"fret\"", "topic = \"fret\"\ncompact = true", "compact"),
+    ] {
+        let err = parse(&KAFKA.replace(from, to)).unwrap_err().to_string();
+        assert!(err.contains(name) && err.contains("kafka"), "{err}");
+    }
+}
+
+#[test]
+fn a_file_pipeline_still_needs_its_dead_letter_file() {
+    let text = MINIMAL.replace("dead_letters = \"out/dead.jsonl\"\n", "");
+    assert!(matches!(parse(&text), Err(ConfigError::Invalid { field, .. }) if field == "sinks.dead_letters"));
 }
 
 #[test]

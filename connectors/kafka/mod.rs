@@ -19,6 +19,7 @@ pub mod admin;
 pub mod config;
 pub mod fret;
 pub mod passthrough;
+pub mod run;
 pub mod sink;
 pub mod source;
 pub mod timely;

@@ -7,10 +7,16 @@
 //! Epochs are wall-clock ticks (`tick` apart) shared by all workers, so an idle worker does not hold back
 //! the others. The loop: advance the input to the current tick, hand over what the source has, step the
 //! worker, and commit the source through the last epoch the probe after the sink has passed.
+//!
+//! With [`RunOptions::replay`] (stateful transforms such as the FRet dataflow) each worker reads its
+//! partitions from the beginning on every start and the consumer group's offsets only mark progress;
+//! see [`super::run::ReplayStart`].
 use super::sink::SinkRecord;
 use super::source::{PassageChange, SourceRecord};
 use super::timely::SinkOperator;
+use super::run::ReplayStart;
 use super::{ConnectionConfig, KafkaError, KafkaSink, KafkaSource, SinkConfig, SourceConfig};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use timely::dataflow::operators::vec::Map;
@@ -63,6 +69,12 @@ pub struct RunOptions {
     pub idle_exit: Option<Duration>,
     /// Sleep this long after each non-empty batch (slows a run down for crash tests).
     pub throttle: Option<Duration>,
+    /// Read every partition from its beginning on start (rebuilding a stateful transform's state) and
+    /// commit the group's offsets only once the replay has passed them; `false` resumes from the
+    /// committed offsets (enough for a stateless transform such as [`Identity`]).
+    pub replay: bool,
+    /// Set (e.g. by a Ctrl-C handler) to stop reading, drain and commit, as after `idle_exit`.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl Default for RunOptions {
@@ -74,6 +86,8 @@ impl Default for RunOptions {
             commit_interval: Duration::from_millis(200),
             idle_exit: None,
             throttle: None,
+            replay: false,
+            stop: None,
         }
     }
 }
@@ -97,11 +111,24 @@ pub fn run<X: Transform>(
     options: &RunOptions,
     transform: X,
 ) -> Result<Vec<WorkerReport>, KafkaError> {
+    let config = timely::Config::process(options.workers.max(1));
+    run_cluster(config, connection, source, sink, options, transform)
+}
+
+/// As [`run`], on the workers of `config` (threads and processes; `options.workers` is ignored).
+/// Returns one report per worker of this process.
+pub fn run_cluster<X: Transform>(
+    config: timely::Config,
+    connection: &ConnectionConfig,
+    source: &SourceConfig,
+    sink: &SinkConfig,
+    options: &RunOptions,
+    transform: X,
+) -> Result<Vec<WorkerReport>, KafkaError> {
     connection.validate()?;
     source.validate()?;
     sink.validate()?;
     let shared = Arc::new((connection.clone(), source.clone(), sink.clone(), options.clone(), transform));
-    let config = timely::Config::process(options.workers.max(1));
     let guards = timely::execute(config, move |worker| {
         let (connection, source, sink, options, transform) = &*shared;
         run_worker(worker, connection, source, sink, options, transform)
@@ -126,7 +153,15 @@ pub fn run_worker<X: Transform>(
 ) -> Result<WorkerReport, KafkaError> {
     let (index, peers) = (worker.index(), worker.peers());
     let sink = Arc::new(KafkaSink::start(connection, sink_config)?);
-    let mut source = KafkaSource::start(connection, source_config, index, peers)?;
+    let mut replay = None;
+    let mut source = if options.replay {
+        let start = ReplayStart::prepare(connection, source_config, index, peers)?;
+        let source = KafkaSource::start(connection, &start.reader, index, peers)?;
+        replay = Some(start.marker);
+        source
+    } else {
+        KafkaSource::start(connection, source_config, index, peers)?
+    };
     let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
         let (input, stream) = scope.new_input::<Vec<SourceRecord>>();
         let (probe, _) = transform.build(stream).sink_to_kafka(Arc::clone(&sink)).probe();
@@ -166,9 +201,16 @@ pub fn run_worker<X: Transform>(
         }
         if last_commit.elapsed() >= options.commit_interval {
             commit_passed(&mut source, &probe, &mut committed_through)?;
+            if let Some(marker) = replay.as_mut() {
+                marker.advance(source.committed());
+            }
             last_commit = Instant::now();
         }
         if options.idle_exit.is_some_and(|idle| last_record.elapsed() >= idle) {
+            break;
+        }
+        if options.stop.as_ref().is_some_and(|stop| stop.load(Ordering::Relaxed)) {
+            tracing::info!(worker = index, "Stopping: draining the pipeline and committing.");
             break;
         }
     }
@@ -180,6 +222,9 @@ pub fn run_worker<X: Transform>(
         sink.check()?;
     }
     source.commit_through(last_epoch)?;
+    if let Some(marker) = replay.as_mut() {
+        marker.advance(source.committed());
+    }
     if let Some(first) = first_record {
         report.active = acked_at.unwrap_or_else(Instant::now).duration_since(first);
     }

@@ -1,12 +1,16 @@
 //! `fretflow run PIPELINE.toml`: runs the FRet dataflow of a pipeline config, with progress bars and a
 //! summary at the end. Timely's cluster flags (`-w`, `-n`, `-p`, `-h`) choose threads and processes.
-use crate::dataflow::config::PipelineConfig;
+//! A file `[source]` runs [`run_pipeline`]; a `[kafka.source]` runs [`run_fret`] (topic to topic),
+//! which follows the topic until Ctrl-C or, with `--idle-exit`, until it has been quiet that long.
+use crate::connectors::kafka::run::{run_fret, FretRunOptions};
+use crate::dataflow::config::{Input, PipelineConfig};
 use crate::dataflow::progress::Snapshot;
 use crate::dataflow::run::{run_pipeline, ProgressHook};
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Arguments of `fretflow run`. (`-h` is timely's hostfile flag here; help is `--help`.)
 #[derive(Debug, clap::Args)]
@@ -26,6 +30,10 @@ pub struct RunArgs {
     /// File with one `host:port` per process (default: localhost:2101, 2102, ...).
     #[arg(short = 'h', long)]
     pub hostfile: Option<PathBuf>,
+    /// Kafka pipelines: stop (drain and commit) once the source topic has been quiet for this many
+    /// seconds. Without it a Kafka run follows the topic until Ctrl-C. Ignored by file pipelines.
+    #[arg(long, value_name = "SECONDS")]
+    pub idle_exit: Option<f64>,
     /// No progress bars (also off when stderr is not a terminal).
     #[arg(long)]
     pub no_progress: bool,
@@ -61,7 +69,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let timely_config = args.timely_config(config.workers)?;
     let bars = (!args.no_progress && std::io::stderr().is_terminal()).then(Bars::new);
     let hook: Option<ProgressHook> = bars.map(|mut b| Box::new(move |s: &Snapshot| b.update(s)) as ProgressHook);
-    let snapshot = run_pipeline(&config, timely_config, args.process, hook).with_context(|| format!("pipeline {}", args.config.display()))?;
+    let context = || format!("pipeline {}", args.config.display());
+    let snapshot = match config.input() {
+        Input::File(_) => run_pipeline(&config, timely_config, args.process, hook).with_context(context)?,
+        Input::Kafka { connection, source, sink } => {
+            let idle_exit = match args.idle_exit {
+                Some(s) if !(s.is_finite() && s > 0.0) => anyhow::bail!("--idle-exit must be a positive number of seconds, got {s}"),
+                s => s.map(Duration::from_secs_f64),
+            };
+            let mut connection = connection.clone();
+            connection.apply_env(|name| std::env::var(name).ok()).with_context(context)?;
+            let options = FretRunOptions { idle_exit, progress: hook };
+            run_fret(&config, &connection, source, sink, timely_config, options).with_context(context)?
+        }
+    };
     print_summary(&snapshot, &config);
     if let Some(path) = &config.sinks.summary {
         let json = serde_json::to_string_pretty(&snapshot).expect("summary serializes. This is a bug.");
@@ -122,7 +143,11 @@ fn print_summary(s: &Snapshot, config: &PipelineConfig) {
         s.positive_not_seed,
         100.0 * s.positive_not_seed as f64 / s.examples_live.max(1) as f64
     );
-    println!("  dead letters      {:>8}   -> {}", s.dead_letters, config.sinks.dead_letters.display());
+    let dead_letters = match config.input() {
+        Input::File(_) => config.sinks.dead_letters.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        Input::Kafka { sink, .. } => format!("topic {}", sink.dead_letter_topic()),
+    };
+    println!("  dead letters      {:>8}   -> {dead_letters}", s.dead_letters);
     println!(
         "  LLM calls         {:>8}   cache hits {} ({:.0}%), LLM busy {:.0}% of the run",
         s.llm_calls,
@@ -136,5 +161,8 @@ fn print_summary(s: &Snapshot, config: &PipelineConfig) {
     }
     for path in config.sinks.changes.iter().chain(&config.sinks.snapshot) {
         println!("  wrote {}", path.display());
+    }
+    if let Input::Kafka { source, sink, .. } = config.input() {
+        println!("  wrote topic {} (compacted; progress committed under group {})", sink.topic, source.group_id);
     }
 }

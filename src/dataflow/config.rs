@@ -1,10 +1,14 @@
 //! The pipeline config: what `fretflow run PIPELINE.toml` reads. Every field is documented here (this is
 //! the user's reference), unknown fields are errors, and [`PipelineConfig::validate`] names the field of
 //! any bad value. Relative paths in the file are relative to the file's own directory.
+//!
+//! Passages come from a file (`[source]`) or from a Kafka topic (`[kafka.source]`, with the FRet stream
+//! going to `[kafka.sink]`); exactly one of the two sources is given ([`PipelineConfig::input`]).
 use super::async_op::BatchPolicy;
 use super::example::NegativeStrategy;
 use super::graph::FretParams;
 use super::source::Limits;
+use crate::connectors::kafka::{self, ConnectionConfig};
 use crate::llm::remote::config::RemoteConfig;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -45,8 +49,13 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
-    /// Where passages come from.
-    pub source: SourceConfig,
+    /// Where passages come from when they come from a file; absent when `[kafka.source]` is given.
+    #[serde(default)]
+    pub source: Option<SourceConfig>,
+    /// Kafka: the connection, and passages in from `[kafka.source]` with the FRet stream out to
+    /// `[kafka.sink]`. Absent: a file pipeline.
+    #[serde(default)]
+    pub kafka: Option<KafkaConfig>,
     /// The LLM that writes queries and judges pairs.
     pub llm: LlmConfig,
     /// The encoder used for retrieval.
@@ -61,7 +70,9 @@ pub struct PipelineConfig {
     /// Size limits on passages; a passage beyond them goes to the dead letters.
     #[serde(default)]
     pub limits: Limits,
-    /// Where results go.
+    /// Where results go. A Kafka pipeline writes the FRet stream and its dead letters to topics, so
+    /// only `summary` may be given then (or no `[sinks]` table at all).
+    #[serde(default)]
     pub sinks: SinksConfig,
     /// Durable LLM cache (a redb file); a rerun with the same cache makes no repeated LLM call.
     /// Absent: no cache.
@@ -95,6 +106,58 @@ pub struct SourceConfig {
     /// Read only the first `limit` records (valid or not), then finish; default: all.
     #[serde(default)]
     pub limit: Option<usize>,
+}
+
+/// The `[kafka]` table: how to reach the cluster (the fields of [`ConnectionConfig`]: `bootstrap_servers`,
+/// `security_protocol`, `[kafka.tls]`, `[kafka.sasl]`, `[kafka.properties]`, overridden by the
+/// `FRETFLOW_KAFKA_*` environment variables), plus the passage source and the FRet sink.
+///
+/// A Kafka run keeps the dataflow's state (passage index, queries, top-N lists) in memory, so on every
+/// start each worker reads its partitions of `source.topic` from the beginning to rebuild it; the
+/// consumer group's committed offsets only mark progress (see deploy/README.md, "Restarts").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "toml::Table")]
+pub struct KafkaConfig {
+    /// Bootstrap servers, TLS, SASL and extra librdkafka properties (the `[kafka]` keys themselves).
+    pub connection: ConnectionConfig,
+    /// `[kafka.source]`: passages in (key = passage id, value = `{id, title?, text}`, tombstone = delete).
+    /// `topic`, `group_id` (progress marker), `start_from` (must be `earliest`), `partitioning` (must be
+    /// `static`), `max_message_bytes`, `buffer_records`.
+    pub source: Option<kafka::SourceConfig>,
+    /// `[kafka.sink]`: the FRet stream out (compacted; key = query id, value = example, tombstone =
+    /// retraction) and the dead-letter topic. `topic`, `dead_letter_topic`, `partitions`,
+    /// `replication_factor`, `linger_ms`.
+    pub sink: Option<kafka::SinkConfig>,
+}
+
+impl TryFrom<toml::Table> for KafkaConfig {
+    type Error = String;
+
+    fn try_from(mut table: toml::Table) -> Result<Self, String> {
+        fn part<T: serde::de::DeserializeOwned>(value: Option<toml::Value>, name: &str) -> Result<Option<T>, String> {
+            value.map(|v| v.try_into().map_err(|e| format!("[{name}]: {e}"))).transpose()
+        }
+        let source = part(table.remove("source"), "kafka.source")?;
+        let sink = part(table.remove("sink"), "kafka.sink")?;
+        let connection = toml::Value::Table(table).try_into().map_err(|e| format!("[kafka]: {e}"))?;
+        Ok(Self { connection, source, sink })
+    }
+}
+
+/// Where a validated pipeline reads passages and writes the FRet set.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// A file source, file sinks (`[sinks]`).
+    File(&'a SourceConfig),
+    /// A Kafka topic in, a compacted Kafka topic out.
+    Kafka {
+        /// The connection (`[kafka]`).
+        connection: &'a ConnectionConfig,
+        /// `[kafka.source]`.
+        source: &'a kafka::SourceConfig,
+        /// `[kafka.sink]`.
+        sink: &'a kafka::SinkConfig,
+    },
 }
 
 /// File formats of sources and sinks.
@@ -275,7 +338,7 @@ impl BatchConfig {
 }
 
 /// Output files. The format of each follows its extension (`.parquet`, else JSONL).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinksConfig {
     /// Change-stream files: one record per change, `{op: "upsert" | "retract", key, time, example?}`.
@@ -284,8 +347,10 @@ pub struct SinksConfig {
     /// Snapshot files of the current FRet set, rewritten at the end of the run.
     #[serde(default)]
     pub snapshot: Vec<PathBuf>,
-    /// Dead-letter file (JSONL): `{stage, reason, input, record?}` per rejected record.
-    pub dead_letters: PathBuf,
+    /// Dead-letter file (JSONL): `{stage, reason, input, record?}` per rejected record. Required by a
+    /// file pipeline; a Kafka pipeline sends dead letters to `kafka.sink.dead_letter_topic` instead.
+    #[serde(default)]
+    pub dead_letters: Option<PathBuf>,
     /// Run summary (JSON): counts and time per stage.
     #[serde(default)]
     pub summary: Option<PathBuf>,
@@ -350,9 +415,10 @@ impl PipelineConfig {
         let bad = |field: &str, message: &str| {
             Err(ConfigError::Invalid { path: path.into(), field: field.into(), message: message.into() })
         };
+        self.validate_io(path)?;
         let positive = [
             ("workers", self.workers),
-            ("source.epoch_records", self.source.epoch_records),
+            ("source.epoch_records", self.source.as_ref().map_or(1, |s| s.epoch_records)),
             ("fret.neighbours", self.fret.neighbours),
             ("batching.llm.max_batch", self.batching.llm.max_batch),
             ("batching.llm.max_in_flight", self.batching.llm.max_in_flight),
@@ -367,7 +433,7 @@ impl PipelineConfig {
                 return bad(field, "must be at least 1");
             }
         }
-        if self.source.limit == Some(0) {
+        if self.source.as_ref().is_some_and(|s| s.limit == Some(0)) {
             return bad("source.limit", "must be at least 1 (leave it out to read everything)");
         }
         if !(self.fret.rrf_k.is_finite() && self.fret.rrf_k >= 0.0) {
@@ -376,8 +442,10 @@ impl PipelineConfig {
         if self.fret.hard_negatives.count >= self.fret.neighbours {
             return bad("fret.hard_negatives.count", "must be smaller than fret.neighbours (the positive takes one)");
         }
-        if self.source.mode == ReadMode::Follow
-            && FileFormat::of(&self.source.path, self.source.format) == FileFormat::Parquet
+        if self
+            .source
+            .as_ref()
+            .is_some_and(|s| s.mode == ReadMode::Follow && FileFormat::of(&s.path, s.format) == FileFormat::Parquet)
         {
             return bad("source.mode", "`follow` needs a JSONL source (a Parquet file cannot grow)");
         }
@@ -391,10 +459,93 @@ impl PipelineConfig {
                 return bad("llm.precision", "expected `f32` or `bf16`");
             }
         }
-        if self.sinks.changes.is_empty() && self.sinks.snapshot.is_empty() {
-            return bad("sinks", "name at least one `changes` or `snapshot` file");
-        }
         Ok(())
+    }
+
+    /// Checks that exactly one source is given and that the sinks fit it, naming the field.
+    fn validate_io(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |field: &str, message: String| {
+            Err(ConfigError::Invalid { path: path.into(), field: field.into(), message })
+        };
+        let kafka_source = self.kafka.as_ref().and_then(|k| k.source.as_ref());
+        let kafka_sink = self.kafka.as_ref().and_then(|k| k.sink.as_ref());
+        match (&self.source, kafka_source, kafka_sink) {
+            (None, None, _) => bad("source", "give a `[source]` file or a `[kafka.source]` topic".into()),
+            (Some(_), Some(_), _) => {
+                bad("source", "give either a `[source]` file or a `[kafka.source]` topic, not both".into())
+            }
+            (Some(_), None, Some(_)) => bad(
+                "kafka.sink",
+                "a file `[source]` writes file `[sinks]`; a Kafka sink needs a `[kafka.source]` topic".into(),
+            ),
+            (None, Some(_), None) => bad("kafka.sink", "a `[kafka.source]` pipeline needs a `[kafka.sink]` topic".into()),
+            (Some(_), None, None) => {
+                if self.sinks.changes.is_empty() && self.sinks.snapshot.is_empty() {
+                    return bad("sinks", "name at least one `changes` or `snapshot` file".into());
+                }
+                if self.sinks.dead_letters.is_none() {
+                    return bad("sinks.dead_letters", "a file pipeline needs a dead-letter file".into());
+                }
+                Ok(())
+            }
+            (None, Some(source), Some(sink)) => {
+                let kafka = self.kafka.as_ref().expect("matched a Kafka source. This is a bug.");
+                let named = |prefix: &str, e: kafka::KafkaError| {
+                    let (field, message) = match e {
+                        kafka::KafkaError::Config { field, message } => (format!("{prefix}{field}"), message),
+                        other => ("kafka".to_owned(), other.to_string()),
+                    };
+                    ConfigError::Invalid { path: path.into(), field, message }
+                };
+                kafka.connection.validate().map_err(|e| named("kafka.", e))?;
+                source.validate().map_err(|e| named("", e))?;
+                sink.validate().map_err(|e| named("", e))?;
+                let file_sinks = [
+                    ("sinks.changes", !self.sinks.changes.is_empty()),
+                    ("sinks.snapshot", !self.sinks.snapshot.is_empty()),
+                    ("sinks.dead_letters", self.sinks.dead_letters.is_some()),
+                ];
+                if let Some((field, _)) = file_sinks.iter().find(|(_, given)| *given) {
+                    return bad(
+                        field,
+                        format!(
+                            "a Kafka pipeline writes the FRet stream to topic '{}' and dead letters to '{}'; \
+                             remove this file (only `sinks.summary` applies)",
+                            sink.topic,
+                            sink.dead_letter_topic()
+                        ),
+                    );
+                }
+                if source.start_from != kafka::source::StartFrom::Earliest {
+                    return bad(
+                        "kafka.source.start_from",
+                        "must be `earliest`: every start replays the topic from its beginning to rebuild the \
+                         dataflow's state (see deploy/README.md, \"Restarts\")"
+                            .into(),
+                    );
+                }
+                if source.partitioning != kafka::source::Partitioning::Static {
+                    return bad(
+                        "kafka.source.partitioning",
+                        "must be `static`: each worker replays its own partitions on start, which a \
+                         rebalancing consumer group cannot guarantee"
+                            .into(),
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Where this (validated) pipeline reads and writes.
+    pub fn input(&self) -> Input<'_> {
+        match (&self.source, &self.kafka) {
+            (Some(file), _) => Input::File(file),
+            (None, Some(KafkaConfig { connection, source: Some(source), sink: Some(sink) })) => {
+                Input::Kafka { connection, source, sink }
+            }
+            _ => panic!("PipelineConfig::input on a config that failed validation. This is a bug."),
+        }
     }
 
     /// The recipe's parameters, as the dataflow takes them.
@@ -413,10 +564,14 @@ impl PipelineConfig {
                 *p = base.join(&*p);
             }
         };
-        fix(&mut self.source.path);
+        if let Some(source) = self.source.as_mut() {
+            fix(&mut source.path);
+        }
         self.sinks.changes.iter_mut().for_each(fix);
         self.sinks.snapshot.iter_mut().for_each(fix);
-        fix(&mut self.sinks.dead_letters);
+        if let Some(p) = self.sinks.dead_letters.as_mut() {
+            fix(p);
+        }
         if let Some(p) = self.sinks.summary.as_mut() {
             fix(p);
         }

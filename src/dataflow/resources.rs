@@ -37,6 +37,9 @@ pub enum ResourceError {
     /// A sink file could not be created (`sinks`).
     #[error("sinks: {0}")]
     Sink(String),
+    /// A file reader or sink was asked of a Kafka pipeline (no `[source]` or `sinks.dead_letters`).
+    #[error("source: this pipeline has no file `[source]` and `sinks.dead_letters` (it reads `[kafka.source]`)")]
+    NotFile,
 }
 
 /// The labeler of `config.llm`, with the durable cache of `config.cache` for real models. The cache
@@ -101,7 +104,7 @@ pub fn embedder(config: &PipelineConfig) -> Result<SharedEmbedder, ResourceError
 
 /// The passage reader of `config.source`.
 pub fn reader(config: &PipelineConfig) -> Result<Box<dyn PassageReader>, ResourceError> {
-    let s = &config.source;
+    let s = config.source.as_ref().ok_or(ResourceError::NotFile)?;
     let reader: Box<dyn PassageReader> = match FileFormat::of(&s.path, s.format) {
         FileFormat::Jsonl => Box::new(JsonlPassages::open(&s.path, s.mode == ReadMode::Follow)?),
         FileFormat::Parquet => Box::new(ParquetPassages::open(&s.path)?),
@@ -126,5 +129,6 @@ pub fn change_sinks(config: &PipelineConfig) -> Result<Vec<Box<dyn ChangeSink>>,
 
 /// The dead-letter sink of `config.sinks.dead_letters`.
 pub fn dead_letter_sink(config: &PipelineConfig) -> Result<Box<dyn DeadLetterSink>, ResourceError> {
-    Ok(Box::new(JsonlDeadLetters::create(&config.sinks.dead_letters).map_err(ResourceError::Sink)?))
+    let path = config.sinks.dead_letters.as_ref().ok_or(ResourceError::NotFile)?;
+    Ok(Box::new(JsonlDeadLetters::create(path).map_err(ResourceError::Sink)?))
 }

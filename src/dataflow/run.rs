@@ -103,8 +103,8 @@ pub fn run_pipeline(
     } else {
         None
     }));
-    let epoch_records = config.source.epoch_records;
-    let poll = Duration::from_millis(config.source.poll_ms);
+    let file_source = config.source.as_ref().ok_or(ResourceError::NotFile)?;
+    let (epoch_records, poll) = (file_source.epoch_records, Duration::from_millis(file_source.poll_ms));
 
     let guards = {
         let (errors, source_error, stop) = (Arc::clone(&errors), Arc::clone(&source_error), Arc::clone(&stop));

@@ -1,0 +1,288 @@
+//! `fretflow run` on Kafka: the FRet dataflow between a passage topic and a compacted FRet topic, with
+//! restarts that rebuild the dataflow's in-memory state.
+//!
+//! # Restarts: replay from the beginning, offsets as progress markers
+//!
+//! The dataflow keeps its state (the passage index, the queries, each query's top-N) in memory. A process
+//! that resumed from its consumer group's committed offsets would not know the passages before them: new
+//! queries could not retrieve them and a later tombstone would retract nothing. So on every start each
+//! worker reads its partitions from the beginning ([`ReplayStart`]):
+//!
+//! - The source reads under a scratch group, `<group_id>.replay`, whose offsets this worker rewinds to the
+//!   start of its partitions before it starts (so its `Stored` position is the beginning, and the source's
+//!   own per-epoch commits keep working unchanged).
+//! - The real `group_id` is a progress marker: [`ProgressMarker::advance`] commits a partition's offset
+//!   there only once every output derived from the records before it is acknowledged by the broker *and*
+//!   the offset is beyond what the group had committed. Lag tools therefore show true progress, and the
+//!   marker never moves backwards during a replay.
+//! - Replayed records are answered from the LLM cache (no model call) and re-emit the upserts already in
+//!   the compacted output topic, which compaction absorbs; the final state equals an uninterrupted run's.
+//!
+//! The input topic should be compacted (key = passage id), so a replay reads one record per live passage
+//! (plus recent tombstones) however long the topic has existed.
+use super::fret::FretTransform;
+use super::passthrough::{self, RunOptions};
+use super::{ConnectionConfig, KafkaError, SinkConfig, SourceConfig};
+use crate::dataflow::config::PipelineConfig;
+use crate::dataflow::graph::Stages;
+use crate::dataflow::progress::{Metrics, Snapshot};
+use crate::dataflow::resources::{self, ResourceError};
+use crate::dataflow::run::ProgressHook;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError as RdKafkaError;
+use rdkafka::types::RDKafkaErrorCode as Code;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a Kafka run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaRunError {
+    /// A model or the cache could not be set up (names the config field).
+    #[error(transparent)]
+    Resource(#[from] ResourceError),
+    /// The Kafka source or sink failed (names the topic or setting).
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// The tokio runtime for the model calls could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// What a worker needs to replay its partitions: the source config to read them from the beginning,
+/// and the marker that commits progress under the real group.
+#[derive(Debug)]
+pub struct ReplayStart {
+    /// The source config to start the `KafkaSource` with: the scratch group `<group_id>.replay`,
+    /// rewound to the beginning of this worker's partitions.
+    pub reader: SourceConfig,
+    /// Progress under the real `group_id`.
+    pub marker: ProgressMarker,
+}
+
+impl ReplayStart {
+    /// Reads the real group's committed offsets of worker `worker`'s partitions (static assignment:
+    /// `p % peers == worker`) and rewinds the scratch group to the start of those partitions.
+    pub fn prepare(
+        connection: &ConnectionConfig,
+        source: &SourceConfig,
+        worker: usize,
+        peers: usize,
+    ) -> Result<Self, KafkaError> {
+        let topic = source.topic.as_str();
+        let marker_consumer = group_consumer(connection, &source.group_id, worker)?;
+        let partitions: Vec<i32> =
+            (0..partition_count(&marker_consumer, topic)?).filter(|p| (*p as usize) % peers == worker).collect();
+        let committed = committed_offsets(&marker_consumer, topic, &partitions)?;
+        let reader = SourceConfig { group_id: format!("{}.replay", source.group_id), ..source.clone() };
+        let rewind = group_consumer(connection, &reader.group_id, worker)?;
+        let mut starts = Vec::new();
+        for &p in &partitions {
+            let (low, _) = rewind
+                .fetch_watermarks(topic, p, TIMEOUT)
+                .map_err(|e| KafkaError::client(format!("reading the start of partition {p} of '{topic}'"), e))?;
+            starts.push((p, low));
+        }
+        commit(&rewind, topic, &starts)?;
+        drop(rewind);
+        tracing::info!(topic, worker, partitions = ?partitions, progress = ?committed,
+            "Replaying this worker's partitions from the beginning to rebuild the dataflow's state.");
+        Ok(Self { reader, marker: ProgressMarker { consumer: marker_consumer, topic: topic.to_owned(), committed } })
+    }
+}
+
+/// Commits progress under the real consumer group, never moving an offset backwards.
+pub struct ProgressMarker {
+    consumer: BaseConsumer,
+    topic: String,
+    /// partition -> next offset committed under the group (at start, or by this marker since).
+    committed: HashMap<i32, i64>,
+}
+
+impl std::fmt::Debug for ProgressMarker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProgressMarker").field("topic", &self.topic).field("committed", &self.committed).finish()
+    }
+}
+
+impl ProgressMarker {
+    /// Commits, per partition, `reached` (the source's committed next offsets: outputs of everything
+    /// before them are acknowledged) where it is beyond the group's offset. A failure is logged and
+    /// retried by the next call: the marker is for monitoring, not for correctness.
+    pub fn advance(&mut self, reached: &HashMap<i32, i64>) {
+        let ahead: Vec<(i32, i64)> = reached
+            .iter()
+            .filter(|(p, next)| self.committed.get(p).is_none_or(|c| *c < **next))
+            .map(|(&p, &next)| (p, next))
+            .collect();
+        if ahead.is_empty() {
+            return;
+        }
+        match commit(&self.consumer, &self.topic, &ahead) {
+            Ok(()) => self.committed.extend(ahead),
+            Err(error) => tracing::warn!(topic = %self.topic, %error, "Progress commit failed; will retry."),
+        }
+    }
+
+    /// Per partition, the next offset committed under the group.
+    pub fn committed(&self) -> &HashMap<i32, i64> {
+        &self.committed
+    }
+}
+
+/// A consumer in `group` that never subscribes: for reading and committing a group's offsets.
+fn group_consumer(connection: &ConnectionConfig, group: &str, worker: usize) -> Result<BaseConsumer, KafkaError> {
+    let mut client = connection.client_config();
+    client
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("client.id", format!("{}-progress-{worker}", connection.client_id));
+    client.create().map_err(|e| KafkaError::client(format!("creating a consumer for group '{group}'"), e))
+}
+
+/// Partitions of `topic`, waiting up to 30 s for it to exist.
+fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<i32, KafkaError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), TIMEOUT)
+            .map_err(|e| KafkaError::client(format!("reading metadata of topic '{topic}'"), e))?;
+        let count = metadata.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len());
+        if count > 0 {
+            return Ok(count as i32);
+        }
+        if Instant::now() > deadline {
+            return Err(KafkaError::Topic { topic: topic.into(), message: "does not exist (waited 30 s)".into() });
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The group's committed next offset of each of `partitions` that has one, retrying for up to 60 s while
+/// the group coordinator loads (a fresh broker answers `NotCoordinator` for a while).
+fn committed_offsets(consumer: &BaseConsumer, topic: &str, partitions: &[i32]) -> Result<HashMap<i32, i64>, KafkaError> {
+    let mut list = TopicPartitionList::new();
+    for &p in partitions {
+        list.add_partition(topic, p);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // The returned list is dropped inside this block, before the consumer (librdkafka pitfall).
+        match consumer.committed_offsets(list.clone(), TIMEOUT) {
+            Ok(committed) => {
+                return Ok(committed
+                    .elements()
+                    .iter()
+                    .filter_map(|e| match e.offset() {
+                        Offset::Offset(o) => Some((e.partition(), o)),
+                        _ => None,
+                    })
+                    .collect())
+            }
+            Err(e) if Instant::now() < deadline && is_transient(&e) => std::thread::sleep(Duration::from_millis(250)),
+            Err(e) => return Err(KafkaError::client(format!("reading the committed offsets of '{topic}'"), e)),
+        }
+    }
+}
+
+fn is_transient(error: &RdKafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(Code::NotCoordinator | Code::CoordinatorLoadInProgress | Code::CoordinatorNotAvailable | Code::RequestTimedOut)
+    )
+}
+
+fn commit(consumer: &BaseConsumer, topic: &str, offsets: &[(i32, i64)]) -> Result<(), KafkaError> {
+    let mut list = TopicPartitionList::new();
+    for &(partition, next) in offsets {
+        list.add_partition_offset(topic, partition, Offset::Offset(next))
+            .map_err(|e| KafkaError::client(format!("committing partition {partition} of '{topic}'"), e))?;
+    }
+    consumer
+        .commit(&list, CommitMode::Sync)
+        .map_err(|e| KafkaError::client(format!("committing offsets of '{topic}'"), e))
+}
+
+/// How a Kafka run ends and what it reports while it goes on.
+#[derive(Default)]
+pub struct FretRunOptions {
+    /// Stop (drain, commit) once every worker has read nothing for this long; `None` follows the topic
+    /// until Ctrl-C.
+    pub idle_exit: Option<Duration>,
+    /// Called about four times a second with the metrics so far, and once at the end.
+    pub progress: Option<ProgressHook>,
+}
+
+/// Runs `config`'s FRet dataflow from `source` to `sink` on `timely_config`'s workers (this process's
+/// share of the cluster), with the models, cache, batching and limits of the config. Every worker replays
+/// its partitions from the beginning (see the module docs). Ctrl-C stops reading, drains the dataflow and
+/// commits. Returns this process's metrics.
+pub fn run_fret(
+    config: &PipelineConfig,
+    connection: &ConnectionConfig,
+    source: &SourceConfig,
+    sink: &SinkConfig,
+    timely_config: timely::Config,
+    mut options: FretRunOptions,
+) -> Result<Snapshot, KafkaRunError> {
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("fretflow-io")
+        .build()
+        .map_err(KafkaRunError::Runtime)?;
+    let labeler = resources::labeler(config)?;
+    let metrics = Arc::new(Metrics::default());
+    let stages = Stages {
+        labeler: Arc::clone(&labeler),
+        embedder: resources::embedder(config)?,
+        runtime: runtime.handle().clone(),
+        llm_batch: config.batching.llm.policy(),
+        embed_batch: config.batching.embed.policy(),
+        fret: config.fret_params(),
+        limits: config.limits,
+        metrics: Arc::clone(&metrics),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = Arc::clone(&stop);
+        runtime.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::warn!("Interrupted: stopping the Kafka source, draining the pipeline and committing.");
+                stop.store(true, Ordering::Relaxed);
+            }
+        });
+    }
+    let run_options = RunOptions { idle_exit: options.idle_exit, replay: true, stop: Some(stop), ..RunOptions::default() };
+    let transform = FretTransform { source_topic: source.topic.clone(), stages };
+    let done = Arc::new(AtomicBool::new(false));
+    let snapshot = || {
+        let stats = labeler.stats();
+        metrics.snapshot(started, (stats.model_calls, stats.cache_hits))
+    };
+    let progress_thread = options.progress.take().map(|mut hook| {
+        let (metrics, labeler, done) = (Arc::clone(&metrics), Arc::clone(&labeler), Arc::clone(&done));
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let stats = labeler.stats();
+                hook(&metrics.snapshot(started, (stats.model_calls, stats.cache_hits)));
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            hook
+        })
+    });
+    let result = passthrough::run_cluster(timely_config, connection, source, sink, &run_options, transform);
+    done.store(true, Ordering::Relaxed);
+    let last = snapshot();
+    if let Some(mut hook) = progress_thread.and_then(|t| t.join().ok()) {
+        hook(&last);
+    }
+    let reports = result?;
+    tracing::info!(workers = reports.len(), records = reports.iter().map(|r| r.records).sum::<u64>(), "Kafka run done.");
+    Ok(last)
+}
