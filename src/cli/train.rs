@@ -19,12 +19,9 @@ use std::time::Duration;
 /// Arguments of `fretflow train`.
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
-    /// FRet examples or change records: JSONL (`.jsonl`) or Parquet (`.parquet`).
+    /// FRet examples or change records: JSONL (`.jsonl`) or Parquet (`.parquet`); or see --kafka-topic.
     #[arg(long, required_unless_present = "kafka_topic", conflicts_with = "kafka_topic")]
     pub data: Option<PathBuf>,
-    /// Kafka: the FRet topic to read, and where checkpoint events go.
-    #[command(flatten)]
-    pub kafka: TrainKafkaArgs,
     /// Base model: a directory in sentence-transformers layout or a short name.
     #[arg(long, default_value = "all-MiniLM-L6-v2")]
     pub model: String,
@@ -116,6 +113,10 @@ pub struct TrainArgs {
     /// `cpu`, `cuda`, `cuda:N` or `auto`.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
+    /// Kafka: the FRet topic to read, and where checkpoint events go (listed last: their help heading
+    /// applies to every argument after them).
+    #[command(flatten)]
+    pub kafka: TrainKafkaArgs,
 }
 
 /// The Kafka side of `fretflow train`.
