@@ -94,6 +94,7 @@ fn trains_on_the_topic_without_retracted_or_malformed_records_and_publishes_one_
 
     let out = dir.path().join("out");
     let out_arg = out.display().to_string();
+    #[rustfmt::skip]
     let args = [
         "--kafka-topic", &topic, "--bootstrap", &bootstrap, "--kafka-idle-exit", "5", "--steps", "4",
         "--batch-size", "8", "--checkpoint-every", "2", "--events-topic", &events, "--out", &out_arg,

@@ -8,8 +8,8 @@ use crate::embed::EncoderOptions;
 use crate::train::buffer::SamplerConfig;
 use crate::train::evaluate::BeirEvaluator;
 use crate::train::gradcache::BackwardConfig;
-use crate::train::optim::{Decay, OptimConfig};
 use crate::train::kafka::{CheckpointPublisher, FretTopicSource, TopicStats};
+use crate::train::optim::{Decay, OptimConfig};
 use crate::train::source::FileSource;
 use crate::train::{GeckoLoss, Trainer, TrainerConfig};
 use anyhow::Context;
@@ -191,7 +191,11 @@ impl TrainArgs {
                 pair_mix_ratio: self.pair_mix_ratio,
                 seed: self.seed,
             },
-            backward: BackwardConfig { chunk_tokens: self.chunk_tokens, grad_cache: self.grad_cache, dropout: self.dropout },
+            backward: BackwardConfig {
+                chunk_tokens: self.chunk_tokens,
+                grad_cache: self.grad_cache,
+                dropout: self.dropout,
+            },
             checkpoint_every_steps: self.checkpoint_every,
             checkpoint_every_minutes: self.checkpoint_minutes,
             keep_last: self.keep_last,

@@ -29,6 +29,7 @@ use super::checkpoint::checkpoint_name;
 use super::data::Change;
 use super::manifest::CheckpointEvent;
 use super::source::ChangeSource;
+use super::trainer::CheckpointListener;
 use super::TrainError;
 use crate::connectors::kafka::admin::{ensure_topic, partition_count, TopicKind};
 use crate::connectors::kafka::{headers, ConnectionConfig, KafkaError};
@@ -86,7 +87,10 @@ impl FretTopicSource {
     /// Assigns every partition of `topic` from its beginning (waiting up to 30 s for the topic to exist).
     /// With `idle_exit`, the source finishes once caught up and idle for that long.
     pub fn start(connection: &ConnectionConfig, topic: &str, idle_exit: Option<Duration>) -> Result<Self, TrainError> {
-        let source_error = |e: KafkaError| TrainError::Source { source_name: format!("kafka topic '{topic}'"), message: e.to_string() };
+        let source_error = |e: KafkaError| TrainError::Source {
+            source_name: format!("kafka topic '{topic}'"),
+            message: e.to_string(),
+        };
         connection.validate().map_err(source_error)?;
         let partitions = wait_for_topic(connection, topic).map_err(source_error)?;
         let mut client = connection.client_config();
@@ -103,15 +107,21 @@ impl FretTopicSource {
         {
             let mut list = TopicPartitionList::new();
             for p in 0..partitions as i32 {
-                list.add_partition_offset(topic, p, Offset::Beginning)
-                    .map_err(|e| source_error(KafkaError::client(format!("assigning partition {p} of '{topic}'"), e)))?;
+                list.add_partition_offset(topic, p, Offset::Beginning).map_err(|e| {
+                    source_error(KafkaError::client(format!("assigning partition {p} of '{topic}'"), e))
+                })?;
             }
             consumer
                 .assign(&list)
                 .map_err(|e| source_error(KafkaError::client(format!("assigning the partitions of '{topic}'"), e)))?;
             // `list` is dropped here, before the consumer can be (a librdkafka pitfall, see the source module).
         }
-        tracing::info!(topic, partitions, idle_exit_s = idle_exit.map(|d| d.as_secs_f64()), "Reading the FRet topic from the beginning.");
+        tracing::info!(
+            topic,
+            partitions,
+            idle_exit_s = idle_exit.map(|d| d.as_secs_f64()),
+            "Reading the FRet topic from the beginning."
+        );
         Ok(Self {
             consumer,
             topic: topic.to_owned(),
@@ -287,9 +297,8 @@ impl CheckpointPublisher {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("client.id", format!("{}-train-events", connection.client_id));
-        let producer: FutureProducer = client
-            .create()
-            .map_err(|e| KafkaError::client(format!("creating the producer for topic '{topic}'"), e))?;
+        let producer: FutureProducer =
+            client.create().map_err(|e| KafkaError::client(format!("creating the producer for topic '{topic}'"), e))?;
         tracing::info!(topic, "Publishing checkpoint events.");
         Ok(Self { producer, topic: topic.to_owned() })
     }
@@ -312,16 +321,21 @@ impl CheckpointPublisher {
                 tracing::info!(topic = %self.topic, step = event.step, key, "Published checkpoint event.");
                 Ok(())
             }
-            Err((error, _)) => Err(KafkaError::Delivery { topic: self.topic.clone(), failed: 1, message: error.to_string() }),
+            Err((error, _)) => {
+                Err(KafkaError::Delivery { topic: self.topic.clone(), failed: 1, message: error.to_string() })
+            }
         }
     }
 
     /// This publisher as a trainer listener ([`super::Trainer::on_checkpoint`]); a failed delivery stops
     /// training with an error naming the checkpoint and the topic.
-    pub fn into_listener(self) -> Box<dyn FnMut(&CheckpointEvent) -> Result<(), TrainError>> {
+    pub fn into_listener(self) -> CheckpointListener {
         Box::new(move |event| {
             self.publish(event).map_err(|e| {
-                TrainError::checkpoint(&event.path, format!("publishing its event to Kafka topic '{}': {e}", self.topic))
+                TrainError::checkpoint(
+                    &event.path,
+                    format!("publishing its event to Kafka topic '{}': {e}", self.topic),
+                )
             })
         })
     }

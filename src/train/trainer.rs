@@ -80,7 +80,9 @@ pub struct RunSummary {
     pub examples_per_second: Option<f64>,
 }
 
-type Listener = Box<dyn FnMut(&CheckpointEvent) -> Result<(), TrainError>>;
+/// Told of each checkpoint after it is written, evaluated and recorded in the manifest (e.g.
+/// [`super::kafka::CheckpointPublisher`]); an error stops training.
+pub type CheckpointListener = Box<dyn FnMut(&CheckpointEvent) -> Result<(), TrainError>>;
 
 /// A trainer: encoder, optimizer, replay buffer and bookkeeping.
 pub struct Trainer {
@@ -96,7 +98,7 @@ pub struct Trainer {
     losses: (f64, u64),
     last_checkpoint: (u64, Instant),
     evaluator: Option<Box<dyn CheckpointEvaluator>>,
-    listeners: Vec<Listener>,
+    listeners: Vec<CheckpointListener>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -157,7 +159,7 @@ impl Trainer {
     }
 
     /// Calls `listener` with each checkpoint event (e.g. to publish it on Kafka).
-    pub fn on_checkpoint(&mut self, listener: Listener) {
+    pub fn on_checkpoint(&mut self, listener: CheckpointListener) {
         self.listeners.push(listener);
     }
 
@@ -282,7 +284,7 @@ impl Trainer {
     }
 
     fn checkpoint_due(&self) -> bool {
-        let by_steps = self.config.checkpoint_every_steps.is_some_and(|k| k > 0 && self.step % k == 0);
+        let by_steps = self.config.checkpoint_every_steps.is_some_and(|k| k > 0 && self.step.is_multiple_of(k));
         let by_time = self
             .config
             .checkpoint_every_minutes
