@@ -327,16 +327,18 @@ impl CheckpointPublisher {
         }
     }
 
-    /// This publisher as a trainer listener ([`super::Trainer::on_checkpoint`]); a failed delivery stops
-    /// training with an error naming the checkpoint and the topic.
+    /// This publisher as a trainer listener ([`super::Trainer::on_checkpoint`]). A failed delivery is logged
+    /// as an error naming the checkpoint and the topic, and training goes on: the checkpoint is on disk and
+    /// in `checkpoints.jsonl` either way, and a broker outage should not stop the trainer.
     pub fn into_listener(self) -> CheckpointListener {
         Box::new(move |event| {
-            self.publish(event).map_err(|e| {
-                TrainError::checkpoint(
-                    &event.path,
-                    format!("publishing its event to Kafka topic '{}': {e}", self.topic),
-                )
-            })
+            if let Err(error) = self.publish(event) {
+                tracing::error!(
+                    topic = %self.topic, step = event.step, path = %event.path.display(), %error,
+                    "Could not publish the checkpoint event; training goes on (the manifest has the checkpoint)."
+                );
+            }
+            Ok(())
         })
     }
 }
