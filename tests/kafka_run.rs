@@ -1,0 +1,271 @@
+//! `fretflow run` on a Kafka pipeline, as a user runs it: the real binary, a pipeline file with `[kafka]`,
+//! `[kafka.source]` and `[kafka.sink]`, and the project's real broker. The plumbing tests use the instant
+//! word-overlap labeler and the `hashing:64` embedder; the last test uses the local SmolLM2 model.
+//!
+//! Run with the broker: `scripts/with-kafka.sh cargo test --test kafka_run`.
+mod kafka_support;
+
+use fretflow::dataflow::generate::query_id;
+use kafka_support::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOPICS: [&str; 6] = ["wing", "boundary", "shock", "heat", "flutter", "nozzle"];
+
+/// `n` passages `p0..`, each about two of six topics, so retrieval has neighbours to rank.
+fn corpus(n: usize) -> Vec<Raw> {
+    (0..n)
+        .map(|i| {
+            let (a, b) = (TOPICS[i % 6], TOPICS[(i / 6) % 6]);
+            passage(&format!("p{i}"), &format!("{a} layer study number {i} of the {a} problem with {b} effects"))
+        })
+        .collect()
+}
+
+/// Topics and group of one pipeline.
+struct Names {
+    input: String,
+    output: String,
+    group: String,
+}
+
+impl Names {
+    fn new(input: &str) -> Self {
+        Self { input: input.to_owned(), output: unique("fret"), group: unique("group") }
+    }
+}
+
+/// Writes a Kafka pipeline file into `dir` (summary next to it) with the given `[llm]` body.
+fn pipeline(dir: &Path, bootstrap: &str, names: &Names, llm: &str) -> PathBuf {
+    let text = format!(
+        r#"workers = 2
+cache = "llm-cache.redb"
+
+[kafka]
+bootstrap_servers = "{bootstrap}"
+
+[kafka.source]
+topic = "{input}"
+group_id = "{group}"
+
+[kafka.sink]
+topic = "{output}"
+partitions = 3
+
+[llm]
+{llm}
+
+[embedder]
+model = "hashing:64"
+
+[fret]
+neighbours = 3
+
+[batching]
+llm = {{ max_batch = 8, max_wait_ms = 5, max_in_flight = 2 }}
+embed = {{ max_batch = 64, max_wait_ms = 5 }}
+
+[sinks]
+summary = "summary.json"
+"#,
+        input = names.input,
+        output = names.output,
+        group = names.group,
+    );
+    write(dir, "pipeline.toml", &text)
+}
+
+const INSTANT: &str = "backend = \"instant\"\nquery_words = 4";
+
+fn fretflow(config: &Path, idle_exit: Option<&str>) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fretflow"));
+    command.args(["run", config.to_str().unwrap(), "-w", "2", "--no-progress"]);
+    if let Some(seconds) = idle_exit {
+        command.args(["--idle-exit", seconds]);
+    }
+    command
+}
+
+/// Runs the pipeline until the topic has been quiet for 3 s; returns stdout and the summary JSON.
+fn run_to_end(config: &Path) -> (String, Value) {
+    let stdout = run(&mut fretflow(config, Some("3")));
+    let summary = std::fs::read_to_string(config.with_file_name("summary.json")).expect("the run writes its summary");
+    (stdout, serde_json::from_str(&summary).unwrap())
+}
+
+/// Live examples by key (the current FRet set in the compacted topic).
+fn live(bootstrap: &str, topic: &str) -> BTreeMap<String, Value> {
+    latest_by_key(&read_all(bootstrap, topic)).into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect()
+}
+
+/// The high watermark of every partition of `topic`.
+fn ends(bootstrap: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    (0..partitions).map(|p| (p, consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().1)).collect()
+}
+
+fn topic_exists(bootstrap: &str, topic: &str) -> bool {
+    matches!(fretflow::connectors::kafka::admin::partition_count(&connection(bootstrap), topic), Ok(Some(_)))
+}
+
+#[test]
+fn two_hundred_passages_over_three_partitions_give_one_live_example_per_query_key() {
+    let Some(bootstrap) = broker() else { return };
+    let names = Names::new(&unique("passages"));
+    create_topic(&bootstrap, &names.input, 3);
+    produce(&bootstrap, &names.input, &corpus(200));
+    let dir = tempfile::tempdir().unwrap();
+    let (stdout, summary) = run_to_end(&pipeline(dir.path(), &bootstrap, &names, INSTANT));
+
+    let out = read_all(&bootstrap, &names.output);
+    let examples = live(&bootstrap, &names.output);
+    let want: Vec<String> = (0..200).map(|i| query_id(&format!("p{i}"))).collect();
+    assert_eq!(examples.keys().cloned().collect::<Vec<_>>(), { let mut w = want.clone(); w.sort(); w });
+    for (key, example) in &examples {
+        assert_eq!(example["query_id"], key.as_str());
+        assert!(example["positive"]["id"].is_string() && example["ranking"].as_array().is_some_and(|r| !r.is_empty()));
+    }
+    let upserts = out.iter().filter(|m| m.value.is_some());
+    assert!(upserts.clone().all(|m| m.headers.contains_key("fretflow.positive") && m.headers.contains_key("fretflow.seed")));
+    assert_eq!(upserts.count(), out.len(), "no retraction without a deletion");
+    // The summary counts what the topic holds; the group's offsets mark the whole topic as done.
+    assert_eq!((summary["records_in"].as_u64(), summary["examples_live"].as_u64()), (Some(200), Some(200)), "{summary}");
+    assert!(stdout.contains("examples") && stdout.contains(&format!("wrote topic {}", names.output)), "{stdout}");
+    assert_eq!(committed(&bootstrap, &names.group, &names.input, 3), ends(&bootstrap, &names.input, 3));
+}
+
+#[test]
+fn sigkill_mid_run_then_restart_loses_no_key_and_ends_where_an_uninterrupted_run_ends() {
+    let Some(bootstrap) = broker() else { return };
+    let input = unique("passages");
+    create_topic(&bootstrap, &input, 3);
+    let passages = corpus(200);
+    produce(&bootstrap, &input, &passages[..100]);
+
+    // A slow run (300 ms per LLM batch): the first 100 passages go through and are committed, then the
+    // other 100 arrive and the process is killed while they are in flight.
+    let names = Names::new(&input);
+    let dir = tempfile::tempdir().unwrap();
+    let config = pipeline(dir.path(), &bootstrap, &names, &format!("{INSTANT}\nlatency_ms = 300"));
+    let mut child: Child = fretflow(&config, None).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(topic_exists(&bootstrap, &names.output) && live(&bootstrap, &names.output).len() == 100) {
+        assert!(Instant::now() < deadline, "the first 100 examples were not out within 60 s");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended on its own");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    produce(&bootstrap, &input, &passages[100..]);
+    std::thread::sleep(Duration::from_millis(300)); // less than one LLM batch: the second wave is in flight
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let partial = live(&bootstrap, &names.output).len();
+    assert!((100..200).contains(&partial), "killed mid-run: {partial} of 200 examples were out");
+    let progress_at_kill = committed(&bootstrap, &names.group, &input, 3);
+    assert!(progress_at_kill.values().sum::<i64>() >= 100, "the first wave was committed: {progress_at_kill:?}");
+
+    // Restart with an instant LLM: the replay rebuilds the state and finishes the second wave.
+    pipeline(dir.path(), &bootstrap, &names, INSTANT);
+    run_to_end(&config);
+    let got = live(&bootstrap, &names.output);
+    let progress = committed(&bootstrap, &names.group, &input, 3);
+    assert_eq!(progress, ends(&bootstrap, &input, 3));
+    for (p, before) in progress_at_kill {
+        assert!(progress[&p] >= before, "partition {p}: progress moved back from {before} to {}", progress[&p]);
+    }
+
+    // The reference: one uninterrupted run over the same topic.
+    let reference = Names::new(&input);
+    let ref_dir = tempfile::tempdir().unwrap();
+    run_to_end(&pipeline(ref_dir.path(), &bootstrap, &reference, INSTANT));
+    let want = live(&bootstrap, &reference.output);
+    assert_eq!(want.len(), 200);
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "keys lost or added by the crash");
+    assert_eq!(got, want, "the restarted run ends with the uninterrupted run's examples");
+}
+
+#[test]
+fn a_passage_deleted_while_the_pipeline_is_down_gets_its_examples_tombstoned_on_restart() {
+    let Some(bootstrap) = broker() else { return };
+    let names = Names::new(&unique("passages"));
+    create_topic(&bootstrap, &names.input, 2);
+    produce(&bootstrap, &names.input, &corpus(30));
+    let dir = tempfile::tempdir().unwrap();
+    let config = pipeline(dir.path(), &bootstrap, &names, INSTANT);
+    run_to_end(&config);
+    let before = live(&bootstrap, &names.output);
+    let mentions_p7 = |example: &Value| example["ranking"].as_array().unwrap().iter().any(|c| c["id"] == "p7");
+    let supported: Vec<String> = before.iter().filter(|(_, e)| mentions_p7(e)).map(|(k, _)| k.clone()).collect();
+    assert!(supported.len() > 1, "p7 seeds its own example and ranks in others: {supported:?}");
+
+    // Deleted while down: the replay reads p7's upsert and tombstone together and the dataflow never
+    // holds p7, yet the example p7 seeded must be tombstoned and the others re-ranked without it.
+    produce(&bootstrap, &names.input, &[tombstone("p7")]);
+    run_to_end(&config);
+    let latest = latest_by_key(&read_all(&bootstrap, &names.output));
+    assert_eq!(latest[&query_id("p7")], None, "the example seeded by p7 ends in a tombstone");
+    let after = live(&bootstrap, &names.output);
+    assert_eq!(after.len(), 29);
+    for key in supported.iter().filter(|k| **k != query_id("p7")) {
+        assert!(!mentions_p7(&after[key]), "{key} still ranks the deleted p7: {}", after[key]);
+    }
+}
+
+#[test]
+fn malformed_messages_go_to_the_dead_letter_topic_with_their_reason_and_the_rest_flows() {
+    let Some(bootstrap) = broker() else { return };
+    let names = Names::new(&unique("passages"));
+    create_topic(&bootstrap, &names.input, 2);
+    let mut messages = corpus(12);
+    messages.insert(3, (Some(b"bad-json".to_vec()), Some(b"{not json".to_vec())));
+    messages.insert(7, (Some(b"no-text".to_vec()), Some(br#"{"id": "no-text", "text": "  "}"#.to_vec())));
+    produce(&bootstrap, &names.input, &messages);
+    let dir = tempfile::tempdir().unwrap();
+    let (_, summary) = run_to_end(&pipeline(dir.path(), &bootstrap, &names, INSTANT));
+
+    let dead = read_all(&bootstrap, &format!("{}.dead-letter", names.output));
+    let reasons: BTreeMap<String, String> = dead
+        .iter()
+        .map(|m| (m.key.clone().unwrap(), m.headers.get("fretflow.error").cloned().unwrap_or_default()))
+        .collect();
+    assert_eq!(reasons.len(), 2, "{dead:?}");
+    assert_eq!(reasons["bad-json"], "not_json");
+    assert_eq!(reasons["no-text"], "empty_text");
+    assert!(dead.iter().all(|m| m.headers.contains_key("fretflow.error.message") && m.value.is_some()));
+    assert_eq!(live(&bootstrap, &names.output).len(), 12, "every good passage still gives its example");
+    assert_eq!(summary["dead_letters"].as_u64(), Some(2), "{summary}");
+}
+
+#[test]
+fn rerun_with_the_same_cache_answers_every_llm_request_from_it_with_the_local_model() {
+    let Some(bootstrap) = broker() else { return };
+    let names = Names::new(&unique("passages"));
+    create_topic(&bootstrap, &names.input, 2);
+    let texts = [
+        "The wing boundary layer separates at high angles of attack.",
+        "Shock waves form over the wing at transonic speeds.",
+        "Heat transfer rises sharply in hypersonic boundary layers.",
+        "Panel flutter appears when dynamic pressure passes a limit.",
+        "Nozzle flow expands to supersonic speed past the throat.",
+        "Laminar flow over a flat plate becomes turbulent downstream.",
+        "Skin friction drag depends on the boundary layer state.",
+        "Flutter of a wing couples bending and torsion modes.",
+    ];
+    let messages: Vec<Raw> = texts.iter().enumerate().map(|(i, t)| passage(&format!("d{i}"), t)).collect();
+    produce(&bootstrap, &names.input, &messages);
+    let dir = tempfile::tempdir().unwrap();
+    let local = "backend = \"local\"\nmodel = \"SmolLM2-135M-Instruct\"";
+    let config = pipeline(dir.path(), &bootstrap, &names, local);
+
+    let (_, first) = run_to_end(&config);
+    assert!(first["llm_calls"].as_u64().unwrap() > 0, "{first}");
+    let want = live(&bootstrap, &names.output);
+    assert!(!want.is_empty());
+    let (_, second) = run_to_end(&config);
+    assert_eq!(second["llm_calls"].as_u64(), Some(0), "the replay asks the model nothing: {second}");
+    assert!(second["llm_cache_hits"].as_u64().unwrap() >= first["llm_calls"].as_u64().unwrap(), "{second}");
+    assert_eq!(live(&bootstrap, &names.output), want);
+}
