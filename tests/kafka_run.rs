@@ -124,16 +124,26 @@ fn two_hundred_passages_over_three_partitions_give_one_live_example_per_query_ke
     let out = read_all(&bootstrap, &names.output);
     let examples = live(&bootstrap, &names.output);
     let want: Vec<String> = (0..200).map(|i| query_id(&format!("p{i}"))).collect();
-    assert_eq!(examples.keys().cloned().collect::<Vec<_>>(), { let mut w = want.clone(); w.sort(); w });
+    assert_eq!(examples.keys().cloned().collect::<Vec<_>>(), {
+        let mut w = want.clone();
+        w.sort();
+        w
+    });
     for (key, example) in &examples {
         assert_eq!(example["query_id"], key.as_str());
         assert!(example["positive"]["id"].is_string() && example["ranking"].as_array().is_some_and(|r| !r.is_empty()));
     }
     let upserts = out.iter().filter(|m| m.value.is_some());
-    assert!(upserts.clone().all(|m| m.headers.contains_key("fretflow.positive") && m.headers.contains_key("fretflow.seed")));
+    assert!(upserts
+        .clone()
+        .all(|m| m.headers.contains_key("fretflow.positive") && m.headers.contains_key("fretflow.seed")));
     assert_eq!(upserts.count(), out.len(), "no retraction without a deletion");
     // The summary counts what the topic holds; the group's offsets mark the whole topic as done.
-    assert_eq!((summary["records_in"].as_u64(), summary["examples_live"].as_u64()), (Some(200), Some(200)), "{summary}");
+    assert_eq!(
+        (summary["records_in"].as_u64(), summary["examples_live"].as_u64()),
+        (Some(200), Some(200)),
+        "{summary}"
+    );
     assert!(stdout.contains("examples") && stdout.contains(&format!("wrote topic {}", names.output)), "{stdout}");
     assert_eq!(committed(&bootstrap, &names.group, &names.input, 3), ends(&bootstrap, &names.input, 3));
 }

@@ -164,7 +164,11 @@ fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<i32, KafkaErr
 
 /// The group's committed next offset of each of `partitions` that has one, retrying for up to 60 s while
 /// the group coordinator loads (a fresh broker answers `NotCoordinator` for a while).
-fn committed_offsets(consumer: &BaseConsumer, topic: &str, partitions: &[i32]) -> Result<HashMap<i32, i64>, KafkaError> {
+fn committed_offsets(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<HashMap<i32, i64>, KafkaError> {
     let mut list = TopicPartitionList::new();
     for &p in partitions {
         list.add_partition(topic, p);
@@ -192,7 +196,12 @@ fn committed_offsets(consumer: &BaseConsumer, topic: &str, partitions: &[i32]) -
 fn is_transient(error: &RdKafkaError) -> bool {
     matches!(
         error.rdkafka_error_code(),
-        Some(Code::NotCoordinator | Code::CoordinatorLoadInProgress | Code::CoordinatorNotAvailable | Code::RequestTimedOut)
+        Some(
+            Code::NotCoordinator
+                | Code::CoordinatorLoadInProgress
+                | Code::CoordinatorNotAvailable
+                | Code::RequestTimedOut
+        )
     )
 }
 
@@ -258,7 +267,8 @@ pub fn run_fret(
             }
         });
     }
-    let run_options = RunOptions { idle_exit: options.idle_exit, replay: true, stop: Some(stop), ..RunOptions::default() };
+    let run_options =
+        RunOptions { idle_exit: options.idle_exit, replay: true, stop: Some(stop), ..RunOptions::default() };
     let transform = FretTransform { source_topic: source.topic.clone(), stages };
     let done = Arc::new(AtomicBool::new(false));
     let snapshot = || {
@@ -283,6 +293,10 @@ pub fn run_fret(
         hook(&last);
     }
     let reports = result?;
-    tracing::info!(workers = reports.len(), records = reports.iter().map(|r| r.records).sum::<u64>(), "Kafka run done.");
+    tracing::info!(
+        workers = reports.len(),
+        records = reports.iter().map(|r| r.records).sum::<u64>(),
+        "Kafka run done."
+    );
     Ok(last)
 }
