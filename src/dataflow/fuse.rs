@@ -15,12 +15,31 @@ use std::time::Instant;
 pub struct FuseParams {
     /// The RRF constant `k` (60 in the standard formulation).
     pub rrf_k: f64,
+    /// Weights of the QL and RC rankings in the fusion (the paper's RRF: 1 and 1). A weight of 0 ranks by
+    /// the other signal alone, e.g. when a small judge model's RC does not tell passages apart.
+    pub weights: FusionWeights,
     /// How hard negatives are chosen.
     pub negatives: NegativeStrategy,
     /// How many hard negatives per example.
     pub negatives_count: usize,
     /// Models and prompt versions, recorded in each example.
     pub provenance: Provenance,
+}
+
+/// Weights of the two rankings in reciprocal rank fusion: `ql / (k + rank_ql) + rc / (k + rank_rc)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FusionWeights {
+    /// Weight of the query-likelihood ranking.
+    pub ql: f64,
+    /// Weight of the relevance-classification ranking.
+    pub rc: f64,
+}
+
+impl Default for FusionWeights {
+    /// Equal weights, as in the paper.
+    fn default() -> Self {
+        Self { ql: 1.0, rc: 1.0 }
+    }
 }
 
 /// 1-based ranks of `judged` by `score` (higher first; ties by passage id).
@@ -46,7 +65,8 @@ pub fn fuse(judged: &[&Judged], params: &FuseParams) -> Example {
         .enumerate()
         .map(|(i, j)| {
             let ql_rank_i = ql_rank.as_ref().map(|r| r[i]);
-            let rrf = 1.0 / (params.rrf_k + ql_rank_i.unwrap_or(rc_rank[i]) as f64) + 1.0 / (params.rrf_k + rc_rank[i] as f64);
+            let w = params.weights;
+            let rrf = w.ql / (params.rrf_k + ql_rank_i.unwrap_or(rc_rank[i]) as f64) + w.rc / (params.rrf_k + rc_rank[i] as f64);
             let entry = RankedCandidate {
                 id: j.candidate.passage.id.clone(),
                 cosine: j.candidate.cosine,
@@ -105,5 +125,43 @@ impl<'scope> FuseRankings<'scope> for VecCollection<'scope, Time, Judged, Diff> 
             }
             metrics.fuse.add_operator_time(started.elapsed());
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataflow::generate::Query;
+    use crate::dataflow::retrieve::Candidate;
+    use crate::records::Passage;
+
+    fn judged(passage: &str, ql: f64, rc: f64) -> Judged {
+        let query = Query { id: "q:s".into(), seed_id: "s".into(), task: "t".into(), text: "q".into() };
+        let passage = Passage { id: passage.into(), title: String::new(), text: "x".into() };
+        Judged { candidate: Candidate { query, passage, cosine: Score(0.5) }, ql: Some(Score(ql)), rc: Score(rc) }
+    }
+
+    fn positive(weights: FusionWeights) -> String {
+        // QL prefers "s", RC prefers "a"; "b" is second in both.
+        let all = [judged("s", -1.0, 0.2), judged("a", -9.0, 0.9), judged("b", -5.0, 0.5)];
+        let refs: Vec<&Judged> = all.iter().collect();
+        let params = FuseParams {
+            rrf_k: 60.0,
+            weights,
+            negatives: NegativeStrategy::Last,
+            negatives_count: 1,
+            provenance: Provenance::default(),
+        };
+        fuse(&refs, &params).positive.id
+    }
+
+    #[test]
+    fn weights_decide_between_disagreeing_rankings() {
+        // Equal weights: "s" (1st and 3rd) and "a" (3rd and 1st) tie at 1/61 + 1/63, above "b" (2/62); the tie
+        // goes to the better RC.
+        assert_eq!(positive(FusionWeights::default()), "a");
+        assert_eq!(positive(FusionWeights { ql: 2.0, rc: 1.0 }), "s");
+        assert_eq!(positive(FusionWeights { ql: 1.0, rc: 0.0 }), "s");
+        assert_eq!(positive(FusionWeights { ql: 0.0, rc: 1.0 }), "a");
     }
 }

@@ -3,7 +3,7 @@ use super::async_op::{AsyncStage, BatchFn, BatchPolicy};
 use super::deadletter::DeadLetter;
 use super::embed::{EmbedPassages, EmbedQueries, SharedEmbedder};
 use super::example::{Example, NegativeStrategy, Provenance};
-use super::fuse::{FuseParams, FuseRankings};
+use super::fuse::{FuseParams, FuseRankings, FusionWeights};
 use super::generate::GenerateQueries;
 use super::judge::JudgeCandidates;
 use super::labeler::Labeler;
@@ -23,6 +23,8 @@ pub struct FretParams {
     pub neighbours: usize,
     /// The RRF constant k.
     pub rrf_k: f64,
+    /// Weights of the QL and RC rankings in the fusion.
+    pub weights: FusionWeights,
     /// How hard negatives are chosen.
     pub negatives: NegativeStrategy,
     /// Hard negatives per example.
@@ -31,7 +33,13 @@ pub struct FretParams {
 
 impl Default for FretParams {
     fn default() -> Self {
-        Self { neighbours: 20, rrf_k: 60.0, negatives: NegativeStrategy::Last, negatives_count: 1 }
+        Self {
+            neighbours: 20,
+            rrf_k: 60.0,
+            weights: FusionWeights::default(),
+            negatives: NegativeStrategy::Last,
+            negatives_count: 1,
+        }
     }
 }
 
@@ -102,6 +110,7 @@ pub fn fret_dataflow<'scope>(records: Stream<'scope, Time, Vec<SourceRecord>>, s
     let (judged, dead_judge) = candidates.judge_candidates(stages);
     let params = FuseParams {
         rrf_k: stages.fret.rrf_k,
+        weights: stages.fret.weights,
         negatives: stages.fret.negatives,
         negatives_count: stages.fret.negatives_count,
         provenance: stages.provenance(),
