@@ -79,7 +79,11 @@ fn open_cache(config: &PipelineConfig) -> Result<Option<Arc<LlmCache>>, Resource
 }
 
 fn fret_labeler(config: &PipelineConfig, backend: Arc<dyn LlmBackend>, cache: Option<Arc<LlmCache>>) -> Arc<dyn Labeler> {
-    let options = FretOptions { batch_size: config.batching.llm.max_batch, ..FretOptions::default() };
+    let options = FretOptions {
+        batch_size: config.batching.llm.max_batch,
+        generation_attempts: config.fret.generation_attempts,
+        ..FretOptions::default()
+    };
     Arc::new(FretLabeler::new(Arc::new(FretLlm::new(backend, cache, options))))
 }
 
