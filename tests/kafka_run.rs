@@ -253,7 +253,10 @@ fn malformed_messages_go_to_the_dead_letter_topic_with_their_reason_and_the_rest
 fn rerun_with_the_same_cache_answers_every_llm_request_from_it_with_the_local_model() {
     let Some(bootstrap) = broker() else { return };
     let names = Names::new(&unique("passages"));
-    create_topic(&bootstrap, &names.input, 2);
+    // One partition: the whole corpus is read in one epoch by both runs. Over several partitions the workers
+    // may read their shares in different epochs, and the intermediate top-N lists (so a few judged pairs)
+    // of a replay can differ from the first run's; the final set is the same (see the SIGKILL test).
+    create_topic(&bootstrap, &names.input, 1);
     let texts = [
         "The wing boundary layer separates at high angles of attack.",
         "Shock waves form over the wing at transonic speeds.",

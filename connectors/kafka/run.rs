@@ -169,6 +169,10 @@ fn committed_offsets(
     topic: &str,
     partitions: &[i32],
 ) -> Result<HashMap<i32, i64>, KafkaError> {
+    if partitions.is_empty() {
+        // A worker without partitions (more workers than partitions): librdkafka would wait for nothing.
+        return Ok(HashMap::new());
+    }
     let mut list = TopicPartitionList::new();
     for &p in partitions {
         list.add_partition(topic, p);
@@ -206,6 +210,9 @@ fn is_transient(error: &RdKafkaError) -> bool {
 }
 
 fn commit(consumer: &BaseConsumer, topic: &str, offsets: &[(i32, i64)]) -> Result<(), KafkaError> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
     let mut list = TopicPartitionList::new();
     for &(partition, next) in offsets {
         list.add_partition_offset(topic, partition, Offset::Offset(next))
