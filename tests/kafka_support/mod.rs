@@ -38,7 +38,10 @@ pub fn start_broker(port: u16) -> Option<String> {
         .args(["--port", &port.to_string()])
         .status()
         .expect("deploy/kafka/start.sh runs");
-    assert!(status.success(), "deploy/kafka/start.sh --port {port} failed; see deploy/kafka/data/broker-{port}/kafka.log");
+    assert!(
+        status.success(),
+        "deploy/kafka/start.sh --port {port} failed; see deploy/kafka/data/broker-{port}/kafka.log"
+    );
     Some(format!("127.0.0.1:{port}"))
 }
 
@@ -151,7 +154,11 @@ pub fn read_all(bootstrap: &str, topic: &str) -> Vec<Read> {
         let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else { continue };
         let headers = message
             .headers()
-            .map(|h| h.iter().map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into())).collect())
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into()))
+                    .collect()
+            })
             .unwrap_or_default();
         out.push(Read {
             key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
@@ -193,7 +200,9 @@ pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> 
         let committed = loop {
             match consumer.committed_offsets(list.clone(), Duration::from_secs(10)) {
                 Ok(committed) => break committed,
-                Err(e) if Instant::now() < deadline && is_transient(&e) => std::thread::sleep(Duration::from_millis(250)),
+                Err(e) if Instant::now() < deadline && is_transient(&e) => {
+                    std::thread::sleep(Duration::from_millis(250))
+                }
                 Err(e) => panic!("committed offsets of group {group} on {topic}: {e}"),
             }
         };
