@@ -22,11 +22,11 @@
 //! (plus recent tombstones) however long the topic has existed.
 use super::fret::FretTransform;
 use super::passthrough::{self, RunOptions};
+use super::source::partition_count;
 use super::{ConnectionConfig, KafkaError, SinkConfig, SourceConfig};
 use crate::dataflow::config::PipelineConfig;
-use crate::dataflow::graph::Stages;
-use crate::dataflow::progress::{Metrics, Snapshot};
-use crate::dataflow::resources::{self, ResourceError};
+use crate::dataflow::progress::Snapshot;
+use crate::dataflow::resources::{self, PipelineParts, ResourceError};
 use crate::dataflow::run::ProgressHook;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError as RdKafkaError;
@@ -48,9 +48,6 @@ pub enum KafkaRunError {
     /// The Kafka source or sink failed (names the topic or setting).
     #[error(transparent)]
     Kafka(#[from] KafkaError),
-    /// The tokio runtime for the model calls could not start.
-    #[error("cannot start the async runtime: {0}")]
-    Runtime(std::io::Error),
 }
 
 /// What a worker needs to replay its partitions: the source config to read them from the beginning,
@@ -144,24 +141,6 @@ fn group_consumer(connection: &ConnectionConfig, group: &str, worker: usize) -> 
     client.create().map_err(|e| KafkaError::client(format!("creating a consumer for group '{group}'"), e))
 }
 
-/// Partitions of `topic`, waiting up to 30 s for it to exist.
-fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<i32, KafkaError> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), TIMEOUT)
-            .map_err(|e| KafkaError::client(format!("reading metadata of topic '{topic}'"), e))?;
-        let count = metadata.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len());
-        if count > 0 {
-            return Ok(count as i32);
-        }
-        if Instant::now() > deadline {
-            return Err(KafkaError::Topic { topic: topic.into(), message: "does not exist (waited 30 s)".into() });
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 /// The group's committed next offset of each of `partitions` that has one, retrying for up to 60 s while
 /// the group coordinator loads (a fresh broker answers `NotCoordinator` for a while).
 fn committed_offsets(
@@ -246,34 +225,9 @@ pub fn run_fret(
     mut options: FretRunOptions,
 ) -> Result<Snapshot, KafkaRunError> {
     let started = Instant::now();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("fretflow-io")
-        .build()
-        .map_err(KafkaRunError::Runtime)?;
-    let labeler = resources::labeler(config)?;
-    let metrics = Arc::new(Metrics::default());
-    let stages = Stages {
-        labeler: Arc::clone(&labeler),
-        embedder: resources::embedder(config)?,
-        runtime: runtime.handle().clone(),
-        llm_batch: config.batching.llm.policy(),
-        embed_batch: config.batching.embed.policy(),
-        fret: config.fret_params(),
-        limits: config.limits,
-        metrics: Arc::clone(&metrics),
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = Arc::clone(&stop);
-        runtime.spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                tracing::warn!("Interrupted: stopping the Kafka source, draining the pipeline and committing.");
-                stop.store(true, Ordering::Relaxed);
-            }
-        });
-    }
+    let PipelineParts { runtime: _runtime, stages, interrupted: stop } =
+        resources::pipeline_parts(config, "stopping the Kafka source, draining the pipeline and committing.")?;
+    let (labeler, metrics) = (Arc::clone(&stages.labeler), Arc::clone(&stages.metrics));
     let run_options =
         RunOptions { idle_exit: options.idle_exit, replay: true, stop: Some(stop), ..RunOptions::default() };
     let transform = FretTransform { source_topic: source.topic.clone(), stages };

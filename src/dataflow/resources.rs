@@ -2,6 +2,8 @@
 //! the sinks. Each failure is a typed error naming the config field.
 use super::config::{FileFormat, LlmConfig, PipelineConfig, ReadMode};
 use super::embed::SharedEmbedder;
+use super::graph::Stages;
+use super::progress::Metrics;
 use super::fret_labeler::FretLabeler;
 use super::instant::{HashingEmbedder, OverlapLabeler, WithLatency};
 use super::labeler::Labeler;
@@ -16,6 +18,7 @@ use crate::llm::local::{LocalLlm, LocalLlmOptions};
 use crate::llm::remote::RemoteLlm;
 use crate::llm::LlmBackend;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +43,49 @@ pub enum ResourceError {
     /// A file reader or sink was asked of a Kafka pipeline (no `[source]` or `sinks.dead_letters`).
     #[error("source: this pipeline has no file `[source]` and `sinks.dead_letters` (it reads `[kafka.source]`)")]
     NotFile,
+    /// The tokio runtime for model and I/O calls could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// What every pipeline driver (file or Kafka) starts from: the runtime for model and I/O calls, the stages
+/// (models, batching, recipe parameters, fresh metrics) and a flag that Ctrl-C sets.
+pub struct PipelineParts {
+    /// The tokio runtime the stages' model calls run on; keep it alive for the run.
+    pub runtime: tokio::runtime::Runtime,
+    /// The stages of the FRet dataflow.
+    pub stages: Stages,
+    /// Set when the process receives Ctrl-C.
+    pub interrupted: Arc<AtomicBool>,
+}
+
+/// Builds [`PipelineParts`] for `config`; on Ctrl-C the driver logs `on_interrupt` (what it does next).
+pub fn pipeline_parts(config: &PipelineConfig, on_interrupt: &'static str) -> Result<PipelineParts, ResourceError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("fretflow-io")
+        .build()
+        .map_err(ResourceError::Runtime)?;
+    let stages = Stages {
+        labeler: labeler(config)?,
+        embedder: embedder(config)?,
+        runtime: runtime.handle().clone(),
+        llm_batch: config.batching.llm.policy(),
+        embed_batch: config.batching.embed.policy(),
+        fret: config.fret_params(),
+        limits: config.limits,
+        metrics: Arc::new(Metrics::default()),
+    };
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&interrupted);
+    runtime.spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::warn!("Interrupted: {on_interrupt}");
+            flag.store(true, Ordering::Relaxed);
+        }
+    });
+    Ok(PipelineParts { runtime, stages, interrupted })
 }
 
 /// The labeler of `config.llm`, with the durable cache of `config.cache` for real models. The cache

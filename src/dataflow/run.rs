@@ -6,9 +6,9 @@
 //! far ahead of the models. The other workers only step. When the source is exhausted (or Ctrl-C is
 //! pressed while following a file), the input closes and the workers drain the dataflow.
 use super::config::PipelineConfig;
-use super::graph::{fret_dataflow, Stages};
-use super::progress::{Metrics, Snapshot};
-use super::resources::{self, ResourceError};
+use super::graph::fret_dataflow;
+use super::progress::Snapshot;
+use super::resources::{self, PipelineParts, ResourceError};
 use super::sink::{ErrorSlot, SinkChanges, SinkDeadLetters};
 use super::source::SourceRecord;
 use super::Time;
@@ -30,9 +30,6 @@ pub enum RunError {
     /// Timely could not start (bad `-n/-p/-h` settings, unreachable peers).
     #[error("cannot start the timely workers: {0}")]
     Timely(String),
-    /// The tokio runtime could not start.
-    #[error("cannot start the async runtime: {0}")]
-    Runtime(std::io::Error),
     /// The source failed part way.
     #[error("source failed: {0}")]
     Source(String),
@@ -63,35 +60,9 @@ pub fn run_pipeline(
     mut progress: Option<ProgressHook>,
 ) -> Result<Snapshot, RunError> {
     let started = Instant::now();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("fretflow-io")
-        .build()
-        .map_err(RunError::Runtime)?;
-    let labeler = resources::labeler(config)?;
-    let embedder = resources::embedder(config)?;
-    let metrics = Arc::new(Metrics::default());
-    let stages = Stages {
-        labeler: Arc::clone(&labeler),
-        embedder,
-        runtime: runtime.handle().clone(),
-        llm_batch: config.batching.llm.policy(),
-        embed_batch: config.batching.embed.policy(),
-        fret: config.fret_params(),
-        limits: config.limits,
-        metrics: Arc::clone(&metrics),
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = Arc::clone(&stop);
-        runtime.spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                tracing::warn!("Interrupted: closing the input and draining the pipeline.");
-                stop.store(true, Ordering::Relaxed);
-            }
-        });
-    }
+    let PipelineParts { runtime: _runtime, stages, interrupted: stop } =
+        resources::pipeline_parts(config, "closing the input and draining the pipeline.")?;
+    let (labeler, metrics) = (Arc::clone(&stages.labeler), Arc::clone(&stages.metrics));
     let errors: ErrorSlot = Arc::new(Mutex::new(None));
     let source_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let done = Arc::new(AtomicBool::new(false));

@@ -85,7 +85,7 @@ pub(super) fn connect(setup: &Setup) -> Result<BaseConsumer<SourceContext>, Kafk
 }
 
 /// Partitions of `topic`, waiting up to 30 s for it to exist.
-fn partition_count(consumer: &BaseConsumer<SourceContext>, topic: &str) -> Result<i32, KafkaError> {
+pub(crate) fn partition_count<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str) -> Result<i32, KafkaError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let metadata = consumer

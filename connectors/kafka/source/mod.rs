@@ -23,6 +23,7 @@ mod consumer;
 pub mod config;
 pub mod decode;
 
+pub(crate) use consumer::partition_count;
 pub use config::{Partitioning, SourceConfig, StartFrom};
 pub use decode::{DecodeError, PassageChange};
 
