@@ -25,6 +25,10 @@ pub struct EvalArgs {
     /// Count and skip qrels lines whose query or passage id is not in the dataset, instead of failing.
     #[arg(long)]
     pub allow_unknown_ids: bool,
+    /// Text put before every query, e.g. "task: Given a question, find a passage that answers it | query: "
+    /// for a model fine-tuned on FRet's task-prefixed queries (default: none, as the reference pipeline).
+    #[arg(long, default_value = "")]
+    pub query_prefix: String,
     /// Leave per-query metrics out of the JSON report.
     #[arg(long)]
     pub no_per_query: bool,
@@ -46,6 +50,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let opts = EvalOptions {
         model: args.encoder.model.clone(),
         per_query: !args.no_per_query,
+        query_prefix: args.query_prefix.clone(),
         index: IndexOptions { device, ..IndexOptions::default() },
         ..EvalOptions::default()
     };

@@ -22,12 +22,21 @@ pub struct EvalOptions {
     pub per_query: bool,
     /// Where and how passages are indexed and searched.
     pub index: IndexOptions,
+    /// Text put before every query, e.g. `task: Given a question, find a passage that answers it | query: `
+    /// to evaluate a model fine-tuned on FRet's task-prefixed queries in its training format (empty: none).
+    pub query_prefix: String,
 }
 
 impl Default for EvalOptions {
     /// 4096 texts per embedder call, per-query metrics on, a cosine index on the CPU.
     fn default() -> Self {
-        Self { model: String::new(), encode_chunk: 4096, per_query: true, index: IndexOptions::default() }
+        Self {
+            model: String::new(),
+            encode_chunk: 4096,
+            per_query: true,
+            index: IndexOptions::default(),
+            query_prefix: String::new(),
+        }
     }
 }
 
@@ -89,7 +98,8 @@ pub fn evaluate(
     let mut run = Run::new();
     for chunk in judged.chunks(opts.encode_chunk) {
         let started = Instant::now();
-        let texts: Vec<&str> = chunk.iter().map(|q| q.text.as_str()).collect();
+        let prefixed: Vec<String> = chunk.iter().map(|q| format!("{}{}", opts.query_prefix, q.text)).collect();
+        let texts: Vec<&str> = prefixed.iter().map(String::as_str).collect();
         let vectors = embedder.embed(&texts).map_err(|source| EvalError::Embed { what: "queries", source })?;
         timings.encode_queries_s += started.elapsed().as_secs_f64();
         let started = Instant::now();

@@ -91,6 +91,14 @@ fn metrics_of_a_hand_worked_dataset_and_unjudged_queries_are_counted() {
 }
 
 #[test]
+fn the_query_prefix_is_encoded_with_every_query() {
+    // "gamma delta" matches d2 ("delta gamma") exactly: q3's relevant passage moves to the top.
+    let opts = EvalOptions { query_prefix: "gamma ".into(), ..Default::default() };
+    let report = evaluate(&KeywordEmbedder, &dataset(), &opts).unwrap();
+    assert_eq!(report.per_query.as_ref().unwrap()["q3"].ndcg_at_10, 1.0);
+}
+
+#[test]
 fn per_query_metrics_can_be_left_out() {
     let opts = EvalOptions { per_query: false, ..Default::default() };
     assert!(evaluate(&KeywordEmbedder, &dataset(), &opts).unwrap().per_query.is_none());
