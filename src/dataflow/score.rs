@@ -61,7 +61,7 @@ mod tests {
 
     #[test]
     fn scores_order_totally_including_nan_and_signed_zero() {
-        let mut v = vec![Score(1.0), Score(f64::NAN), Score(-0.0), Score(0.0), Score(-3.0)];
+        let mut v = [Score(1.0), Score(f64::NAN), Score(-0.0), Score(0.0), Score(-3.0)];
         v.sort();
         assert_eq!(v[0], Score(-3.0));
         assert_eq!(v[1], Score(-0.0));

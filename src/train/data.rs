@@ -43,6 +43,8 @@ impl FretExample {
 }
 
 /// One change to the FRet set.
+// Changes are applied as they arrive, never stored in bulk: boxing the example would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     /// Insert or replace the example with this query id.
