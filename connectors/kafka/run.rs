@@ -22,13 +22,13 @@
 //! (plus recent tombstones) however long the topic has existed.
 use super::fret::FretTransform;
 use super::passthrough::{self, RunOptions};
-use super::source::partition_count;
+use super::source::{commit, partition_count};
 use super::{ConnectionConfig, KafkaError, SinkConfig, SourceConfig};
 use crate::dataflow::config::PipelineConfig;
 use crate::dataflow::progress::Snapshot;
 use crate::dataflow::resources::{self, PipelineParts, ResourceError};
-use crate::dataflow::run::ProgressHook;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use crate::dataflow::run::{spawn_progress, ProgressHook};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::types::RDKafkaErrorCode as Code;
 use rdkafka::{Offset, TopicPartitionList};
@@ -188,20 +188,6 @@ fn is_transient(error: &RdKafkaError) -> bool {
     )
 }
 
-fn commit(consumer: &BaseConsumer, topic: &str, offsets: &[(i32, i64)]) -> Result<(), KafkaError> {
-    if offsets.is_empty() {
-        return Ok(());
-    }
-    let mut list = TopicPartitionList::new();
-    for &(partition, next) in offsets {
-        list.add_partition_offset(topic, partition, Offset::Offset(next))
-            .map_err(|e| KafkaError::client(format!("committing partition {partition} of '{topic}'"), e))?;
-    }
-    consumer
-        .commit(&list, CommitMode::Sync)
-        .map_err(|e| KafkaError::client(format!("committing offsets of '{topic}'"), e))
-}
-
 /// How a Kafka run ends and what it reports while it goes on.
 #[derive(Default)]
 pub struct FretRunOptions {
@@ -236,17 +222,7 @@ pub fn run_fret(
         let stats = labeler.stats();
         metrics.snapshot(started, (stats.model_calls, stats.cache_hits))
     };
-    let progress_thread = options.progress.take().map(|mut hook| {
-        let (metrics, labeler, done) = (Arc::clone(&metrics), Arc::clone(&labeler), Arc::clone(&done));
-        std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                let stats = labeler.stats();
-                hook(&metrics.snapshot(started, (stats.model_calls, stats.cache_hits)));
-                std::thread::sleep(Duration::from_millis(250));
-            }
-            hook
-        })
-    });
+    let progress_thread = options.progress.take().map(|hook| spawn_progress(hook, &metrics, &labeler, &done, started));
     let result = passthrough::run_cluster(timely_config, connection, source, sink, &run_options, transform);
     done.store(true, Ordering::Relaxed);
     let last = snapshot();

@@ -7,7 +7,8 @@
 //! pressed while following a file), the input closes and the workers drain the dataflow.
 use super::config::PipelineConfig;
 use super::graph::fret_dataflow;
-use super::progress::Snapshot;
+use super::labeler::Labeler;
+use super::progress::{SharedMetrics, Snapshot};
 use super::resources::{self, PipelineParts, ResourceError};
 use super::sink::{ErrorSlot, SinkChanges, SinkDeadLetters};
 use super::source::SourceRecord;
@@ -125,17 +126,7 @@ pub fn run_pipeline(
     };
 
     // Progress while the workers run.
-    let progress_thread = progress.take().map(|mut hook| {
-        let (metrics, labeler, done) = (Arc::clone(&metrics), Arc::clone(&labeler), Arc::clone(&done));
-        std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                let stats = labeler.stats();
-                hook(&metrics.snapshot(started, (stats.model_calls, stats.cache_hits)));
-                std::thread::sleep(Duration::from_millis(250));
-            }
-            hook
-        })
-    });
+    let progress_thread = progress.take().map(|hook| spawn_progress(hook, &metrics, &labeler, &done, started));
     let joined = guards.join();
     done.store(true, Ordering::Relaxed);
     let stats = labeler.stats();
@@ -195,4 +186,24 @@ fn spawn_reader(
         })
         .expect("cannot spawn the source thread");
     rx
+}
+
+/// Calls `hook` with a fresh snapshot four times a second on its own thread until `done` is set; the thread
+/// returns the hook for a last call with the final metrics.
+pub fn spawn_progress(
+    mut hook: ProgressHook,
+    metrics: &SharedMetrics,
+    labeler: &Arc<dyn Labeler>,
+    done: &Arc<AtomicBool>,
+    started: Instant,
+) -> std::thread::JoinHandle<ProgressHook> {
+    let (metrics, labeler, done) = (Arc::clone(metrics), Arc::clone(labeler), Arc::clone(done));
+    std::thread::spawn(move || {
+        while !done.load(Ordering::Relaxed) {
+            let stats = labeler.stats();
+            hook(&metrics.snapshot(started, (stats.model_calls, stats.cache_hits)));
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        hook
+    })
 }

@@ -183,7 +183,15 @@ fn set_paused(consumer: &BaseConsumer<SourceContext>, topic: &str, paused: bool)
     }
 }
 
-fn commit(consumer: &BaseConsumer<SourceContext>, topic: &str, offsets: &[(i32, i64)]) -> Result<(), KafkaError> {
+/// Commits `(partition, next offset)` pairs of `topic` synchronously; nothing to commit is a no-op.
+pub(crate) fn commit<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    offsets: &[(i32, i64)],
+) -> Result<(), KafkaError> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
     let mut list = TopicPartitionList::new();
     for &(partition, next) in offsets {
         list.add_partition_offset(topic, partition, Offset::Offset(next))

@@ -23,7 +23,7 @@ mod consumer;
 pub mod config;
 pub mod decode;
 
-pub(crate) use consumer::partition_count;
+pub(crate) use consumer::{commit, partition_count};
 pub use config::{Partitioning, SourceConfig, StartFrom};
 pub use decode::{DecodeError, PassageChange};
 
