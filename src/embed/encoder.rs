@@ -193,7 +193,7 @@ impl SentenceEncoder {
     /// finished after each batch. Returns `[texts.len(), dim]` f32 on the CPU, rows in input order.
     ///
     /// On the CPU, when there are several batches, they run on as many single-threaded workers as LibTorch
-    /// has threads (see [`super::workers`]); on CUDA, batches run one after another.
+    /// has threads (see `embed::workers`); on CUDA, batches run one after another.
     pub fn encode_with_progress(&self, texts: &[&str], progress: &mut dyn FnMut(usize)) -> Result<Tensor, EmbedError> {
         let dim = self.config.output_dim() as i64;
         let mut out = Tensor::zeros([texts.len() as i64, dim], (Kind::Float, Device::Cpu));

@@ -1,0 +1,149 @@
+//! The `[fret]` and `[batching]` tables of the pipeline config: the recipe's parameters (N, RRF, fusion
+//! weights, hard negatives, generation attempts) and how model calls are batched.
+use super::super::async_op::BatchPolicy;
+use super::super::example::NegativeStrategy;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// The FRet recipe's parameters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FretConfig {
+    /// Neighbours retrieved and judged per query (N).
+    #[serde(default = "default_neighbours")]
+    pub neighbours: usize,
+    /// Reciprocal rank fusion constant k.
+    #[serde(default = "default_rrf_k")]
+    pub rrf_k: f64,
+    /// How hard negatives are chosen.
+    #[serde(default)]
+    pub hard_negatives: HardNegativesConfig,
+    /// Weights of the QL and RC rankings in the fusion, `{ ql = 1.0, rc = 1.0 }` (the paper's RRF). Set
+    /// `rc = 0` when the judge model is too small for relevance classification (see the README's cranfield
+    /// run: SmolLM2-135M's RC ranks the seed passage first for 13% of queries, its QL for 75%, which is 99% of
+    /// the queries whose seed was retrieved).
+    #[serde(default)]
+    pub weights: WeightsConfig,
+    /// Tries per passage at a usable query: greedy first, then sampled retries when the answer was empty,
+    /// unparsable or echoed (default 3; 1 = greedy only).
+    #[serde(default = "default_generation_attempts")]
+    pub generation_attempts: usize,
+}
+
+fn default_generation_attempts() -> usize {
+    3
+}
+
+impl Default for FretConfig {
+    fn default() -> Self {
+        Self {
+            neighbours: default_neighbours(),
+            rrf_k: default_rrf_k(),
+            hard_negatives: HardNegativesConfig::default(),
+            weights: WeightsConfig::default(),
+            generation_attempts: default_generation_attempts(),
+        }
+    }
+}
+
+/// Fusion weights (see [`FretConfig::weights`]).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightsConfig {
+    /// Weight of the query-likelihood ranking.
+    #[serde(default = "unit")]
+    pub ql: f64,
+    /// Weight of the relevance-classification ranking.
+    #[serde(default = "unit")]
+    pub rc: f64,
+}
+
+impl Default for WeightsConfig {
+    fn default() -> Self {
+        Self { ql: 1.0, rc: 1.0 }
+    }
+}
+
+fn unit() -> f64 {
+    1.0
+}
+
+/// Hard negative selection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HardNegativesConfig {
+    /// `last` (the lowest-ranked neighbours, p_N first) or `random` (among ranks 2..N).
+    #[serde(default = "default_strategy")]
+    pub strategy: NegativeStrategy,
+    /// Negatives per example.
+    #[serde(default = "super::one")]
+    pub count: usize,
+}
+
+impl Default for HardNegativesConfig {
+    fn default() -> Self {
+        Self { strategy: default_strategy(), count: 1 }
+    }
+}
+
+/// Batching of model calls.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchingConfig {
+    /// LLM calls (generation and judging).
+    #[serde(default = "default_llm_batch")]
+    pub llm: BatchConfig,
+    /// Encoder calls.
+    #[serde(default = "default_embed_batch")]
+    pub embed: BatchConfig,
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        Self { llm: default_llm_batch(), embed: default_embed_batch() }
+    }
+}
+
+/// When a batch is sent.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Most records per batch.
+    pub max_batch: usize,
+    /// Longest a record waits for its batch to fill, in milliseconds.
+    pub max_wait_ms: u64,
+    /// Most batches in flight per worker.
+    #[serde(default = "super::one")]
+    pub max_in_flight: usize,
+}
+
+impl BatchConfig {
+    /// As the operator's policy.
+    pub fn policy(&self) -> BatchPolicy {
+        BatchPolicy {
+            max_batch: self.max_batch,
+            max_wait: Duration::from_millis(self.max_wait_ms),
+            max_in_flight: self.max_in_flight,
+        }
+    }
+}
+
+fn default_neighbours() -> usize {
+    20
+}
+
+fn default_rrf_k() -> f64 {
+    60.0
+}
+
+fn default_strategy() -> NegativeStrategy {
+    NegativeStrategy::Last
+}
+
+fn default_llm_batch() -> BatchConfig {
+    BatchConfig { max_batch: 8, max_wait_ms: 50, max_in_flight: 1 }
+}
+
+fn default_embed_batch() -> BatchConfig {
+    BatchConfig { max_batch: 64, max_wait_ms: 20, max_in_flight: 1 }
+}
