@@ -83,6 +83,7 @@ impl<'scope> SinkChanges<'scope> for VecCollection<'scope, Time, (String, Exampl
     fn sink_changes(self, mut sinks: Vec<Box<dyn ChangeSink>>, errors: ErrorSlot, metrics: SharedMetrics) {
         let mut pending: BTreeMap<Time, Vec<((String, Example), Diff)>> = BTreeMap::new();
         let mut current: BTreeMap<String, Example> = BTreeMap::new();
+        let mut positive_not_seed = 0usize;
         let mut finished = false;
         self.inner.sink(Exchange::new(|_: &((String, Example), Time, Diff)| 0), "SinkChanges", move |(input, frontier)| {
             input.for_each(|_cap, data| {
@@ -97,11 +98,10 @@ impl<'scope> SinkChanges<'scope> for VecCollection<'scope, Time, (String, Exampl
                 }
                 let (time, mut updates) = entry.remove_entry();
                 differential_dataflow::consolidation::consolidate(&mut updates);
-                let changes = changes_at(time, updates, &mut current);
+                let changes = changes_at(time, updates, &mut current, &mut positive_not_seed);
                 metrics.example_changes.fetch_add(changes.len() as u64, Ordering::Relaxed);
                 metrics.examples_live.store(current.len() as u64, Ordering::Relaxed);
-                let moved = current.values().filter(|e| e.positive.id != e.seed_id).count();
-                metrics.positive_not_seed.store(moved as u64, Ordering::Relaxed);
+                metrics.positive_not_seed.store(positive_not_seed as u64, Ordering::Relaxed);
                 if !changes.is_empty() {
                     write_all(&mut sinks, &errors, |s| s.write(&changes));
                 }
@@ -126,8 +126,15 @@ fn write_all(sinks: &mut Vec<Box<dyn ChangeSink>>, errors: &ErrorSlot, mut f: im
     }
 }
 
-/// Turns one time's consolidated updates into at most one change per key, updating `current`.
-pub fn changes_at(time: Time, updates: Vec<((String, Example), Diff)>, current: &mut BTreeMap<String, Example>) -> Vec<Change> {
+/// Turns one time's consolidated updates into at most one change per key, updating `current` and the
+/// count of its examples whose positive is not the seed passage.
+pub fn changes_at(
+    time: Time,
+    updates: Vec<((String, Example), Diff)>,
+    current: &mut BTreeMap<String, Example>,
+    positive_not_seed: &mut usize,
+) -> Vec<Change> {
+    let moved = |e: &Example| usize::from(e.positive.id != e.seed_id);
     let mut by_key: BTreeMap<String, (Option<Example>, bool)> = BTreeMap::new();
     for ((key, example), diff) in updates {
         let slot = by_key.entry(key).or_insert((None, false));
@@ -141,11 +148,16 @@ pub fn changes_at(time: Time, updates: Vec<((String, Example), Diff)>, current: 
     for (key, (inserted, _retracted)) in by_key {
         match inserted {
             Some(example) => {
-                current.insert(key.clone(), example.clone());
+                *positive_not_seed += moved(&example);
+                if let Some(old) = current.insert(key.clone(), example.clone()) {
+                    *positive_not_seed -= moved(&old);
+                }
                 changes.push(Change { op: ChangeOp::Upsert, key, time, example: Some(example) });
             }
             None => {
-                current.remove(&key);
+                if let Some(old) = current.remove(&key) {
+                    *positive_not_seed -= moved(&old);
+                }
                 changes.push(Change { op: ChangeOp::Retract, key, time, example: None });
             }
         }
