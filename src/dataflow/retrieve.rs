@@ -12,6 +12,8 @@
 //! each time is exactly the top N over the index and queries at that time. Ties in cosine are broken by
 //! passage (id first), and every score comes from the same [`Vector::dot`], so the result does not depend
 //! on the number of workers or the order of arrival.
+mod index;
+
 use super::embed::Vector;
 use super::generate::Query;
 use super::progress::SharedMetrics;
@@ -44,31 +46,12 @@ fn rank_order(a: &(Score, Passage), b: &(Score, Passage)) -> Ordering {
     b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1))
 }
 
-/// Live passages of the index with their vectors and multiplicities.
-#[derive(Default)]
-struct Index {
-    passages: HashMap<Passage, (Vector, Diff)>,
-}
-
-impl Index {
-    /// The top `n` passages for `vector`, best first.
-    fn top(&self, vector: &Vector, n: usize) -> Vec<(Score, Passage)> {
-        let mut scored: Vec<(Score, &Passage)> =
-            self.passages.iter().map(|(p, (v, _))| (Score::from(vector.dot(v)), p)).collect();
-        let order = |a: &(Score, &Passage), b: &(Score, &Passage)| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1));
-        if scored.len() > n {
-            scored.select_nth_unstable_by(n, order);
-            scored.truncate(n);
-        }
-        scored.sort_by(order);
-        scored.into_iter().map(|(s, p)| (s, p.clone())).collect()
-    }
-}
-
 struct QueryState {
     vector: Vector,
     count: Diff,
     top: Vec<(Score, Passage)>,
+    /// Live since this time's updates, not yet scanned (it scans the updated index at the end).
+    fresh: bool,
 }
 
 /// Finds each query's top-N passages.
@@ -99,7 +82,7 @@ impl<'scope> RetrieveTopN<'scope> for VecCollection<'scope, Time, (Query, Vector
                 Pipeline,
                 "RetrieveTopN",
                 move |_cap, _info| {
-                    let mut index = Index::default();
+                    let mut index = index::Index::default();
                     let mut queries: HashMap<Query, QueryState> = HashMap::new();
                     type Pending = (Vec<((Query, Vector), Diff)>, Vec<((Passage, Vector), Diff)>);
                     let mut pending: BTreeMap<Time, (Capability<Time>, Pending)> = BTreeMap::new();
@@ -137,9 +120,70 @@ impl<'scope> RetrieveTopN<'scope> for VecCollection<'scope, Time, (Query, Vector
     }
 }
 
+/// Lets `added` passages compete for a place in `state`'s top `n`. Only passages that beat the current
+/// N-th (or fill a short list) are cloned and merged, so the common case, a query whose list is full and
+/// none of the new passages is close enough, costs one dot product per new passage and no allocation.
+fn admit(
+    query: &Query,
+    state: &mut QueryState,
+    added: &[(Passage, Vector)],
+    n: usize,
+    emit: &mut impl FnMut(Candidate, Diff),
+) {
+    let full = state.top.len() >= n;
+    let mut entrants: Vec<(Score, &Passage)> = Vec::new();
+    for (passage, vector) in added {
+        let score = Score::from(state.vector.dot(vector));
+        let beats_last = match state.top.last() {
+            Some((last_score, last_passage)) if full => {
+                score > *last_score || (score == *last_score && passage < last_passage)
+            }
+            _ => true,
+        };
+        if beats_last {
+            entrants.push((score, passage));
+        }
+    }
+    if entrants.is_empty() {
+        return;
+    }
+    // Merge: (entry, is new), best first; the first n stay.
+    let mut merged: Vec<((Score, Passage), bool)> =
+        state.top.drain(..).map(|e| (e, false)).chain(entrants.into_iter().map(|(s, p)| ((s, p.clone()), true))).collect();
+    merged.sort_by(|a, b| rank_order(&a.0, &b.0));
+    for (k, ((cosine, passage), is_new)) in merged.into_iter().enumerate() {
+        match (k < n, is_new) {
+            (true, true) => {
+                emit(Candidate { query: query.clone(), passage: passage.clone(), cosine }, 1);
+                state.top.push((cosine, passage));
+            }
+            (true, false) => state.top.push((cosine, passage)),
+            (false, false) => emit(Candidate { query: query.clone(), passage, cosine }, -1),
+            (false, true) => {}
+        }
+    }
+}
+
+/// Emits the retractions and insertions that turn `old` into `new` for `query`.
+fn emit_difference(
+    query: &Query,
+    old: &[(Score, Passage)],
+    new: &[(Score, Passage)],
+    emit: &mut impl FnMut(Candidate, Diff),
+) {
+    let old_set: HashSet<&(Score, Passage)> = old.iter().collect();
+    let new_set: HashSet<&(Score, Passage)> = new.iter().collect();
+    for (cosine, passage) in old.iter().filter(|e| !new_set.contains(e)) {
+        emit(Candidate { query: query.clone(), passage: passage.clone(), cosine: *cosine }, -1);
+    }
+    for (cosine, passage) in new.iter().filter(|e| !old_set.contains(e)) {
+        emit(Candidate { query: query.clone(), passage: passage.clone(), cosine: *cosine }, 1);
+    }
+}
+
 /// Applies one time's updates and reports the changes of the candidate set.
 fn apply_time(
-    index: &mut Index,
+    index: &mut index::Index,
     queries: &mut HashMap<Query, QueryState>,
     query_updates: Vec<((Query, Vector), Diff)>,
     passage_updates: Vec<((Passage, Vector), Diff)>,
@@ -154,16 +198,12 @@ fn apply_time(
         *net.entry(pv).or_insert(0) += r;
     }
     for ((passage, vector), r) in net.into_iter().filter(|(_, r)| *r != 0) {
-        let entry = index.passages.entry(passage.clone()).or_insert((vector.clone(), 0));
-        let before = entry.1;
-        entry.1 += r;
-        match (before > 0, entry.1 > 0) {
-            (false, true) => added.push((passage, vector)),
-            (true, false) => {
-                index.passages.remove(&passage);
+        match index.update(passage.clone(), &vector, r) {
+            index::Transition::Added => added.push((passage, vector)),
+            index::Transition::Removed => {
                 removed.insert(passage);
             }
-            _ => {}
+            index::Transition::Unchanged => {}
         }
     }
 
@@ -174,11 +214,15 @@ fn apply_time(
     }
     let mut fresh: Vec<Query> = Vec::new();
     for ((query, vector), r) in net.into_iter().filter(|(_, r)| *r != 0) {
-        let state = queries.entry(query.clone()).or_insert(QueryState { vector, count: 0, top: Vec::new() });
+        let state =
+            queries.entry(query.clone()).or_insert(QueryState { vector, count: 0, top: Vec::new(), fresh: false });
         let before = state.count;
         state.count += r;
         match (before > 0, state.count > 0) {
-            (false, true) => fresh.push(query),
+            (false, true) => {
+                state.fresh = true;
+                fresh.push(query);
+            }
             (true, false) => {
                 let state = queries.remove(&query).expect("state just seen. This is a bug.");
                 for (cosine, passage) in state.top {
@@ -188,40 +232,36 @@ fn apply_time(
             _ => {}
         }
     }
-    let fresh_set: HashSet<&Query> = fresh.iter().collect();
 
-    // Existing queries: refill after removals, or let new passages compete with the current N-th.
+    // Existing queries: refill after removals (rescanned together below), or let new passages compete
+    // with the current N-th.
+    let mut refill: Vec<Query> = Vec::new();
     if !added.is_empty() || !removed.is_empty() {
-        for (query, state) in queries.iter_mut().filter(|(q, _)| !fresh_set.contains(q)) {
-            let new_top = if state.top.iter().any(|(_, p)| removed.contains(p)) {
-                index.top(&state.vector, n)
-            } else if added.is_empty() {
-                continue;
-            } else {
-                let mut merged = state.top.clone();
-                merged.extend(added.iter().map(|(p, v)| (Score::from(state.vector.dot(v)), p.clone())));
-                merged.sort_by(rank_order);
-                merged.truncate(n);
-                merged
-            };
-            let old: HashSet<&(Score, Passage)> = state.top.iter().collect();
-            let new: HashSet<&(Score, Passage)> = new_top.iter().collect();
-            for (cosine, passage) in state.top.iter().filter(|e| !new.contains(e)) {
-                emit(Candidate { query: query.clone(), passage: passage.clone(), cosine: *cosine }, -1);
+        for (query, state) in queries.iter_mut().filter(|(_, s)| !s.fresh) {
+            if state.top.iter().any(|(_, p)| removed.contains(p)) {
+                refill.push(query.clone());
+            } else if !added.is_empty() {
+                admit(query, state, &added, n, &mut emit);
             }
-            for (cosine, passage) in new_top.iter().filter(|e| !old.contains(e)) {
-                emit(Candidate { query: query.clone(), passage: passage.clone(), cosine: *cosine }, 1);
-            }
-            state.top = new_top;
         }
     }
+    let vectors: Vec<&Vector> = refill.iter().map(|q| &queries[q].vector).collect();
+    let tops = index.top_many(&vectors, n);
+    for (query, new_top) in refill.iter().zip(tops) {
+        let state = queries.get_mut(query).expect("refilled query has state. This is a bug.");
+        emit_difference(query, &state.top, &new_top, &mut emit);
+        state.top = new_top;
+    }
 
-    // New queries scan the (updated) index.
-    for query in fresh {
-        let state = queries.get_mut(&query).expect("fresh query has state. This is a bug.");
-        state.top = index.top(&state.vector, n);
-        for (cosine, passage) in &state.top {
+    // New queries scan the (updated) index, all in one pass.
+    let vectors: Vec<&Vector> = fresh.iter().map(|q| &queries[q].vector).collect();
+    let tops = index.top_many(&vectors, n);
+    for (query, top) in fresh.iter().zip(tops) {
+        let state = queries.get_mut(query).expect("fresh query has state. This is a bug.");
+        state.fresh = false;
+        for (cosine, passage) in &top {
             emit(Candidate { query: query.clone(), passage: passage.clone(), cosine: *cosine }, 1);
         }
+        state.top = top;
     }
 }
