@@ -1,5 +1,13 @@
 //! Choosing where tensors live: `cpu`, `cuda`, `cuda:N` or `auto`.
+//!
+//! LibTorch's CUDA kernels live in `libtorch_cuda.so`. The binary links it, but no symbol of it is
+//! referenced, so the linker's `--as-needed` drops it and LibTorch would report no CUDA device even on a
+//! GPU host. It is therefore loaded at run time, the first time a device is resolved: always for `cuda`
+//! (its error is reported), and for `auto` only when an NVIDIA driver (`libcuda.so.1`) is present, so CPU
+//! hosts, and CPU-only LibTorch installs whose CUDA libraries are missing, pay nothing.
+use std::ffi::{CStr, CString};
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 /// A device as the user names it on the command line or in a config file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -22,6 +30,9 @@ pub enum DeviceError {
     /// CUDA was asked for but LibTorch sees no such device.
     #[error("device '{0}' asked for, but LibTorch sees {1} CUDA device(s)")]
     Unavailable(String, i64),
+    /// CUDA was asked for but LibTorch's CUDA library could not be loaded.
+    #[error("device '{0}' asked for, but LibTorch's CUDA backend could not be loaded: {1}")]
+    NoBackend(String, String),
 }
 
 impl FromStr for DeviceChoice {
@@ -44,8 +55,18 @@ impl DeviceChoice {
     pub fn resolve(self) -> Result<tch::Device, DeviceError> {
         match self {
             Self::Cpu => Ok(tch::Device::Cpu),
-            Self::Auto => Ok(tch::Device::cuda_if_available()),
+            Self::Auto => {
+                if !driver_present() {
+                    return Ok(tch::Device::Cpu);
+                }
+                if let Err(e) = cuda_backend() {
+                    tracing::warn!("an NVIDIA driver is present but LibTorch's CUDA backend is not ({e}); using the CPU");
+                    return Ok(tch::Device::Cpu);
+                }
+                Ok(tch::Device::cuda_if_available())
+            }
             Self::Cuda(i) => {
+                cuda_backend().as_ref().map_err(|e| DeviceError::NoBackend(format!("cuda:{i}"), e.clone()))?;
                 let n = tch::Cuda::device_count();
                 if (i as i64) < n {
                     Ok(tch::Device::Cuda(i))
@@ -55,6 +76,35 @@ impl DeviceChoice {
             }
         }
     }
+}
+
+/// Opens a shared library by name with `flags`; the loader's message on failure.
+fn dlopen(name: &str, flags: libc::c_int) -> Result<(), String> {
+    let cname = CString::new(name).map_err(|e| e.to_string())?;
+    // SAFETY: `cname` is a valid NUL-terminated string; the handle is deliberately never closed, so the
+    // library stays loaded for the life of the process. dlerror returns a thread-local string or null.
+    unsafe {
+        if libc::dlopen(cname.as_ptr(), flags).is_null() {
+            let err = libc::dlerror();
+            let message = if err.is_null() { "unknown error".to_string() } else { CStr::from_ptr(err).to_string_lossy().into_owned() };
+            Err(format!("{name}: {message}"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Whether the NVIDIA driver library can be loaded (cheap: it is absent on CPU hosts).
+fn driver_present() -> bool {
+    static PRESENT: OnceLock<bool> = OnceLock::new();
+    *PRESENT.get_or_init(|| dlopen("libcuda.so.1", libc::RTLD_LAZY | libc::RTLD_GLOBAL).is_ok())
+}
+
+/// Loads `libtorch_cuda.so` once (found through the binary's rpath to LibTorch, or `LD_LIBRARY_PATH`);
+/// its static initializers register the CUDA backend with LibTorch.
+fn cuda_backend() -> &'static Result<(), String> {
+    static LOADED: OnceLock<Result<(), String>> = OnceLock::new();
+    LOADED.get_or_init(|| dlopen("libtorch_cuda.so", libc::RTLD_NOW | libc::RTLD_GLOBAL))
 }
 
 #[cfg(test)]
@@ -68,5 +118,15 @@ mod tests {
         assert_eq!("auto".parse::<DeviceChoice>().unwrap(), DeviceChoice::Auto);
         assert!("tpu".parse::<DeviceChoice>().is_err());
         assert!("cuda:x".parse::<DeviceChoice>().is_err());
+    }
+
+    #[test]
+    fn auto_resolves_to_the_cpu_without_a_driver_and_cuda_reports_why_not() {
+        if driver_present() {
+            return; // a GPU host: scripts/device_check.sh covers it
+        }
+        assert_eq!(DeviceChoice::Auto.resolve().unwrap(), tch::Device::Cpu);
+        let err = DeviceChoice::Cuda(0).resolve().unwrap_err().to_string();
+        assert!(err.contains("cuda:0"), "{err}");
     }
 }
