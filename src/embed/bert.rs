@@ -2,6 +2,7 @@
 //! (`embeddings.word_embeddings.weight`, `encoder.layer.0.attention.self.query.weight`, ...), so a
 //! `model.safetensors` loads by name and a fine-tuned store saves back in the same layout.
 use super::config::{Activation, BertConfig};
+use super::dropout::dropout;
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
@@ -73,7 +74,7 @@ impl Embeddings {
         let positions = self.position.narrow(0, 0, len);
         let type0 = self.token_type.get(0);
         let sum = words + positions + type0;
-        self.layer_norm.forward(&sum).dropout(self.dropout, train)
+        dropout(&self.layer_norm.forward(&sum), self.dropout, train)
     }
 
     fn shallow_clone(&self) -> Self {
@@ -124,10 +125,18 @@ impl Attention {
         let q = split(self.query.forward(xs));
         let k = split(self.key.forward(xs));
         let v = split(self.value.forward(xs));
-        let p = if train { self.attention_dropout } else { 0.0 };
-        let context = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), p, false, None, false);
+        let context = if train && self.attention_dropout > 0.0 {
+            // What SDPA does with dropout on the CPU (its fused kernels take none), with the cheaper mask.
+            let scale = 1.0 / ((hidden / self.heads) as f64).sqrt();
+            let scores = q.matmul(&k.transpose(-2, -1)) * scale;
+            let scores = scores.masked_fill(&mask.logical_not(), f64::NEG_INFINITY);
+            let probs = scores.softmax(-1, scores.kind());
+            dropout(&probs, self.attention_dropout, true).matmul(&v)
+        } else {
+            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, false)
+        };
         let context = context.transpose(1, 2).reshape([batch, len, hidden]);
-        let projected = self.output.forward(&context).dropout(self.dropout, train);
+        let projected = dropout(&self.output.forward(&context), self.dropout, train);
         self.layer_norm.forward(&(projected + xs))
     }
 
@@ -174,7 +183,7 @@ impl Layer {
             Activation::GeluTanh => inner.gelu("tanh"),
             Activation::Relu => inner.relu(),
         };
-        let out = self.output.forward(&inner).dropout(self.dropout, train);
+        let out = dropout(&self.output.forward(&inner), self.dropout, train);
         self.layer_norm.forward(&(out + xs))
     }
 

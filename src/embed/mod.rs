@@ -7,6 +7,7 @@
 pub mod batching;
 pub mod bert;
 pub mod config;
+pub mod dropout;
 mod encoder;
 pub mod pooling;
 pub mod tokenize;
