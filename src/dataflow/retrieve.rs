@@ -134,9 +134,10 @@ fn admit(
     let mut entrants: Vec<(Score, &Passage)> = Vec::new();
     for (passage, vector) in added {
         let score = Score::from(state.vector.dot(vector));
+        // rank_order((score, passage), last) == Less, without cloning the passage.
         let beats_last = match state.top.last() {
             Some((last_score, last_passage)) if full => {
-                score > *last_score || (score == *last_score && passage < last_passage)
+                last_score.cmp(&score).then_with(|| passage.cmp(last_passage)) == Ordering::Less
             }
             _ => true,
         };
