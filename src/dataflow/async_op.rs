@@ -7,8 +7,8 @@
 //! - A record seen for the first time is queued; batches of up to `max_batch` records are spawned on a
 //!   tokio runtime when full, when the oldest queued record has waited `max_wait`, or when the input has
 //!   ended. At most `max_in_flight` batches per worker run at once; more full batches wait on the
-//!   runtime for a free slot ([`SUBMIT_AHEAD`]), so the next call starts the moment one ends, even while this worker
-//!   is busy in another operator.
+//!   runtime for a free slot (`SUBMIT_AHEAD`), so the next call starts the moment one ends, even
+//!   while this worker is busy in another operator.
 //! - For every update waiting on an answer the operator holds a capability at the update's time, so
 //!   downstream frontiers cannot pass it. When a batch completes, its task sends the answers over a
 //!   channel and wakes the operator with a `SyncActivator`.

@@ -125,15 +125,17 @@ impl Attention {
         let q = split(self.query.forward(xs));
         let k = split(self.key.forward(xs));
         let v = split(self.value.forward(xs));
-        let context = if train && self.attention_dropout > 0.0 {
-            // What SDPA does with dropout on the CPU (its fused kernels take none), with the cheaper mask.
+        let context = if train && self.attention_dropout > 0.0 && q.device() == tch::Device::Cpu {
+            // SDPA's math path, which it takes on the CPU when dropout is on, with the cheaper mask (on CUDA
+            // its fused kernels apply dropout themselves).
             let scale = 1.0 / ((hidden / self.heads) as f64).sqrt();
             let scores = q.matmul(&k.transpose(-2, -1)) * scale;
             let scores = scores.masked_fill(&mask.logical_not(), f64::NEG_INFINITY);
             let probs = scores.softmax(-1, scores.kind());
             dropout(&probs, self.attention_dropout, true).matmul(&v)
         } else {
-            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, false)
+            let p = if train { self.attention_dropout } else { 0.0 };
+            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), p, false, None, false)
         };
         let context = context.transpose(1, 2).reshape([batch, len, hidden]);
         let projected = dropout(&self.output.forward(&context), self.dropout, train);
