@@ -79,7 +79,7 @@ pub struct StageArgs {
     pub batches_in_flight: usize,
     /// Tries per passage at a usable query: greedy first, then sampled retries for empty, unparsable or
     /// echoed answers.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = crate::llm::fret::DEFAULT_GENERATION_ATTEMPTS)]
     pub attempts: usize,
     /// JSON file of few-shot examples for query generation (`[{"title", "text", "task", "query"}, ...]`),
     /// replacing the built-in ones.

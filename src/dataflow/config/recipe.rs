@@ -31,7 +31,7 @@ pub struct FretConfig {
 }
 
 fn default_generation_attempts() -> usize {
-    3
+    crate::llm::fret::DEFAULT_GENERATION_ATTEMPTS
 }
 
 impl Default for FretConfig {

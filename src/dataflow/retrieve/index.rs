@@ -93,6 +93,9 @@ impl Index {
     /// matrix.
     pub(super) fn top_many(&self, queries: &[&Vector], n: usize) -> Vec<Vec<(Score, Passage)>> {
         assert!(n > 0, "top 0 asked for. This is a bug.");
+        if queries.is_empty() {
+            return Vec::new();
+        }
         let mut kept: Vec<Vec<(Score, usize)>> = queries.iter().map(|_| Vec::with_capacity(2 * n)).collect();
         let mut worst: Vec<Option<(Score, usize)>> = vec![None; queries.len()];
         let order = |a: &(Score, usize), b: &(Score, usize)| {

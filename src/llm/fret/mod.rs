@@ -46,6 +46,9 @@ pub struct FretOptions {
     pub generation_attempts: usize,
 }
 
+/// Default of [`FretOptions::generation_attempts`] (also the pipeline config's and the CLI's).
+pub const DEFAULT_GENERATION_ATTEMPTS: usize = 3;
+
 /// Sampling temperature of query-generation retries (see [`FretOptions::generation_attempts`]).
 pub const RETRY_TEMPERATURE: f32 = 0.8;
 
@@ -53,7 +56,7 @@ fn default_batch_size() -> usize {
     16
 }
 fn default_generation_attempts() -> usize {
-    3
+    DEFAULT_GENERATION_ATTEMPTS
 }
 fn default_batches_in_flight() -> usize {
     1
