@@ -213,6 +213,53 @@ fn greedy_generation_in_a_left_padded_batch_of_three_equals_each_alone() {
     }
 }
 
+/// A few-shot head of about 70 tokens, over the 32 that make the backend compute a batch's shared head
+/// once (`MIN_SHARED_PREFIX`), followed by different passages.
+fn shared_head_prompts() -> Vec<String> {
+    let head = "Read each passage, then write a query that the passage answers.\n\n\
+        Passage: the flow past a circular cylinder at low reynolds numbers was measured in a water tunnel.\n\
+        Query: how does vortex shedding behind a cylinder depend on reynolds number\n\n";
+    [
+        "an experimental study of a wing in a propeller slipstream was made.",
+        "heat transfer to a blunt body in hypersonic flow, with and without ablation of the nose, is computed by an approximate method.",
+        "buckling of thin cylindrical shells under axial compression.",
+    ]
+    .iter()
+    .map(|p| format!("{head}Passage: {p}\nQuery:"))
+    .collect()
+}
+
+#[test]
+fn prompts_sharing_a_head_give_in_a_batch_what_each_gives_alone() {
+    let prompts = shared_head_prompts();
+    let gen: Vec<GenerateRequest> = prompts.iter().map(|p| greedy(p, 16)).collect();
+    let batched = block_on(llm().generate(gen.clone()));
+    for (req, b) in gen.into_iter().zip(batched) {
+        let alone = block_on(llm().generate(vec![req.clone()])).remove(0).unwrap();
+        assert_eq!(b.unwrap(), alone, "prompt {:?}", req.prompt);
+    }
+    let scores: Vec<ScoreRequest> = prompts
+        .iter()
+        .zip([" wing lift in a slipstream", " nose ablation heating", " shell buckling load under compression"])
+        .map(|(p, c)| ScoreRequest { prompt: p.clone(), continuation: c.to_string() })
+        .collect();
+    let batched = block_on(llm().score(scores.clone()));
+    for (req, b) in scores.into_iter().zip(batched) {
+        let alone = block_on(llm().score(vec![req])).remove(0).unwrap();
+        let b = b.unwrap();
+        assert_eq!(alone.token_logprobs.len(), b.token_logprobs.len());
+        for (x, y) in alone.token_logprobs.iter().zip(&b.token_logprobs) {
+            assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+        }
+    }
+    let rows = block_on(llm().next_token_logprobs(prompts.iter().map(|p| text(p)).collect()));
+    for (p, row) in prompts.iter().zip(rows) {
+        let alone = block_on(llm().next_token_logprobs(vec![text(p)])).remove(0).unwrap();
+        let worst = alone.iter().zip(row.unwrap()).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1e-4, "next-token log-probabilities differ by {worst}");
+    }
+}
+
 #[test]
 fn stop_strings_end_generation_and_are_left_out() {
     let free = block_on(llm().generate(vec![greedy("List three colors:\n1.", 40)])).remove(0).unwrap();

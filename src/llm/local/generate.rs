@@ -1,4 +1,5 @@
-//! Batched generation with a KV cache: left-padded prefill, one token per step for every live sequence,
+//! Batched generation with a KV cache: the prompts' shared head computed once, the rest left-padded
+//! after it and prefilled together, one token per step for every live sequence,
 //! finished sequences dropped from the batch, stop tokens and stop strings, greedy or seeded sampling.
 //!
 //! Each request samples from its own random stream (seeded by `Sampling::seed`), so its output does not
@@ -6,7 +7,7 @@
 use rand::{Rng, SeedableRng};
 use tch::{Kind, TchError, Tensor};
 
-use super::model::{Attention, Llama};
+use super::model::{shared_prefix, Attention, Llama};
 use super::tokenizer::LlmTokenizer;
 use crate::llm::{FinishReason, Generation, LlmError, Sampling};
 
@@ -124,28 +125,41 @@ pub(crate) fn generate_batch(model: &Llama, tok: &LlmTokenizer, jobs: &[GenJob])
     if max_new == 0 || b == 0 {
         return Ok(rows.into_iter().map(|r| r.done.expect("max_new_tokens is 0. This is a bug.")).collect());
     }
-    // Left padding: prompt b occupies columns [t - len_b, t).
+    // The head every prompt shares is computed once; each keeps at least its last token.
+    let prompts: Vec<&[u32]> = jobs.iter().map(|j| j.prompt.as_slice()).collect();
+    let shared = shared_prefix(&prompts, 1);
+    let p = shared as i64;
+    let t = t - p;
+    // Left padding after the head: the rest of prompt b occupies columns [p + t - len_b, p + t).
     let pad = i64::from(tok.pad_id());
+    let width = p + t + max_new;
     let mut ids = vec![pad; (b * t) as usize];
     let mut pos = vec![0i64; (b * t) as usize];
-    let mut valid = vec![true; (b * (t + max_new)) as usize];
+    let mut valid = vec![true; (b * width) as usize];
     for (r, j) in jobs.iter().enumerate() {
-        let off = t as usize - j.prompt.len();
-        for (k, &id) in j.prompt.iter().enumerate() {
+        let rest = &j.prompt[shared..];
+        let off = t as usize - rest.len();
+        for (k, &id) in rest.iter().enumerate() {
             ids[r * t as usize + off + k] = i64::from(id);
-            pos[r * t as usize + off + k] = k as i64;
+            pos[r * t as usize + off + k] = p + k as i64;
         }
-        valid[r * (t + max_new) as usize..][..off].iter_mut().for_each(|v| *v = false);
+        valid[r * width as usize + shared..][..off].iter_mut().for_each(|v| *v = false);
     }
     let ids = Tensor::from_slice(&ids).view([b, t]).to_device(dev);
     let positions = Tensor::from_slice(&pos).view([b, t]).to_device(dev);
-    let mut valid = Tensor::from_slice(&valid).view([b, t + max_new]).to_device(dev);
-    // Prefill mask: causal, real keys only; a pad query attends to itself so no row is empty.
-    let causal = Tensor::ones([t, t], (Kind::Bool, dev)).tril(0);
-    let keys = valid.narrow(1, 0, t).view([b, 1, 1, t]);
-    let eye = Tensor::eye(t, (Kind::Bool, dev));
+    let mut valid = Tensor::from_slice(&valid).view([b, width]).to_device(dev);
+    // Prefill mask: causal, real keys only (the head is real for every row); a pad query attends to itself
+    // so no row is empty.
+    let causal = Tensor::ones([t, p + t], (Kind::Bool, dev)).tril(p);
+    let keys = valid.narrow(1, 0, p + t).view([b, 1, 1, p + t]);
+    let eye = Tensor::cat(&[Tensor::zeros([t, p], (Kind::Bool, dev)), Tensor::eye(t, (Kind::Bool, dev))], 1);
     let mask = causal.logical_and(&keys).logical_or(&eye);
-    let mut cache = model.new_cache(b, t + max_new).map_err(tch_err)?;
+    let mut cache = if shared == 0 {
+        model.new_cache(b, width)
+    } else {
+        model.prefix_cache(&jobs[0].prompt[..shared], b, width)
+    }
+    .map_err(tch_err)?;
     let hidden = model.forward(&ids, &positions, Attention::Mask(&mask), Some(&mut cache)).map_err(tch_err)?;
     let mut logits = model.logits(&hidden.select(1, t - 1)).map_err(tch_err)?;
     let mut live: Vec<usize> = (0..rows.len()).filter(|&r| rows[r].done.is_none()).collect();

@@ -4,6 +4,11 @@
 //! The forward pass returns hidden states before the final norm; [`Llama::logits`] applies the final norm
 //! and the output projection to chosen rows only, so scoring and generation never pay for the 49k-wide
 //! output projection at positions nobody reads.
+//!
+//! **Shared prefixes.** Batched prompts often share a long head (the instructions and few-shot examples of
+//! a FRet prompt: about half of its tokens). [`shared_prefix`] finds it, [`Llama::prefix_cache`] computes
+//! it once for the batch, and the batch's forward pass covers only the rest. The model is causal, so the
+//! result is the same as the full pass up to float summation order.
 use tch::{Device, Kind, TchError, Tensor};
 
 use super::config::ModelConfig;
@@ -23,6 +28,20 @@ impl KvCache {
     /// Number of cached positions.
     pub fn len(&self) -> i64 {
         self.len
+    }
+
+    /// Fills the first positions of every row with `prefix`'s (a one-row cache), so a batch whose prompts
+    /// share those tokens computes them once.
+    pub fn fill_prefix(&mut self, prefix: &KvCache) -> Result<(), TchError> {
+        let n = prefix.len;
+        for (dst, src) in self.k.iter_mut().zip(&prefix.k).chain(self.v.iter_mut().zip(&prefix.v)) {
+            let rows = dst.size()[0];
+            let src = src.f_narrow(2, 0, n)?;
+            let src = src.f_expand([rows, -1, -1, -1], false)?;
+            dst.f_narrow(2, 0, n)?.f_copy_(&src)?;
+        }
+        self.len = n;
+        Ok(())
     }
 
     /// Keeps only the given batch rows (finished sequences leave the batch).
@@ -115,6 +134,21 @@ impl Llama {
         })
     }
 
+    /// A cache for `batch` rows of `capacity` positions whose first `prefix.len()` positions hold the keys
+    /// and values of `prefix`, computed once in a one-row pass (the shared head of a batch's prompts:
+    /// instructions and few-shot examples). Positions of later tokens continue from `prefix.len()`.
+    pub fn prefix_cache(&self, prefix: &[u32], batch: i64, capacity: i64) -> Result<KvCache, TchError> {
+        let n = prefix.len() as i64;
+        let ids: Vec<i64> = prefix.iter().map(|&id| i64::from(id)).collect();
+        let ids = Tensor::f_from_slice(&ids)?.f_view([1, n])?.f_to_device(self.device)?;
+        let positions = Tensor::f_arange(n, (Kind::Int64, self.device))?.f_unsqueeze(0)?;
+        let mut one = self.new_cache(1, n)?;
+        let _hidden = self.forward(&ids, &positions, Attention::Causal, Some(&mut one))?;
+        let mut cache = self.new_cache(batch, capacity)?;
+        cache.fill_prefix(&one)?;
+        Ok(cache)
+    }
+
     /// Runs `ids` (`[batch, new]`, i64) at `positions` (same shape) through every block, appending to
     /// `cache` when given; returns the last block's output `[batch, new, hidden]` (before the final norm).
     pub fn forward(
@@ -191,10 +225,54 @@ impl Llama {
     }
 }
 
+/// Fewest shared tokens worth a separate prefix pass.
+pub(crate) const MIN_SHARED_PREFIX: usize = 32;
+
+/// Length of the head that every sequence shares, capped so that each keeps at least `keep` tokens of its
+/// own; 0 when that is under [`MIN_SHARED_PREFIX`] or there is only one sequence.
+pub(crate) fn shared_prefix<S: AsRef<[u32]>>(seqs: &[S], keep: usize) -> usize {
+    let Some((first, rest)) = seqs.split_first() else { return 0 };
+    if rest.is_empty() {
+        return 0;
+    }
+    let first = first.as_ref();
+    let mut n = seqs.iter().map(|s| s.as_ref().len().saturating_sub(keep)).min().unwrap_or(0);
+    for s in rest {
+        n = first[..n].iter().zip(s.as_ref()).take_while(|(a, b)| a == b).count();
+    }
+    if n < MIN_SHARED_PREFIX {
+        0
+    } else {
+        n
+    }
+}
+
 /// Rotate-half RoPE on `[batch, heads, new, head_dim]` with per-token tables `[batch, 1, new, head_dim]`;
 /// `signed_sin` has its first half negated, so `rotate_half(x) * sin == cat(x2, x1) * signed_sin`.
 fn rope(x: &Tensor, cos: &Tensor, signed_sin: &Tensor) -> Result<Tensor, TchError> {
     let half = x.size()[3] / 2;
     let swapped = Tensor::f_cat(&[x.f_narrow(3, half, half)?, x.f_narrow(3, 0, half)?], 3)?;
     x.f_mul(cos)?.f_addcmul(&swapped, signed_sin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_prefix_is_the_common_head_leaving_each_sequence_its_own_tokens() {
+        let head: Vec<u32> = (0..40).collect();
+        let a = [head.as_slice(), &[100, 101]].concat();
+        let b = [head.as_slice(), &[200]].concat();
+        assert_eq!(shared_prefix(&[&a, &b], 1), 40);
+        // `b` must keep 2 tokens of its own: the head shrinks to 39.
+        assert_eq!(shared_prefix(&[&a, &b], 2), 39);
+        // Identical sequences still leave `keep` tokens.
+        assert_eq!(shared_prefix(&[&a, &a], 1), 41);
+        // Too short a head, one sequence, no sequences: no prefix pass.
+        let c = [&head[..10], &[7, 7, 7]].concat();
+        assert_eq!(shared_prefix(&[&a, &c], 1), 0);
+        assert_eq!(shared_prefix(&[&a], 1), 0);
+        assert_eq!(shared_prefix::<Vec<u32>>(&[], 1), 0);
+    }
 }

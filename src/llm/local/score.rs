@@ -1,9 +1,9 @@
 //! Batched teacher forcing: one forward pass over right-padded `prompt + continuation` sequences gives the
 //! log-probability of every continuation token; the output projection runs only at the positions that
-//! predict a continuation token.
+//! predict a continuation token. A head that every sequence of the batch shares is computed once.
 use tch::{Kind, Tensor};
 
-use super::model::{Attention, Llama};
+use super::model::{shared_prefix, Attention, Llama};
 use crate::llm::LlmError;
 
 /// A tokenized scoring request: the model reads `prompt` then `continuation`; the continuation's tokens
@@ -44,34 +44,48 @@ fn target_logprobs(model: &Llama, hidden: &Tensor, targets: &Tensor) -> Result<T
     Tensor::f_cat(&out, 0).map_err(tch_err)
 }
 
-/// Runs right-padded sequences through the model with plain causal attention; returns the hidden
-/// states `[batch, longest, hidden]`. Padding sits after every real token, so no real token sees it.
-fn forward_right_padded(model: &Llama, seqs: &[Vec<u32>], pad: u32) -> Result<Tensor, LlmError> {
+/// Runs right-padded sequences through the model with causal attention; returns the hidden states
+/// `[batch, longest - shared, hidden]` of the positions after the `shared` head that every sequence has in
+/// common (computed once, see [`shared_prefix`]), and `shared`. Every sequence keeps at least `keep` of
+/// its own tokens after the head. Padding sits after every real token, so no real token sees it.
+fn forward_right_padded(model: &Llama, seqs: &[Vec<u32>], pad: u32, keep: usize) -> Result<(Tensor, usize), LlmError> {
     let dev = model.device();
+    let shared = shared_prefix(seqs, keep);
     let b = seqs.len() as i64;
-    let t = seqs.iter().map(Vec::len).max().unwrap_or(0) as i64;
+    let t = seqs.iter().map(|s| s.len() - shared).max().unwrap_or(0) as i64;
     let mut ids = vec![i64::from(pad); (b * t) as usize];
     for (r, s) in seqs.iter().enumerate() {
-        for (k, &id) in s.iter().enumerate() {
+        for (k, &id) in s[shared..].iter().enumerate() {
             ids[r * t as usize + k] = i64::from(id);
         }
     }
     let ids = Tensor::from_slice(&ids).view([b, t]).to_device(dev);
-    let positions = Tensor::arange(t, (Kind::Int64, dev)).unsqueeze(0).expand([b, t], false);
-    model.forward(&ids, &positions, Attention::Causal, None).map_err(tch_err)
+    let p = shared as i64;
+    let positions = Tensor::arange_start(p, p + t, (Kind::Int64, dev)).unsqueeze(0).expand([b, t], false);
+    let hidden = if shared == 0 {
+        model.forward(&ids, &positions, Attention::Causal, None)
+    } else {
+        // Causal over the whole sequence: row i (position p + i) sees the head and columns up to p + i.
+        let mask = Tensor::ones([t, p + t], (Kind::Bool, dev)).tril(p).view([1, 1, t, p + t]);
+        let mut cache = model.prefix_cache(&seqs[0][..shared], b, p + t).map_err(tch_err)?;
+        model.forward(&ids, &positions, Attention::Mask(&mask), Some(&mut cache))
+    };
+    Ok((hidden.map_err(tch_err)?, shared))
 }
 
 /// Per-token log-probabilities of each job's continuation, one forward pass for the whole batch.
 pub(crate) fn score_batch(model: &Llama, pad: u32, jobs: &[ScoreJob]) -> Result<Vec<Vec<f32>>, LlmError> {
     let seqs: Vec<Vec<u32>> = jobs.iter().map(|j| [j.prompt.as_slice(), &j.continuation].concat()).collect();
-    let hidden = forward_right_padded(model, &seqs, pad)?;
+    // Every continuation token is predicted from a position after the shared head.
+    let keep = jobs.iter().map(|j| j.continuation.len() + 1).max().unwrap_or(1);
+    let (hidden, shared) = forward_right_padded(model, &seqs, pad, keep)?;
     let (_, t, h) = hidden.size3().map_err(tch_err)?;
     // Position p predicts token p + 1: continuation token k sits at prompt_len + k.
     let mut rows = Vec::new();
     let mut targets = Vec::new();
     for (r, j) in jobs.iter().enumerate() {
         for (k, &id) in j.continuation.iter().enumerate() {
-            rows.push(r as i64 * t + (j.prompt.len() + k) as i64 - 1);
+            rows.push(r as i64 * t + (j.prompt.len() + k - shared) as i64 - 1);
             targets.push(i64::from(id));
         }
     }
@@ -90,9 +104,10 @@ pub(crate) fn score_batch(model: &Llama, pad: u32, jobs: &[ScoreJob]) -> Result<
 
 /// Full next-token log-probability rows `[batch, vocab]` after each prompt (non-empty), one pass.
 pub(crate) fn next_token_logprobs(model: &Llama, pad: u32, prompts: &[Vec<u32>]) -> Result<Tensor, LlmError> {
-    let hidden = forward_right_padded(model, prompts, pad)?;
+    let (hidden, shared) = forward_right_padded(model, prompts, pad, 1)?;
     let (_, t, h) = hidden.size3().map_err(tch_err)?;
-    let rows: Vec<i64> = prompts.iter().enumerate().map(|(r, p)| r as i64 * t + p.len() as i64 - 1).collect();
+    let rows: Vec<i64> =
+        prompts.iter().enumerate().map(|(r, p)| r as i64 * t + (p.len() - shared) as i64 - 1).collect();
     let dev = model.device();
     let picked = hidden.reshape([-1, h]).index_select(0, &Tensor::from_slice(&rows).to_device(dev));
     let logits = model.logits(&picked).map_err(tch_err)?;
