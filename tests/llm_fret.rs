@@ -219,6 +219,27 @@ async fn without_ql_support_judgements_keep_rc_and_stop_asking_for_ql() {
 }
 
 #[tokio::test]
+async fn with_relevance_off_judging_asks_only_for_ql_and_fails_clearly_without_it() {
+    let backend = ScriptedLlm::new("m")
+        .with_labels(|_: &LabelRequest| Ok(LabelDistribution { probs: vec![0.1, 0.2, 0.3, 0.4] }))
+        .with_score(|_: &ScoreRequest| Ok(ContinuationScore { sum_logprob: -3.5, token_logprobs: vec![-1.0, -2.5] }));
+    let ql_only = FretOptions { relevance: false, ..FretOptions::default() };
+    let llm = FretLlm::new(Arc::new(backend), None, ql_only.clone());
+    let p = wing();
+    let got = llm.judge(&[("q1", &p), ("q2", &p)]).await;
+    for j in &got {
+        let j = j.as_ref().unwrap();
+        assert_eq!((j.ql, j.rc, j.rc_probs.len(), j.rc_prompt_version.as_str()), (Some(-3.5), 0.0, 0, ""));
+    }
+    assert_eq!((llm.model_calls().score, llm.model_calls().label), (2, 0));
+
+    let no_ql = ScriptedLlm::new("m").with_score(|_: &ScoreRequest| Err(LlmError::Unsupported("no echo".into())));
+    let llm = FretLlm::new(Arc::new(no_ql), None, ql_only);
+    let got = llm.judge(&[("q", &p)]).await;
+    assert!(matches!(&got[0], Err(LlmError::Unsupported(why)) if why.contains("give RC a weight")), "{:?}", got[0]);
+}
+
+#[tokio::test]
 async fn a_failed_ql_call_fails_the_judgement() {
     let backend = ScriptedLlm::new("m").with_score(|_: &ScoreRequest| Err(LlmError::Call("timed out".into())));
     let llm = FretLlm::new(Arc::new(backend), None, FretOptions::default());

@@ -74,11 +74,15 @@ impl Labeler for FretLabeler {
             },
             judge: ModelProvenance {
                 model,
-                prompt_version: format!(
-                    "ql:{}+rc:{}",
-                    prompts.version(PromptKind::QueryLikelihood),
-                    prompts.version(PromptKind::Relevance)
-                ),
+                prompt_version: if self.llm.relevance() {
+                    format!(
+                        "ql:{}+rc:{}",
+                        prompts.version(PromptKind::QueryLikelihood),
+                        prompts.version(PromptKind::Relevance)
+                    )
+                } else {
+                    format!("ql:{}", prompts.version(PromptKind::QueryLikelihood))
+                },
             },
         }
     }

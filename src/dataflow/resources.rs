@@ -128,6 +128,8 @@ fn fret_labeler(config: &PipelineConfig, backend: Arc<dyn LlmBackend>, cache: Op
     let options = FretOptions {
         batch_size: config.batching.llm.max_batch,
         generation_attempts: config.fret.generation_attempts,
+        // RC weighted 0 cannot change a ranking: it is not asked for.
+        relevance: config.fret.weights.rc > 0.0,
         ..FretOptions::default()
     };
     Arc::new(FretLabeler::new(Arc::new(FretLlm::new(backend, cache, options))))

@@ -8,6 +8,9 @@
 //! **QL fallback.** When the backend cannot score continuations (`LlmError::Unsupported`, e.g. a remote
 //! server without prompt log-probabilities), judgements carry `ql: None` and the relabel step ranks by
 //! RC alone. After the first such answer no more QL requests are sent to that backend.
+//!
+//! **RC off.** With [`FretOptions::relevance`] off (the pipeline does this when the fusion weights RC 0),
+//! judgements are QL alone and cost one request per pair.
 mod cached;
 pub mod scripted;
 
@@ -44,6 +47,11 @@ pub struct FretOptions {
     /// retries turn many of those passages into examples. 1 = greedy only.
     #[serde(default = "default_generation_attempts")]
     pub generation_attempts: usize,
+    /// Ask for relevance classification in judgements. Off when the fusion gives RC no weight (a small
+    /// judge whose RC is noise): judging then costs one QL request per pair instead of two, and
+    /// judgements carry `rc = 0` with no grade probabilities. Needs a backend that scores continuations.
+    #[serde(default = "default_relevance")]
+    pub relevance: bool,
 }
 
 /// Default of [`FretOptions::generation_attempts`] (also the pipeline config's and the CLI's).
@@ -61,6 +69,9 @@ fn default_generation_attempts() -> usize {
 fn default_batches_in_flight() -> usize {
     1
 }
+fn default_relevance() -> bool {
+    true
+}
 
 impl Default for FretOptions {
     fn default() -> Self {
@@ -69,6 +80,7 @@ impl Default for FretOptions {
             batches_in_flight: default_batches_in_flight(),
             prompts: PromptOptions::default(),
             generation_attempts: default_generation_attempts(),
+            relevance: default_relevance(),
         }
     }
 }
@@ -94,9 +106,10 @@ pub struct Judgement {
     pub ql: Option<f64>,
     /// Number of query tokens behind `ql` (0 when `ql` is `None`).
     pub ql_tokens: usize,
-    /// Relevance classification: expected grade / 3, in `[0, 1]`.
+    /// Relevance classification: expected grade / 3, in `[0, 1]`; 0 when RC is off
+    /// ([`FretOptions::relevance`]).
     pub rc: f64,
-    /// Probabilities of the grades 0 ("irrelevant") to 3 ("perfectly relevant").
+    /// Probabilities of the grades 0 ("irrelevant") to 3 ("perfectly relevant"); empty when RC is off.
     pub rc_probs: Vec<f32>,
     /// The judging model.
     pub model: String,
@@ -242,14 +255,23 @@ impl FretLlm {
         results.into_iter().map(|r| r.expect("every passage is attempted at least once. This is a bug.")).collect()
     }
 
-    /// QL and RC for each (query text, passage) pair.
+    /// QL and RC for each (query text, passage) pair (QL alone when [`FretOptions::relevance`] is off).
     pub async fn judge(&self, pairs: &[(&str, &Passage)]) -> Vec<Result<Judgement, LlmError>> {
-        let rc_requests: Vec<_> = pairs.iter().map(|(q, p)| self.prompts.relevance(q, p)).collect();
-        let rc_keys = self.keys(PromptKind::Relevance, &rc_requests);
         let backend = &self.backend;
-        let rc = cached_batches(self.cache.as_ref(), rc_keys, rc_requests, self.batching(), &self.label_calls, |batch| {
-            backend.label_probs(batch)
-        });
+        let rc = async {
+            if !self.options.relevance {
+                return vec![Ok(None); pairs.len()];
+            }
+            let requests: Vec<_> = pairs.iter().map(|(q, p)| self.prompts.relevance(q, p)).collect();
+            let keys = self.keys(PromptKind::Relevance, &requests);
+            cached_batches(self.cache.as_ref(), keys, requests, self.batching(), &self.label_calls, |batch| {
+                backend.label_probs(batch)
+            })
+            .await
+            .into_iter()
+            .map(|r| r.map(Some))
+            .collect()
+        };
         let ql = async {
             if self.ql_unsupported.load(Ordering::Relaxed) {
                 return vec![Err(LlmError::Unsupported("query likelihood".to_string())); pairs.len()];
@@ -276,17 +298,27 @@ impl FretLlm {
                     Err(error) => return Err(error),
                 };
                 let rc = rc?;
+                if ql.is_none() && rc.is_none() {
+                    return Err(LlmError::Unsupported(
+                        "judging with relevance classification off needs query likelihood, which this backend cannot score; give RC a weight".to_string(),
+                    ));
+                }
                 Ok(Judgement {
                     ql: ql.as_ref().map(|s| s.sum_logprob),
                     ql_tokens: ql.as_ref().map_or(0, |s| s.token_logprobs.len()),
-                    rc: expected_grade(&rc.probs),
-                    rc_probs: rc.probs,
+                    rc: rc.as_ref().map_or(0.0, |d| expected_grade(&d.probs)),
+                    rc_probs: rc.map(|d| d.probs).unwrap_or_default(),
                     model: self.id.model.clone(),
                     ql_prompt_version: ql_prompt_version.clone(),
-                    rc_prompt_version: rc_prompt_version.clone(),
+                    rc_prompt_version: if self.options.relevance { rc_prompt_version.clone() } else { String::new() },
                 })
             })
             .collect()
+    }
+
+    /// Whether judgements include relevance classification.
+    pub fn relevance(&self) -> bool {
+        self.options.relevance
     }
 
     fn keys<T: Serialize>(&self, kind: PromptKind, requests: &[T]) -> Vec<CacheKey> {
