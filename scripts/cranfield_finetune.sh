@@ -3,7 +3,12 @@
 # queries: `fretflow run pipelines/cranfield.toml`), then compare base and tuned on cranfield's human
 # judgments and on cisi (issue 6, "improves nDCG@10 on cranfield's human judgments").
 #
-#   scripts/cranfield_finetune.sh [FRET.jsonl]      (default out/cranfield-ql/fret.jsonl, the QL-fused set)
+#   scripts/cranfield_finetune.sh [FRET.jsonl]      (default out/cranfield-full/fret.jsonl, the QL-fused set
+#                                                    of `fretflow run pipelines/cranfield-full.toml`)
+#   STEPS=50 LR=1e-5 SUBSET=seed|all DEV_ONLY=1 scripts/cranfield_finetune.sh ...
+#
+# Settings are chosen on the dev half only: DEV_ONLY=1 trains, evaluates the tuned model with the prefix on
+# cranfield and prints nothing but its dev nDCG@10 (base-model evaluations are reused once made).
 #
 # 1. Split: out/cranfield-split/ holds cranfield with corpus/queries symlinked and qrels/{dev,heldout,test}.tsv.
 #    dev = the queries at odd positions (1st, 3rd, ...) of the numerically sorted query ids of qrels/test.tsv
@@ -29,7 +34,11 @@
 # while /tmp/bench.lock exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-FRET=${1:-out/cranfield-ql/fret.jsonl}
+FRET=${1:-out/cranfield-full/fret.jsonl}
+STEPS=${STEPS:-9}
+LR=${LR:-1e-5}
+SUBSET=${SUBSET:-seed}
+DEV_ONLY=${DEV_ONLY:-0}
 BIN=target/debug/fretflow
 PY=.venv/bin/python
 DATA=/work/shared/data
@@ -56,12 +65,12 @@ for s in dev heldout test; do
   echo "   $s: $(tail -n +2 "$SPLIT/qrels/$s.tsv" | cut -f1 | sort -u | wc -l) queries"
 done
 
-echo "== 2. seed-consistent subset of $FRET -> $OUT/fret-seedpos.jsonl"
-$PY - "$FRET" "$OUT/fret-seedpos.jsonl" <<'PY'
+echo "== 2. training examples ($SUBSET) of $FRET -> $OUT/fret-$SUBSET.jsonl"
+$PY - "$FRET" "$OUT/fret-$SUBSET.jsonl" "$SUBSET" <<'PY'
 import json, sys
-src, dst = sys.argv[1], sys.argv[2]
+src, dst, subset = sys.argv[1], sys.argv[2], sys.argv[3]
 rows = [json.loads(line) for line in open(src) if line.strip()]
-keep = [r for r in rows if r["positive"]["id"] == r["seed_id"]]
+keep = [r for r in rows if subset == "all" or r["positive"]["id"] == r["seed_id"]]
 with open(dst, "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in keep)
 print(f"   kept {len(keep)} of {len(rows)} examples (positive == seed)")
@@ -70,18 +79,31 @@ PY
 echo "== 3. train -> $OUT/ckpt"
 rm -rf "$OUT/ckpt"
 t0=$(date +%s)
-heavy $BIN train --data "$OUT/fret-seedpos.jsonl" --out "$OUT/ckpt" --no-resume --threads 2 --device cpu \
-  --steps 9 --batch-size 16 --lr 1e-5 --warmup-steps 3 --decay constant --temperature 0.05 \
+heavy $BIN train --data "$OUT/fret-$SUBSET.jsonl" --out "$OUT/ckpt" --no-resume --threads 2 --device cpu \
+  --steps "$STEPS" --batch-size 16 --lr "$LR" --warmup-steps $(( STEPS / 10 > 3 ? STEPS / 10 : 3 )) --decay constant --temperature 0.05 \
   --hard-negatives 1 --seed 42 > "$OUT/train.log" 2>&1
 echo "   trained in $(( $(date +%s) - t0 )) s"
 
 echo "== 4. evaluate (f32) -> $OUT/eval-*.json"
 evaluate() { # name model dataset [prefix]
   local t=$(date +%s)
+  # The base model's reports do not change between runs.
+  if [[ $1 == base-* && -s "$OUT/eval-$1.json" ]]; then echo "   $1: reused"; return; fi
   heavy $BIN eval --model "$2" --dataset "$3" --split test --precision f32 --threads 2 --device cpu \
     --query-prefix "${4:-}" --output "$OUT/eval-$1.json" > "$OUT/eval-$1.log" 2>&1
   echo "   $1: $(( $(date +%s) - t )) s"
 }
+if [ "$DEV_ONLY" = 1 ]; then
+  evaluate tuned-prefix-cranfield "$OUT/ckpt/latest" "$SPLIT" "$PREFIX"
+  $PY - "$OUT/eval-tuned-prefix-cranfield.json" "$SPLIT/dev.ids" "$SUBSET $STEPS x 16 lr $LR" <<'PY'
+import json, sys
+dev = set(open(sys.argv[2]).read().split())
+per = json.load(open(sys.argv[1]))["per_query"]
+d = [m["ndcg_at_10"] for q, m in per.items() if q in dev]
+print(f"== dev nDCG@10, tuned with prefix ({sys.argv[3]}): {sum(d) / len(d):.4f} over {len(d)} queries")
+PY
+  exit 0
+fi
 for m in base tuned; do
   model=all-MiniLM-L6-v2; [ $m = tuned ] && model="$OUT/ckpt/latest"
   evaluate "$m-plain-cranfield" "$model" "$SPLIT"
