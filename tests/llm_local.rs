@@ -177,6 +177,11 @@ fn batched_scores_equal_one_at_a_time() {
     .iter()
     .map(|(p, c)| ScoreRequest { prompt: p.to_string(), continuation: c.to_string() })
     .collect();
+    assert_batched_scores_equal_each_alone(reqs);
+}
+
+/// Scores of `reqs` in one batch equal each request's alone, within 1e-4.
+fn assert_batched_scores_equal_each_alone(reqs: Vec<ScoreRequest>) {
     let batched = block_on(llm().score(reqs.clone()));
     for (req, b) in reqs.into_iter().zip(batched) {
         let alone = block_on(llm().score(vec![req])).remove(0).unwrap();
@@ -243,15 +248,7 @@ fn prompts_sharing_a_head_give_in_a_batch_what_each_gives_alone() {
         .zip([" wing lift in a slipstream", " nose ablation heating", " shell buckling load under compression"])
         .map(|(p, c)| ScoreRequest { prompt: p.clone(), continuation: c.to_string() })
         .collect();
-    let batched = block_on(llm().score(scores.clone()));
-    for (req, b) in scores.into_iter().zip(batched) {
-        let alone = block_on(llm().score(vec![req])).remove(0).unwrap();
-        let b = b.unwrap();
-        assert_eq!(alone.token_logprobs.len(), b.token_logprobs.len());
-        for (x, y) in alone.token_logprobs.iter().zip(&b.token_logprobs) {
-            assert!((x - y).abs() < 1e-4, "{x} vs {y}");
-        }
-    }
+    assert_batched_scores_equal_each_alone(scores);
     let rows = block_on(llm().next_token_logprobs(prompts.iter().map(|p| text(p)).collect()));
     for (p, row) in prompts.iter().zip(rows) {
         let alone = block_on(llm().next_token_logprobs(vec![text(p)])).remove(0).unwrap();
