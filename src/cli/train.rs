@@ -163,8 +163,8 @@ impl TrainKafkaArgs {
 }
 
 impl TrainArgs {
-    /// The trainer configuration these arguments describe.
-    pub fn config(&self) -> TrainerConfig {
+    /// The trainer configuration these arguments describe, for training on `device`.
+    pub fn config(&self, device: tch::Device) -> TrainerConfig {
         TrainerConfig {
             model: self.model.clone(),
             out_dir: self.out.clone(),
@@ -192,7 +192,10 @@ impl TrainArgs {
                 seed: self.seed,
             },
             backward: BackwardConfig {
-                chunk_tokens: self.chunk_tokens.unwrap_or(BackwardConfig::default().chunk_tokens),
+                // Training runs in f32: the inference rule for the budget (measured there, and for training
+                // by scripts/bench_train.py: 2048 gave 1.04x sentence-transformers, 8192 0.75x on 2 CPU
+                // threads).
+                chunk_tokens: self.chunk_tokens.unwrap_or_else(|| default_token_budget(device, Precision::F32)),
                 grad_cache: self.grad_cache,
                 dropout: self.dropout,
             },
@@ -215,13 +218,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     let device = args.device.resolve()?;
     let options = EncoderOptions { device, max_seq_length: args.max_seq_length, ..EncoderOptions::default() };
-    let mut config = args.config();
-    if args.chunk_tokens.is_none() {
-        // Training runs in f32: the inference rule for the budget (measured there, and for training by
-        // scripts/bench_train.py: 2048 gave 1.04x sentence-transformers, 8192 0.75x on 2 CPU threads).
-        config.backward.chunk_tokens = default_token_budget(device, Precision::F32);
-    }
-    let mut trainer = Trainer::new(config, options).context("cannot start the trainer")?;
+    let mut trainer = Trainer::new(args.config(device), options).context("cannot start the trainer")?;
     if !args.eval_dataset.is_empty() {
         trainer.set_evaluator(Box::new(BeirEvaluator::new(&args.eval_dataset, options)?));
     }

@@ -61,8 +61,13 @@ fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
             lanes[l] += x[l] * y[l];
         }
     }
+    sum_lanes_and_tail(&lanes, a, b, chunks * 8)
+}
+
+/// The lanes in order, then the products of the components from `tail` on.
+fn sum_lanes_and_tail(lanes: &[f32; 8], a: &[f32], b: &[f32], tail: usize) -> f32 {
     let mut sum = lanes.iter().sum::<f32>();
-    for i in chunks * 8..a.len() {
+    for i in tail..a.len() {
         sum += a[i] * b[i];
     }
     sum
@@ -83,11 +88,7 @@ unsafe fn dot_avx(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
     // SAFETY: `lanes` holds eight f32.
     unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
-    let mut sum = lanes.iter().sum::<f32>();
-    for i in chunks * 8..a.len() {
-        sum += a[i] * b[i];
-    }
-    sum
+    sum_lanes_and_tail(&lanes, a, b, chunks * 8)
 }
 
 impl PartialEq for Vector {
