@@ -469,3 +469,49 @@ fn bf16_precision_stays_within_a_quarter_nat_and_keeps_the_top_token() {
     println!("largest bf16 error over the top-10 tokens: {worst:.4} nats");
     assert!(worst < 0.25, "bf16 log-probabilities off by {worst}");
 }
+
+#[test]
+fn cli_judge_without_rc_in_bf16_scores_query_likelihood_alone() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = dir.path().join("pairs.jsonl");
+    let query = "at what angle of attack does a wing stall";
+    let pairs = [
+        ("stall", "a wing stalls when its angle of attack exceeds the critical angle, about fifteen degrees, and lift drops"),
+        ("bread", "knead the dough for ten minutes, then let the bread rise in a warm place for an hour"),
+    ];
+    let lines: Vec<String> = pairs
+        .iter()
+        .map(|(id, text)| serde_json::json!({"query_id": "q", "query": query, "passage": {"id": id, "text": text}}).to_string())
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").expect("write pairs");
+    let output = dir.path().join("judged.jsonl");
+    let run = |precision: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fretflow"))
+            .args(["llm", "judge", "--device", "cpu", "--no-rc", "--precision", precision, "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&output)
+            .output()
+            .expect("run fretflow")
+    };
+    let bad = run("f16");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("f16"), "the error names the value: {}", String::from_utf8_lossy(&bad.stderr));
+
+    let done = run("bf16");
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let judged: Vec<Value> = std::fs::read_to_string(&output)
+        .expect("output written")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(judged.len(), 2);
+    for j in &judged {
+        assert_eq!(j["rc"].as_f64(), Some(0.0), "RC is not asked: {j}");
+        assert_eq!(j["rc_probs"].as_array().map(Vec::len), Some(0), "{j}");
+        assert!(j["model"].as_str().is_some_and(|m| m.ends_with("/bf16")), "the bf16 model is named: {j}");
+        assert!(j["ql"].as_f64().is_some_and(|ql| ql < 0.0) && j["ql_tokens"].as_u64().is_some_and(|n| n > 0), "{j}");
+    }
+    let ql = |i: usize| judged[i]["ql"].as_f64().expect("ql");
+    assert!(ql(0) > ql(1), "the query is likelier after the passage about stall: {} vs {}", ql(0), ql(1));
+}
