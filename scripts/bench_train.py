@@ -8,7 +8,12 @@ at lr 2e-5 with gradient clipping at 1.0, dropout on in both (sentence-transform
 Each side times its steps after the first (tokenization, forward, backward, clipping, optimizer step),
 excluding model loading and checkpoint writing. Prints examples/s for each and the ratio.
 
+With --precision bf16 both sides train in mixed precision: sentence-transformers under
+`torch.autocast("cpu", dtype=torch.bfloat16)` (what its trainer's `bf16=True` does), fretflow with
+`--precision bf16`; weights, optimizer state and loss stay f32 in both.
+
 Run: .venv/bin/python scripts/bench_train.py [--batch-size 16 --max-seq-length 128 --steps 6 --threads 2]
+     [--precision f32|bf16]
 (builds target/debug/fretflow with `cargo build` first when it is missing).
 """
 import argparse
@@ -68,7 +73,8 @@ def bench_sentence_transformers(model_dir, triplets, args):
             model.tokenize([p["text"] for _, p, _ in batch]),
             model.tokenize([n["text"] for _, _, n in batch]),
         ]
-        loss = loss_fn(features, None)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            loss = loss_fn(features, None)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -89,7 +95,7 @@ def bench_fretflow(fret_path, model_dir, args):
             "--steps", str(args.steps), "--batch-size", str(args.batch_size),
             "--max-seq-length", str(args.max_seq_length), "--threads", str(args.threads),
             "--hard-negatives", "1", "--no-same-tower", "--dropout", "--lr", "2e-5", "--warmup-steps", "0",
-            "--max-grad-norm", "1.0", "--device", "cpu", "--no-resume",
+            "--max-grad-norm", "1.0", "--device", "cpu", "--no-resume", "--precision", args.precision,
         ] + (["--grad-cache"] if args.grad_cache else []) + (
             ["--chunk-tokens", str(args.chunk_tokens)] if args.chunk_tokens else [])
         res = subprocess.run(cmd, capture_output=True, text=True)
@@ -108,6 +114,7 @@ def main():
     ap.add_argument("--steps", type=int, default=6, help="steps per run; the first is not timed")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2, help="alternating runs of each; the best counts")
+    ap.add_argument("--precision", choices=["f32", "bf16"], default="f32", help="f32, or mixed bf16 on both sides")
     ap.add_argument("--grad-cache", action="store_true", help="fretflow with GradCache (one extra forward)")
     ap.add_argument("--chunk-tokens", type=int, default=0, help="fretflow --chunk-tokens (default: its own)")
     ap.add_argument("--corpus", default=os.path.join(ROOT, "..", "shared", "data", "cranfield", "corpus.jsonl"))
@@ -126,7 +133,7 @@ def main():
             ff.append(bench_fretflow(fret_path, model_dir, args))
             print(f"  run: sentence-transformers {st[-1]:.2f} ex/s, fretflow {ff[-1]:.2f} ex/s", flush=True)
     print(f"batch {args.batch_size}, max_seq_length {args.max_seq_length}, threads {args.threads}, "
-          f"{args.steps - 1} timed steps, grad_cache={args.grad_cache}")
+          f"{args.steps - 1} timed steps, grad_cache={args.grad_cache}, precision={args.precision}")
     print(f"sentence-transformers MNRL: {max(st):.2f} examples/s")
     print(f"fretflow train:             {max(ff):.2f} examples/s")
     print(f"ratio fretflow / sentence-transformers: {max(ff) / max(st):.2f}x (target >= 1.2x)")

@@ -71,12 +71,17 @@ pub struct TrainArgs {
     /// Use GradCache: constant memory whatever the batch size, one extra forward pass.
     #[arg(long)]
     pub grad_cache: bool,
-    /// Padded tokens per encoder chunk [default: 2048 on a CPU (cache-sized blocks), else 8192].
+    /// Padded tokens per encoder chunk [default on a CPU: 2048 in f32, 4096 in bf16 (cache-sized blocks); on a GPU 8192].
     #[arg(long)]
     pub chunk_tokens: Option<usize>,
     /// Train with the model's dropout.
     #[arg(long)]
     pub dropout: bool,
+    /// `f32`, or `bf16`: mixed precision (bf16 matrix products; f32 weights, gradients, optimizer state,
+    /// LayerNorms and loss), faster on CPUs with AVX-512 BF16/AMX and on GPUs. Checkpoints are f32 either
+    /// way, and are evaluated in f32.
+    #[arg(long, value_enum, default_value_t = TrainPrecision::F32)]
+    pub precision: TrainPrecision,
     /// Extra `{query, positive}` JSONL datasets mixed into batches.
     #[arg(long)]
     pub pairs: Vec<PathBuf>,
@@ -117,6 +122,30 @@ pub struct TrainArgs {
     /// applies to every argument after them).
     #[command(flatten)]
     pub kafka: TrainKafkaArgs,
+}
+
+/// Number type of training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TrainPrecision {
+    /// Everything in f32.
+    F32,
+    /// Mixed precision: bf16 matrix products over f32 weights.
+    Bf16,
+}
+
+/// Padded tokens per training chunk for mixed bf16 on a CPU: on the 2-core AVX-512/AMX Xeon,
+/// `fretflow train --precision bf16` (scripts/bench_train.py's data, batch 16, length 128, best of two runs)
+/// made 9.85 examples/s at 2048, 10.01 at 4096 and 8.98 at 8192.
+const CPU_MIXED_BF16_CHUNK_TOKENS: usize = 4096;
+
+/// The chunk budget when none is given: the inference rule for f32 and for GPUs (measured for training
+/// too by scripts/bench_train.py, 2 CPU threads: f32 at 2048 gave 1.04x sentence-transformers, at 8192
+/// 0.75x), [`CPU_MIXED_BF16_CHUNK_TOKENS`] for mixed bf16 on a CPU.
+fn default_chunk_tokens(device: tch::Device, precision: TrainPrecision) -> usize {
+    match (device, precision) {
+        (tch::Device::Cpu, TrainPrecision::Bf16) => CPU_MIXED_BF16_CHUNK_TOKENS,
+        _ => default_token_budget(device, Precision::F32),
+    }
 }
 
 /// The Kafka side of `fretflow train`.
@@ -192,12 +221,10 @@ impl TrainArgs {
                 seed: self.seed,
             },
             backward: BackwardConfig {
-                // Training runs in f32: the inference rule for the budget (measured there, and for training
-                // by scripts/bench_train.py: 2048 gave 1.04x sentence-transformers, 8192 0.75x on 2 CPU
-                // threads).
-                chunk_tokens: self.chunk_tokens.unwrap_or_else(|| default_token_budget(device, Precision::F32)),
+                chunk_tokens: self.chunk_tokens.unwrap_or_else(|| default_chunk_tokens(device, self.precision)),
                 grad_cache: self.grad_cache,
                 dropout: self.dropout,
+                bf16: self.precision == TrainPrecision::Bf16,
             },
             checkpoint_every_steps: self.checkpoint_every,
             checkpoint_every_minutes: self.checkpoint_minutes,

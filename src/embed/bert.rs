@@ -12,6 +12,15 @@ fn linear(vs: nn::Path, input: i64, output: i64) -> nn::Linear {
     nn::linear(vs, input, output, config)
 }
 
+/// `xs · Wᵀ + b`, in `compute`'s number type when given (mixed precision: the f32 parameters are cast for the
+/// product, so their gradients stay f32), else in the parameters' own.
+fn project(l: &nn::Linear, xs: &Tensor, compute: Option<Kind>) -> Tensor {
+    match compute {
+        Some(kind) => xs.to_kind(kind).linear(&l.ws.to_kind(kind), l.bs.as_ref().map(|b| b.to_kind(kind))),
+        None => l.forward(xs),
+    }
+}
+
 fn shallow_linear(l: &nn::Linear) -> nn::Linear {
     nn::Linear { ws: l.ws.shallow_clone(), bs: l.bs.as_ref().map(Tensor::shallow_clone) }
 }
@@ -119,26 +128,29 @@ impl Attention {
     }
 
     /// `xs`: `[batch, len, hidden]`; `mask`: `[batch, 1, 1, len]`, true where a key is a real token.
-    fn forward_t(&self, xs: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+    fn forward_t(&self, xs: &Tensor, mask: &Tensor, train: bool, compute: Option<Kind>) -> Tensor {
         let (batch, len, hidden) = xs.size3().expect("hidden states are [batch, len, hidden]. This is a bug.");
         let split = |t: Tensor| t.view([batch, len, self.heads, hidden / self.heads]).transpose(1, 2);
-        let q = split(self.query.forward(xs));
-        let k = split(self.key.forward(xs));
-        let v = split(self.value.forward(xs));
+        let q = split(project(&self.query, xs, compute));
+        let k = split(project(&self.key, xs, compute));
+        let v = split(project(&self.value, xs, compute));
         let context = if train && self.attention_dropout > 0.0 && q.device() == tch::Device::Cpu {
             // SDPA's math path, which it takes on the CPU when dropout is on, with the cheaper mask (on CUDA
             // its fused kernels apply dropout themselves).
             let scale = 1.0 / ((hidden / self.heads) as f64).sqrt();
             let scores = q.matmul(&k.transpose(-2, -1)) * scale;
             let scores = scores.masked_fill(&mask.logical_not(), f64::NEG_INFINITY);
-            let probs = scores.softmax(-1, scores.kind());
+            // The softmax in f32 also under mixed precision (as autocast runs it), back to v's type for the product.
+            let probs = scores.softmax(-1, Kind::Float).to_kind(v.kind());
             dropout(&probs, self.attention_dropout, true).matmul(&v)
         } else {
             let p = if train { self.attention_dropout } else { 0.0 };
             Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), p, false, None, false)
         };
         let context = context.transpose(1, 2).reshape([batch, len, hidden]);
-        let projected = dropout(&self.output.forward(&context), self.dropout, train);
+        let projected = dropout(&project(&self.output, &context, compute), self.dropout, train);
+        // Under mixed precision `projected` is bf16 and `xs` f32: the sum, the residual stream and the
+        // LayerNorm stay f32.
         self.layer_norm.forward(&(projected + xs))
     }
 
@@ -177,15 +189,15 @@ impl Layer {
         }
     }
 
-    fn forward_t(&self, xs: &Tensor, mask: &Tensor, train: bool) -> Tensor {
-        let xs = self.attention.forward_t(xs, mask, train);
-        let inner = self.intermediate.forward(&xs);
+    fn forward_t(&self, xs: &Tensor, mask: &Tensor, train: bool, compute: Option<Kind>) -> Tensor {
+        let xs = self.attention.forward_t(xs, mask, train, compute);
+        let inner = project(&self.intermediate, &xs, compute);
         let inner = match self.activation {
             Activation::Gelu => inner.gelu("none"),
             Activation::GeluTanh => inner.gelu("tanh"),
             Activation::Relu => inner.relu(),
         };
-        let out = dropout(&self.output.forward(&inner), self.dropout, train);
+        let out = dropout(&project(&self.output, &inner, compute), self.dropout, train);
         self.layer_norm.forward(&(out + xs))
     }
 
@@ -207,6 +219,7 @@ impl Layer {
 pub struct BertModel {
     embeddings: Embeddings,
     layers: Vec<Layer>,
+    compute: Option<Kind>,
 }
 
 impl BertModel {
@@ -217,7 +230,16 @@ impl BertModel {
         Self {
             embeddings: Embeddings::new(&vs / "embeddings", config),
             layers: (0..config.num_hidden_layers).map(|i| Layer::new(&encoder / i, config)).collect(),
+            compute: None,
         }
+    }
+
+    /// Mixed precision: run the matrix products (projections and attention) in `kind` (bf16) while the
+    /// parameters, their gradients, the embeddings, the residual stream and the LayerNorms stay in the
+    /// parameters' type, as `torch.autocast` does. `None` (the default) runs everything in the parameters'
+    /// type.
+    pub fn set_compute_kind(&mut self, kind: Option<Kind>) {
+        self.compute = kind;
     }
 
     /// Token vectors `[batch, len, hidden]` for `input_ids` `[batch, len]` (i64) and `attention_mask`
@@ -228,7 +250,7 @@ impl BertModel {
         let mask = attention_mask.to_kind(Kind::Bool).view([batch, 1, 1, len]);
         let mut xs = self.embeddings.forward_t(input_ids, train);
         for layer in &self.layers {
-            xs = layer.forward_t(&xs, &mask, train);
+            xs = layer.forward_t(&xs, &mask, train, self.compute);
         }
         xs
     }
@@ -239,6 +261,7 @@ impl BertModel {
         Self {
             embeddings: self.embeddings.shallow_clone(),
             layers: self.layers.iter().map(Layer::shallow_clone).collect(),
+            compute: self.compute,
         }
     }
 }

@@ -19,19 +19,25 @@ pub enum Precision {
     /// bfloat16 parameters and matrix products (pooling and normalization stay f32): faster on CPUs with
     /// AVX-512 BF16 and on GPUs, at a small loss of precision (cosine to f32 ≥ 0.99).
     Bf16,
+    /// Mixed precision, as `torch.autocast(dtype=torch.bfloat16)` runs a model: f32 parameters (so an
+    /// optimizer updates f32 weights and gradients are f32), bf16 matrix products, f32 residual stream,
+    /// LayerNorms, softmax and pooling. For training; `fretflow train --precision bf16` means this.
+    MixedBf16,
 }
 
 impl std::str::FromStr for Precision {
     type Err = EmbedError;
 
-    /// Parses `f32` (`fp32`, `float32`) or `bf16` (`bfloat16`), case-insensitively.
+    /// Parses `f32` (`fp32`, `float32`), `bf16` (`bfloat16`) or `mixed-bf16`, case-insensitively.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "f32" | "fp32" | "float32" => Ok(Self::F32),
             "bf16" | "bfloat16" => Ok(Self::Bf16),
-            _ => {
-                Err(EmbedError::InvalidOption { option: "precision", message: format!("'{s}': expected f32 or bf16") })
-            }
+            "mixed-bf16" => Ok(Self::MixedBf16),
+            _ => Err(EmbedError::InvalidOption {
+                option: "precision",
+                message: format!("'{s}': expected f32, bf16 or mixed-bf16"),
+            }),
         }
     }
 }
@@ -105,10 +111,12 @@ impl SentenceEncoder {
         }
         let tokenizer = TextTokenizer::load(dir, max_len, config.do_lower_case, config.bert.pad_token_id)?;
         let mut vs = VarStore::new(options.device);
-        let model = BertModel::new(vs.root(), &config.bert);
+        let mut model = BertModel::new(vs.root(), &config.bert);
         let summary = weights::load_safetensors(&vs, &dir.join("model.safetensors"))?;
-        if options.precision == Precision::Bf16 {
-            vs.bfloat16();
+        match options.precision {
+            Precision::F32 => {}
+            Precision::Bf16 => vs.bfloat16(),
+            Precision::MixedBf16 => model.set_compute_kind(Some(Kind::BFloat16)),
         }
         tracing::info!(
             model = %dir.display(), tensors = summary.loaded, max_seq_length = max_len,
@@ -256,6 +264,7 @@ mod tests {
     fn precision_parses_from_cli_names() {
         assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16);
         assert_eq!("FP32".parse::<Precision>().unwrap(), Precision::F32);
+        assert_eq!("Mixed-BF16".parse::<Precision>().unwrap(), Precision::MixedBf16);
         assert!("f16".parse::<Precision>().unwrap_err().to_string().contains("precision"));
     }
 }

@@ -13,7 +13,7 @@ use super::manifest::{append_manifest, apply_retention, read_manifest, write_plo
 use super::optim::{AdamW, OptimConfig};
 use super::source::ChangeSource;
 use super::{GeckoLoss, TrainError};
-use crate::embed::{EncoderOptions, SentenceEncoder};
+use crate::embed::{EncoderOptions, Precision, SentenceEncoder};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -109,8 +109,11 @@ impl std::fmt::Debug for Trainer {
 
 impl Trainer {
     /// Loads the base model, or the latest checkpoint of `out_dir` with its optimizer state when
-    /// `config.resume` is set and one exists.
+    /// `config.resume` is set and one exists. The parameters are f32 whatever `options.precision` says;
+    /// `config.backward.bf16` chooses mixed precision for the products.
     pub fn new(config: TrainerConfig, options: EncoderOptions) -> Result<Self, TrainError> {
+        let precision = if config.backward.bf16 { Precision::MixedBf16 } else { Precision::F32 };
+        let options = EncoderOptions { precision, ..options };
         config.loss.dims_and_weights(usize::MAX)?;
         if config.sampler.batch_size == 0 {
             return Err(TrainError::Config { field: "batch_size", message: "must be at least 1".into() });
