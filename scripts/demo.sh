@@ -3,8 +3,10 @@
 # data/sample, with the local SmolLM2 model and all-MiniLM-L6-v2, on the CPU. Everything it reads ships in
 # the repository or is installed by scripts/setup.sh; everything it writes goes to out/.
 #
-#   1. fretflow run     passages -> LLM task+query -> embed -> top-N -> QL+RC judge -> RRF -> FRet set
-#   2. fretflow train   a short fine-tuning run on that set, one checkpoint, evaluated on arrival
+#   1. fretflow run     passages -> LLM task+query -> embed -> top-N -> QL+RC judge -> RRF -> FRet set,
+#                       then, in the same process (the config's [train] table), a short fine-tuning run on
+#                       that set: one checkpoint, evaluated on arrival
+#   2. (the same can run as its own process: fretflow train --data out/fret.jsonl --out ...)
 #   3. fretflow eval    the base model and the checkpoint on the sample's judged queries
 #   4. Python           the checkpoint loads unchanged in sentence-transformers
 #
@@ -17,14 +19,10 @@ PY=.venv/bin/python
 mkdir -p out
 started=$(date +%s)
 
-echo "== 1. FRet pipeline on data/sample/passages.jsonl (pipelines/quickstart.toml) -> out/fret.jsonl, out/fret.parquet"
-$BIN run pipelines/quickstart.toml --no-progress
-
-echo
-echo "== 2. Fine-tune all-MiniLM-L6-v2 on out/fret.jsonl -> out/checkpoints/ (checkpoint evaluated on arrival)"
+echo "== 1-2. FRet pipeline on data/sample/passages.jsonl -> out/fret.jsonl, out/fret.parquet, and fine-tuning"
+echo "        of all-MiniLM-L6-v2 on that set in the same process -> out/checkpoints/ (pipelines/quickstart.toml)"
 rm -rf out/checkpoints
-$BIN train --data out/fret.jsonl --out out/checkpoints --steps 12 --batch-size 8 \
-  --checkpoint-every 12 --eval-dataset data/sample
+$BIN run pipelines/quickstart.toml --no-progress
 
 echo
 echo "== 3. Evaluate the base model and the checkpoint on the sample's judged queries -> out/eval/"

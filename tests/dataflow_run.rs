@@ -43,7 +43,7 @@ fn a_jsonl_corpus_runs_to_change_stream_snapshots_and_dead_letters() {
     "#;
     std::fs::write(dir.path().join("p.toml"), toml).unwrap();
     let config = PipelineConfig::load(&dir.path().join("p.toml")).unwrap();
-    let snapshot = run_pipeline(&config, timely::Config::process(2), 0, None).unwrap();
+    let snapshot = run_pipeline(&config, timely::Config::process(2), 0, Vec::new(), None).unwrap();
     assert_eq!((snapshot.records_in, snapshot.passages_in, snapshot.passages_deleted), (33, 30, 1));
     assert_eq!(snapshot.examples_live, 29);
 

@@ -2,10 +2,15 @@
 //! summary at the end. Timely's cluster flags (`-w`, `-n`, `-p`, `-h`) choose threads and processes.
 //! A file `[source]` runs [`run_pipeline`]; a `[kafka.source]` runs [`run_fret`] (topic to topic),
 //! which follows the topic until Ctrl-C or, with `--idle-exit`, until it has been quiet that long.
+//!
+//! A file pipeline with a `[train]` table also fine-tunes the encoder in this process: its FRet change
+//! stream goes over a channel to a trainer ([`crate::train::source::channel`]), which trains while
+//! examples stream in (on its own thread) or, with `after_input`, once the input has ended.
 use crate::connectors::kafka::run::{run_fret, FretRunOptions};
 use crate::dataflow::config::{Input, PipelineConfig};
 use crate::dataflow::progress::Snapshot;
 use crate::dataflow::run::{run_pipeline, ProgressHook};
+use crate::train::source::channel;
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -70,8 +75,44 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let bars = (!args.no_progress && std::io::stderr().is_terminal()).then(Bars::new);
     let hook: Option<ProgressHook> = bars.map(|mut b| Box::new(move |s: &Snapshot| b.update(s)) as ProgressHook);
     let context = || format!("pipeline {}", args.config.display());
-    let snapshot = match config.input() {
-        Input::File(_) => run_pipeline(&config, timely_config, args.process, hook).with_context(context)?,
+    // The in-process trainer runs where the sinks are: process 0.
+    let train = match &config.train {
+        Some(t) if args.process == 0 => Some((super::train::options_from_table(&t.options).with_context(context)?, t.after_input)),
+        _ => None,
+    };
+    let (snapshot, trained) = match config.input() {
+        Input::File(_) => {
+            let Some((options, after_input)) = train else {
+                let snapshot = run_pipeline(&config, timely_config, args.process, Vec::new(), hook).with_context(context)?;
+                print_summary(&snapshot, &config);
+                return write_summary(&config, &snapshot);
+            };
+            let (feed, mut source) = channel();
+            let out = options.out.clone();
+            let train = move |source: &mut crate::train::source::ChannelSource| -> anyhow::Result<String> {
+                let mut trainer = options.trainer()?;
+                let summary = trainer.run(source).context("in-process training failed")?;
+                Ok(super::train::summary_text(&trainer, &summary, &out))
+            };
+            if after_input {
+                let snapshot = run_pipeline(&config, timely_config, args.process, vec![Box::new(feed)], hook).with_context(context)?;
+                print_summary(&snapshot, &config);
+                write_summary(&config, &snapshot)?;
+                println!("training on the {} examples of the FRet set (`[train] after_input`)", snapshot.examples_live);
+                println!("{}", train(&mut source)?);
+                return Ok(());
+            } else {
+                let trainer = std::thread::Builder::new()
+                    .name("fretflow-train".into())
+                    .spawn(move || train(&mut source))
+                    .context("cannot start the trainer thread")?;
+                let result = run_pipeline(&config, timely_config, args.process, vec![Box::new(feed)], hook);
+                let trained = trainer.join().map_err(|_| anyhow::anyhow!("the trainer thread panicked"))?;
+                // A trainer that failed stops the pipeline too: its error is the one to report.
+                let trained = trained.with_context(context)?;
+                (result.with_context(context)?, Some(trained))
+            }
+        }
         Input::Kafka { connection, source, sink } => {
             let idle_exit = match args.idle_exit {
                 Some(s) if !(s.is_finite() && s > 0.0) => anyhow::bail!("--idle-exit must be a positive number of seconds, got {s}"),
@@ -80,12 +121,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             let mut connection = connection.clone();
             connection.apply_env(|name| std::env::var(name).ok()).with_context(context)?;
             let options = FretRunOptions { idle_exit, progress: hook };
-            run_fret(&config, &connection, source, sink, timely_config, options).with_context(context)?
+            (run_fret(&config, &connection, source, sink, timely_config, options).with_context(context)?, None)
         }
     };
     print_summary(&snapshot, &config);
+    if let Some(text) = trained {
+        println!("{text}");
+    }
+    write_summary(&config, &snapshot)
+}
+
+/// Writes the run's metrics to `sinks.summary` when the config names it.
+fn write_summary(config: &PipelineConfig, snapshot: &Snapshot) -> anyhow::Result<()> {
     if let Some(path) = &config.sinks.summary {
-        let json = serde_json::to_string_pretty(&snapshot).expect("summary serializes. This is a bug.");
+        let json = serde_json::to_string_pretty(snapshot).expect("summary serializes. This is a bug.");
         std::fs::write(path, json).with_context(|| format!("cannot write the summary {}", path.display()))?;
     }
     Ok(())

@@ -11,9 +11,9 @@ use crate::train::gradcache::BackwardConfig;
 use crate::train::kafka::{CheckpointPublisher, FretTopicSource, TopicStats};
 use crate::train::optim::{Decay, OptimConfig};
 use crate::train::source::FileSource;
-use crate::train::{GeckoLoss, Trainer, TrainerConfig};
+use crate::train::{GeckoLoss, RunSummary, Trainer, TrainerConfig};
 use anyhow::Context;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Arguments of `fretflow train`.
@@ -22,6 +22,19 @@ pub struct TrainArgs {
     /// FRet examples or change records: JSONL (`.jsonl`) or Parquet (`.parquet`); or see --kafka-topic.
     #[arg(long, required_unless_present = "kafka_topic", conflicts_with = "kafka_topic")]
     pub data: Option<PathBuf>,
+    /// Model, loss, optimizer, checkpoints, evaluation, device.
+    #[command(flatten)]
+    pub options: TrainOptions,
+    /// Kafka: the FRet topic to read, and where checkpoint events go (listed last: their help heading
+    /// applies to every argument after them).
+    #[command(flatten)]
+    pub kafka: TrainKafkaArgs,
+}
+
+/// Everything about a training run but where its data comes from: `fretflow train`'s options, and the
+/// keys of a pipeline's `[train]` table (see [`PipelineTrainer`]).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainOptions {
     /// Base model: a directory in sentence-transformers layout or a short name.
     #[arg(long, default_value = "all-MiniLM-L6-v2")]
     pub model: String,
@@ -118,10 +131,6 @@ pub struct TrainArgs {
     /// `cpu`, `cuda`, `cuda:N` or `auto`.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
-    /// Kafka: the FRet topic to read, and where checkpoint events go (listed last: their help heading
-    /// applies to every argument after them).
-    #[command(flatten)]
-    pub kafka: TrainKafkaArgs,
 }
 
 /// Number type of training.
@@ -191,7 +200,7 @@ impl TrainKafkaArgs {
     }
 }
 
-impl TrainArgs {
+impl TrainOptions {
     /// The trainer configuration these arguments describe, for training on `device`.
     pub fn config(&self, device: tch::Device) -> TrainerConfig {
         TrainerConfig {
@@ -235,20 +244,81 @@ impl TrainArgs {
             resume: !self.no_resume,
         }
     }
+
+    /// Applies `--threads` (process-wide), resolves the device and loads the trainer with its evaluator.
+    pub fn trainer(&self) -> anyhow::Result<Trainer> {
+        if let Some(n) = self.threads {
+            anyhow::ensure!(n > 0, "--threads must be at least 1, got {n}");
+            tch::set_num_threads(n);
+        }
+        let device = self.device.resolve()?;
+        let options = EncoderOptions { device, max_seq_length: self.max_seq_length, ..EncoderOptions::default() };
+        let mut trainer = Trainer::new(self.config(device), options).context("cannot start the trainer")?;
+        if !self.eval_dataset.is_empty() {
+            trainer.set_evaluator(Box::new(BeirEvaluator::new(&self.eval_dataset, options)?));
+        }
+        Ok(trainer)
+    }
+}
+
+/// What a training run did, in two lines.
+pub fn summary_text(trainer: &Trainer, summary: &RunSummary, out: &Path) -> String {
+    let latest = out.join(crate::train::checkpoint::LATEST);
+    let rate = summary.examples_per_second.map_or_else(|| "n/a".to_string(), |r| format!("{r:.2}"));
+    let (upserts, retractions) = trainer.buffer().change_counts();
+    format!(
+        "trained {} steps ({} examples, {rate} examples/s); total steps {}; latest checkpoint: {}\n\
+         replay buffer: {} examples ({upserts} upserts and {retractions} retractions applied)",
+        summary.steps,
+        summary.examples,
+        trainer.step(),
+        latest.display(),
+        trainer.buffer().len()
+    )
+}
+
+/// A pipeline's `[train]` table as `fretflow train` options.
+#[derive(Debug, clap::Parser)]
+#[command(name = "[train]", no_binary_name = true, disable_help_flag = true, disable_version_flag = true)]
+struct TableArgs {
+    #[command(flatten)]
+    options: TrainOptions,
+}
+
+/// Reads a pipeline's `[train]` table (keys: `fretflow train`'s long options, `_` or `-`; values: strings,
+/// numbers, booleans for flags, arrays for repeatable options) into training options. Errors name the key.
+pub fn options_from_table(table: &toml::Table) -> anyhow::Result<TrainOptions> {
+    let mut args: Vec<String> = Vec::new();
+    for (key, value) in table {
+        let flag = format!("--{}", key.replace('_', "-"));
+        let scalar = |v: &toml::Value| match v {
+            toml::Value::String(s) => Ok(s.clone()),
+            toml::Value::Integer(i) => Ok(i.to_string()),
+            toml::Value::Float(f) => Ok(f.to_string()),
+            _ => anyhow::bail!("[train] {key}: expected a string, a number, a boolean or a list of them"),
+        };
+        match value {
+            toml::Value::Boolean(true) => args.push(flag),
+            toml::Value::Boolean(false) => {}
+            toml::Value::Array(items) => {
+                for item in items {
+                    args.extend([flag.clone(), scalar(item)?]);
+                }
+            }
+            other => args.extend([flag, scalar(other)?]),
+        }
+    }
+    let parsed = <TableArgs as clap::Parser>::try_parse_from(&args).map_err(|e| {
+        let message = e.to_string();
+        let first = message.lines().next().unwrap_or_default().trim_start_matches("error: ");
+        anyhow::anyhow!("[train]: {first} (its keys are `fretflow train` options, e.g. batch_size = 16)")
+    })?;
+    Ok(parsed.options)
 }
 
 /// Runs `fretflow train`.
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    if let Some(n) = args.threads {
-        anyhow::ensure!(n > 0, "--threads must be at least 1, got {n}");
-        tch::set_num_threads(n);
-    }
-    let device = args.device.resolve()?;
-    let options = EncoderOptions { device, max_seq_length: args.max_seq_length, ..EncoderOptions::default() };
-    let mut trainer = Trainer::new(args.config(device), options).context("cannot start the trainer")?;
-    if !args.eval_dataset.is_empty() {
-        trainer.set_evaluator(Box::new(BeirEvaluator::new(&args.eval_dataset, options)?));
-    }
+    let mut trainer = args.options.trainer()?;
     if let Some(topic) = &args.kafka.events_topic {
         let publisher = CheckpointPublisher::start(&args.kafka.connection()?, topic)
             .with_context(|| format!("cannot publish checkpoint events to Kafka topic '{topic}'"))?;
@@ -264,20 +334,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         }
         (None, None) => anyhow::bail!("give --data FILE or --kafka-topic TOPIC"),
     };
-    let latest = args.out.join(crate::train::checkpoint::LATEST);
-    let rate = summary.examples_per_second.map_or_else(|| "n/a".to_string(), |r| format!("{r:.2}"));
-    println!(
-        "trained {} steps ({} examples, {rate} examples/s); total steps {}; latest checkpoint: {}",
-        summary.steps,
-        summary.examples,
-        trainer.step(),
-        latest.display()
-    );
-    let (upserts, retractions) = trainer.buffer().change_counts();
-    println!(
-        "replay buffer: {} examples ({upserts} upserts and {retractions} retractions applied)",
-        trainer.buffer().len()
-    );
+    println!("{}", summary_text(&trainer, &summary, &args.options.out));
     if let Some((topic, TopicStats { records, skipped, .. })) = topic_stats {
         println!("kafka topic '{topic}': {records} records read, {skipped} malformed skipped");
     }

@@ -82,6 +82,27 @@ pub struct PipelineConfig {
     /// Timely worker threads per process, unless `--workers` is given.
     #[serde(default = "one")]
     pub workers: usize,
+    /// Fine-tune the encoder in this process on the FRet stream as the pipeline produces it (file
+    /// pipelines; a Kafka pipeline's stream is trained on by `fretflow train --kafka-topic`). Absent: no
+    /// training.
+    #[serde(default)]
+    pub train: Option<TrainConfig>,
+}
+
+/// The `[train]` table: `fretflow train`'s options by name (`out = "checkpoints"`, `batch_size = 16`,
+/// `eval_dataset = ["../data/scifact"]`, `precision = "bf16"`, `dropout = true`, ...; `_` and `-` alike),
+/// checked when the run starts, plus when to start. `out` is required; `out`, `eval_dataset` and `pairs`
+/// are relative to the config file, as is `model` when it names a directory there.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TrainConfig {
+    /// Start training once the pipeline's input has ended, on the whole FRet set (the LLM and the trainer
+    /// then never compete for cores). Default `false`: train while examples stream in, one step after
+    /// another as soon as `min_examples` are there, then finish one pass over the final set.
+    #[serde(default)]
+    pub after_input: bool,
+    /// The trainer's options.
+    #[serde(flatten)]
+    pub options: toml::Table,
 }
 
 /// Passage source: a JSONL or Parquet file.
@@ -321,6 +342,14 @@ impl PipelineConfig {
             Err(ConfigError::Invalid { path: path.into(), field: field.into(), message: message.into() })
         };
         self.validate_io(path)?;
+        if let Some(train) = &self.train {
+            if self.source.is_none() {
+                return bad("train", "in-process training needs a file `[source]`; train on a Kafka pipeline's FRet topic with `fretflow train --kafka-topic`");
+            }
+            if !train.options.contains_key("out") {
+                return bad("train.out", "name the checkpoint directory");
+            }
+        }
         let positive = [
             ("workers", self.workers),
             ("source.epoch_records", self.source.as_ref().map_or(1, |s| s.epoch_records)),
@@ -488,6 +517,25 @@ impl PipelineConfig {
         }
         if let Some(p) = self.cache.as_mut() {
             fix(p);
+        }
+        if let Some(train) = self.train.as_mut() {
+            for (key, value) in train.options.iter_mut() {
+                let fix_value = |v: &mut toml::Value, only_if_exists: bool| {
+                    if let toml::Value::String(s) = v {
+                        let joined = base.join(&*s);
+                        if Path::new(s).is_relative() && (!only_if_exists || joined.exists()) {
+                            *s = joined.display().to_string();
+                        }
+                    }
+                };
+                match (key.replace('-', "_").as_str(), value) {
+                    ("out", v) => fix_value(v, false),
+                    ("model", v) => fix_value(v, true),
+                    ("eval_dataset" | "pairs", toml::Value::Array(items)) => items.iter_mut().for_each(|v| fix_value(v, false)),
+                    ("eval_dataset" | "pairs", v) => fix_value(v, false),
+                    _ => {}
+                }
+            }
         }
     }
 }

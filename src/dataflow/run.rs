@@ -10,7 +10,7 @@ use super::graph::fret_dataflow;
 use super::labeler::Labeler;
 use super::progress::{SharedMetrics, Snapshot};
 use super::resources::{self, PipelineParts, ResourceError};
-use super::sink::{ErrorSlot, SinkChanges, SinkDeadLetters};
+use super::sink::{ChangeSink, ErrorSlot, SinkChanges, SinkDeadLetters};
 use super::source::SourceRecord;
 use super::Time;
 use crate::connectors::file::source::PassageReader;
@@ -53,11 +53,13 @@ enum FromReader {
 
 /// Runs `config` on `timely_config`'s workers as process `process` of the cluster (0 when alone); calls
 /// `progress` about four times a second and returns this process's final metrics. Process 0 reads the
-/// source and writes the sinks; every process runs model calls for its workers.
+/// source and writes the sinks (the config's, then `extra_sinks`, e.g. an in-process trainer's feed);
+/// every process runs model calls for its workers.
 pub fn run_pipeline(
     config: &PipelineConfig,
     timely_config: timely::Config,
     process: usize,
+    extra_sinks: Vec<Box<dyn ChangeSink>>,
     mut progress: Option<ProgressHook>,
 ) -> Result<Snapshot, RunError> {
     let started = Instant::now();
@@ -71,7 +73,9 @@ pub fn run_pipeline(
     // Worker 0 of process 0 owns the reader and the sinks; they are built here so that setup errors
     // surface before any worker starts, and handed over through a slot.
     let owned = Arc::new(Mutex::new(if process == 0 {
-        Some((resources::reader(config)?, resources::change_sinks(config)?, resources::dead_letter_sink(config)?))
+        let mut change_sinks = resources::change_sinks(config)?;
+        change_sinks.extend(extra_sinks);
+        Some((resources::reader(config)?, change_sinks, resources::dead_letter_sink(config)?))
     } else {
         None
     }));

@@ -10,7 +10,10 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::{Field, Row};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use crate::dataflow::example::Example;
+use crate::dataflow::sink::{Change as StreamChange, ChangeOp, ChangeSink, SinkError};
+use std::collections::BTreeMap;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
 /// A stream of FRet changes.
@@ -57,6 +60,51 @@ impl ChangeSource for FileSource {
 
     fn describe(&self) -> String {
         format!("file:{}", self.path.display())
+    }
+}
+
+/// A channel from a running pipeline to an in-process trainer: the pipeline writes its FRet change
+/// stream into the [`ChannelFeed`] (one of its change sinks) and the trainer reads it from the
+/// [`ChannelSource`], which finishes when the pipeline's input has ended.
+pub fn channel() -> (ChannelFeed, ChannelSource) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    (ChannelFeed { tx: Some(tx) }, ChannelSource::new(rx))
+}
+
+/// The pipeline's side of [`channel`]: a change sink that forwards each change to the trainer, converted
+/// as a file or topic reader would convert its JSON. Fails (stopping the pipeline) once the trainer has
+/// stopped.
+#[derive(Debug)]
+pub struct ChannelFeed {
+    tx: Option<Sender<Change>>,
+}
+
+impl ChannelFeed {
+    fn convert(change: &StreamChange) -> Result<Change, SinkError> {
+        match (change.op, &change.example) {
+            (ChangeOp::Retract, _) => Ok(Change::Retract(change.key.clone())),
+            (ChangeOp::Upsert, Some(example)) => {
+                let json = serde_json::to_value(example).map_err(|e| format!("example '{}': {e}", change.key))?;
+                Change::from_json(json).map_err(|e| format!("example '{}' is not a training example: {e}", change.key))
+            }
+            (ChangeOp::Upsert, None) => Err(format!("upsert of '{}' has no example. This is a bug.", change.key)),
+        }
+    }
+}
+
+impl ChangeSink for ChannelFeed {
+    fn write(&mut self, changes: &[StreamChange]) -> Result<(), SinkError> {
+        let tx = self.tx.as_ref().ok_or_else(|| "the trainer feed was already closed. This is a bug.".to_string())?;
+        for change in changes {
+            tx.send(Self::convert(change)?).map_err(|_| "the in-process trainer has stopped (its error follows)".to_string())?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, _current: &BTreeMap<String, Example>) -> Result<(), SinkError> {
+        // Closing the channel tells the trainer that the input has ended.
+        self.tx = None;
+        Ok(())
     }
 }
 
