@@ -49,9 +49,13 @@ fn run(config: &Path) -> std::process::Output {
         .expect("run fretflow")
 }
 
-fn latest_state(dir: &Path) -> Value {
+/// Runs the pipeline in `dir`, expecting success; its stdout and the `fretflow.json` of its latest checkpoint.
+fn run_ok(dir: &Path, config: &Path) -> (String, Value) {
+    let output = run(config);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{}\n{}", stdout, String::from_utf8_lossy(&output.stderr));
     let text = std::fs::read_to_string(dir.join("ckpt/latest/fretflow.json")).expect("a checkpoint was written");
-    serde_json::from_str(&text).unwrap()
+    (stdout, serde_json::from_str(&text).unwrap())
 }
 
 const TRAIN: &str = r#"out = "ckpt"
@@ -65,13 +69,10 @@ const TRAIN: &str = r#"out = "ckpt"
 fn after_input_the_trainer_gets_the_whole_fret_set_and_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let config = pipeline(dir.path(), &format!("{TRAIN}\n        after_input = true"));
-    let output = run(&config);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{}\n{}", stdout, String::from_utf8_lossy(&output.stderr));
+    let (stdout, state) = run_ok(dir.path(), &config);
     assert!(stdout.contains("trained 2 steps"), "{stdout}");
     let examples = std::fs::read_to_string(dir.path().join("out/fret.jsonl")).unwrap().lines().count();
     assert!(examples > 4, "the pipeline made {examples} examples");
-    let state = latest_state(dir.path());
     assert_eq!(state["step"], 2);
     assert_eq!(state["data"]["source"], "in-process channel");
     assert_eq!(state["data"]["buffer_examples"].as_u64(), Some(examples as u64), "every example reached the trainer");
@@ -82,10 +83,7 @@ fn after_input_the_trainer_gets_the_whole_fret_set_and_checkpoints() {
 fn streaming_training_runs_beside_the_pipeline() {
     let dir = tempfile::tempdir().unwrap();
     let config = pipeline(dir.path(), &format!("{TRAIN}\n        min-examples = 4\n        precision = \"bf16\""));
-    let output = run(&config);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{}\n{}", stdout, String::from_utf8_lossy(&output.stderr));
-    let state = latest_state(dir.path());
+    let (_, state) = run_ok(dir.path(), &config);
     assert_eq!(state["step"], 2);
     assert_eq!(state["backward"]["bf16"], true, "the [train] options were applied");
     assert!(state["data"]["buffer_examples"].as_u64().is_some_and(|n| n >= 4), "{}", state["data"]);

@@ -32,7 +32,7 @@ pub struct TrainArgs {
 }
 
 /// Everything about a training run but where its data comes from: `fretflow train`'s options, and the
-/// keys of a pipeline's `[train]` table (see [`PipelineTrainer`]).
+/// keys of a pipeline's `[train]` table (see [`options_from_table`]).
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainOptions {
     /// Base model: a directory in sentence-transformers layout or a short name.

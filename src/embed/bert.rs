@@ -244,7 +244,8 @@ impl BertModel {
 
     /// Token vectors `[batch, len, hidden]` for `input_ids` `[batch, len]` (i64) and `attention_mask`
     /// `[batch, len]` (1 for real tokens, 0 for padding). Dropout is applied only when `train` is set.
-    /// Runs in the kind of the parameters (f32, or bf16 after [`nn::VarStore::bfloat16`]).
+    /// Runs in the kind of the parameters (f32, or bf16 after [`nn::VarStore::bfloat16`]), with the matrix
+    /// products in the kind set by [`Self::set_compute_kind`] when there is one.
     pub fn forward_t(&self, input_ids: &Tensor, attention_mask: &Tensor, train: bool) -> Tensor {
         let (batch, len) = input_ids.size2().expect("input ids are [batch, len]. This is a bug.");
         let mask = attention_mask.to_kind(Kind::Bool).view([batch, 1, 1, len]);
