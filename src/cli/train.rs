@@ -300,12 +300,13 @@ pub fn options_from_table(table: &toml::Table) -> anyhow::Result<TrainOptions> {
         match value {
             toml::Value::Boolean(true) => args.push(flag),
             toml::Value::Boolean(false) => {}
+            // `--flag=value`, so that a value starting with `-` is never taken for a flag.
             toml::Value::Array(items) => {
                 for item in items {
-                    args.extend([flag.clone(), scalar(item)?]);
+                    args.push(format!("{flag}={}", scalar(item)?));
                 }
             }
-            other => args.extend([flag, scalar(other)?]),
+            other => args.push(format!("{flag}={}", scalar(other)?)),
         }
     }
     let parsed = <TableArgs as clap::Parser>::try_parse_from(&args).map_err(|e| {
@@ -339,4 +340,29 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         println!("kafka topic '{topic}': {records} records read, {skipped} malformed skipped");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_train_table_reads_as_the_cli_options() {
+        let table: toml::Table = toml::from_str(
+            "out = \"ckpt\"\nmodel = \"-a-dir-with-a-dash\"\nbatch-size = 8\nlr = 1e-5\ndropout = true\nno_resume = false\n\
+             eval_dataset = [\"a\", \"b\"]\nmatryoshka_dims = [384, 128]\nprecision = \"bf16\"\n",
+        )
+        .unwrap();
+        let o = options_from_table(&table).unwrap();
+        assert_eq!((o.out.as_path(), o.model.as_str(), o.batch_size), (Path::new("ckpt"), "-a-dir-with-a-dash", 8));
+        assert!((o.lr - 1e-5).abs() < 1e-12 && o.dropout && !o.no_resume && o.precision == TrainPrecision::Bf16);
+        assert_eq!(o.eval_dataset, vec![PathBuf::from("a"), PathBuf::from("b")]);
+        assert_eq!(o.matryoshka_dims, vec![384, 128]);
+
+        let nested: toml::Table = toml::from_str("out = \"x\"\n[optimizer]\nlr = 1\n").unwrap();
+        assert!(options_from_table(&nested).unwrap_err().to_string().contains("[train] optimizer"));
+        let wrong: toml::Table = toml::from_str("out = \"x\"\nbatch_size = \"many\"\n").unwrap();
+        let message = options_from_table(&wrong).unwrap_err().to_string();
+        assert!(message.contains("--batch-size") && message.contains("many"), "{message}");
+    }
 }
