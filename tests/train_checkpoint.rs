@@ -1,7 +1,8 @@
 //! Checkpoints: a trained checkpoint loads in Python `sentence_transformers.SentenceTransformer(path)` and
 //! gives fretflow's embeddings (cosine >= 0.99999); a trainer killed after its step-2 checkpoint resumes
 //! with its optimizer state and ends at the same weights as an uninterrupted 4-step run (max abs
-//! difference <= 1e-6); retention keeps the last K and the best; the manifest and plot are written.
+//! difference <= 1e-6); a stop flag (Ctrl-C) ends a run at the next step; retention keeps the last K and the
+//! best; the manifest and plot are written.
 use fretflow::embed::{EncoderOptions, SentenceEncoder, TextEmbedder};
 use fretflow::train::buffer::SamplerConfig;
 use fretflow::train::checkpoint::{read_state, LATEST};
@@ -172,4 +173,24 @@ fn retention_keeps_the_last_and_the_best_and_the_manifest_records_every_checkpoi
     let png = std::fs::read(out.path().join(PLOT)).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     assert!(!out.path().read_dir().unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains(".tmp")));
+}
+
+#[test]
+fn a_stop_flag_ends_training_at_the_next_step_with_its_checkpoint_kept() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let out = tempfile::tempdir().unwrap();
+    let mut trainer = Trainer::new(config(out.path(), 10, 2), options()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    trainer.stop_when(Arc::clone(&stop));
+    // As Ctrl-C would: the flag is set while training runs (here, when the step-2 checkpoint lands).
+    let setter = Arc::clone(&stop);
+    trainer.on_checkpoint(Box::new(move |_| {
+        setter.store(true, Ordering::Relaxed);
+        Ok(())
+    }));
+    let summary = trainer.run(&mut FileSource::new(&fret())).unwrap();
+    assert_eq!((summary.steps, trainer.step()), (2, 2), "stopped at the step after the flag, not at 10");
+    assert_eq!(read_state(&out.path().join(LATEST)).unwrap().step, 2, "the latest checkpoint is the last step");
+    assert_eq!(read_manifest(out.path()).unwrap().len(), 1, "no second checkpoint of the same step");
 }

@@ -15,6 +15,8 @@ use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Arguments of `fretflow run`. (`-h` is timely's hostfile flag here; help is `--help`.)
@@ -89,8 +91,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             };
             let (feed, mut source) = channel();
             let out = options.out.clone();
+            let interrupted = watch_ctrl_c()?;
             let train = move |source: &mut crate::train::source::ChannelSource| -> anyhow::Result<String> {
                 let mut trainer = options.trainer()?;
+                trainer.stop_when(interrupted);
                 let summary = trainer.run(source).context("in-process training failed")?;
                 Ok(super::train::summary_text(&trainer, &summary, &out))
             };
@@ -129,6 +133,24 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         println!("{text}");
     }
     write_summary(&config, &snapshot)
+}
+
+/// A flag set on Ctrl-C, for the in-process trainer: the pipeline's own handler drains the dataflow, and
+/// once a handler is installed Ctrl-C no longer ends the process, so the trainer must stop by itself (at
+/// its next step, with a checkpoint) rather than run on.
+fn watch_ctrl_c() -> anyhow::Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = Arc::clone(&flag);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the signal watcher")?;
+    std::thread::Builder::new()
+        .name("fretflow-ctrl-c".into())
+        .spawn(move || {
+            if runtime.block_on(tokio::signal::ctrl_c()).is_ok() {
+                set.store(true, Ordering::Relaxed);
+            }
+        })
+        .context("cannot start the signal watcher")?;
+    Ok(flag)
 }
 
 /// Writes the run's metrics to `sinks.summary` when the config names it.

@@ -92,7 +92,8 @@ pub struct PipelineConfig {
 /// The `[train]` table: `fretflow train`'s options by name (`out = "checkpoints"`, `batch_size = 16`,
 /// `eval_dataset = ["../data/scifact"]`, `precision = "bf16"`, `dropout = true`, ...; `_` and `-` alike),
 /// checked when the run starts, plus when to start. `out` is required; `out`, `eval_dataset` and `pairs`
-/// are relative to the config file, as is `model` when it names a directory there.
+/// are relative to the config file, as is `model` when it names a directory there. Ctrl-C drains the
+/// pipeline and stops the trainer at its next step, with a final checkpoint.
 #[derive(Debug, Clone, Deserialize)]
 pub struct TrainConfig {
     /// Start training once the pipeline's input has ended, on the whole FRet set (the LLM and the trainer

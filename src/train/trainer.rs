@@ -16,6 +16,8 @@ use super::{GeckoLoss, TrainError};
 use crate::embed::{EncoderOptions, Precision, SentenceEncoder};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Everything a training run is configured with (the CLI fills it; the pipeline may build it directly).
@@ -99,6 +101,7 @@ pub struct Trainer {
     last_checkpoint: (u64, Instant),
     evaluator: Option<Box<dyn CheckpointEvaluator>>,
     listeners: Vec<CheckpointListener>,
+    stop: Option<Arc<AtomicBool>>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -152,6 +155,7 @@ impl Trainer {
             last_checkpoint: (step, Instant::now()),
             evaluator: None,
             listeners: Vec::new(),
+            stop: None,
             config,
         })
     }
@@ -164,6 +168,12 @@ impl Trainer {
     /// Calls `listener` with each checkpoint event (e.g. to publish it on Kafka).
     pub fn on_checkpoint(&mut self, listener: CheckpointListener) {
         self.listeners.push(listener);
+    }
+
+    /// Makes [`Self::run`] stop at the next step boundary once `flag` is set (e.g. by Ctrl-C), writing its
+    /// final checkpoint as when it ends normally.
+    pub fn stop_when(&mut self, flag: Arc<AtomicBool>) {
+        self.stop = Some(flag);
     }
 
     /// Optimizer steps taken (restarts included).
@@ -295,8 +305,8 @@ impl Trainer {
         by_steps || by_time
     }
 
-    /// Trains from `source` until `max_steps` (or, without it, one pass over a finite source), then writes a
-    /// final checkpoint if the last step has none.
+    /// Trains from `source` until `max_steps` (or, without it, one pass over a finite source) or until the
+    /// [`Self::stop_when`] flag is set, then writes a final checkpoint if the last step has none.
     pub fn run(&mut self, source: &mut dyn ChangeSource) -> Result<RunSummary, TrainError> {
         self.source = source.describe();
         let start_step = self.step;
@@ -306,6 +316,10 @@ impl Trainer {
         let (mut examples, mut timed_examples, mut timed) = (0u64, 0u64, Duration::ZERO);
         loop {
             if limit.is_some_and(|l| self.step >= l) {
+                break;
+            }
+            if self.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+                tracing::warn!(step = self.step, "Stopping training: asked to stop.");
                 break;
             }
             let available = self.buffer.len() + self.pairs.len();
