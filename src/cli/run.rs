@@ -92,6 +92,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             let (feed, mut source) = channel();
             let out = options.out.clone();
             let interrupted = watch_ctrl_c()?;
+            let stop = Arc::clone(&interrupted);
             let train = move |source: &mut crate::train::source::ChannelSource| -> anyhow::Result<String> {
                 let mut trainer = options.trainer()?;
                 trainer.stop_when(interrupted);
@@ -111,6 +112,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                     .spawn(move || train(&mut source))
                     .context("cannot start the trainer thread")?;
                 let result = run_pipeline(&config, timely_config, args.process, vec![Box::new(feed)], hook);
+                if result.is_err() {
+                    // A failed pipeline: the trainer checkpoints at its next step and stops, rather than
+                    // finishing a pass.
+                    stop.store(true, Ordering::Relaxed);
+                }
                 let trained = trainer.join().map_err(|_| anyhow::anyhow!("the trainer thread panicked"))?;
                 // A trainer that failed stops the pipeline too: its error is the one to report.
                 let trained = trained.with_context(context)?;
