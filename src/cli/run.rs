@@ -82,13 +82,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(t) if args.process == 0 => Some((super::train::options_from_table(&t.options).with_context(context)?, t.after_input)),
         _ => None,
     };
-    let (snapshot, trained) = match config.input() {
-        Input::File(_) => {
-            let Some((options, after_input)) = train else {
-                let snapshot = run_pipeline(&config, timely_config, args.process, Vec::new(), hook).with_context(context)?;
-                print_summary(&snapshot, &config);
-                return write_summary(&config, &snapshot);
-            };
+    let (snapshot, trained) = match (config.input(), train) {
+        (Input::File(_), None) => {
+            (run_pipeline(&config, timely_config, args.process, Vec::new(), hook).with_context(context)?, None)
+        }
+        (Input::File(_), Some((options, after_input))) => {
             let (feed, mut source) = channel();
             let out = options.out.clone();
             let interrupted = watch_ctrl_c()?;
@@ -106,24 +104,23 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 println!("training on the {} examples of the FRet set (`[train] after_input`)", snapshot.examples_live);
                 println!("{}", train(&mut source)?);
                 return Ok(());
-            } else {
-                let trainer = std::thread::Builder::new()
-                    .name("fretflow-train".into())
-                    .spawn(move || train(&mut source))
-                    .context("cannot start the trainer thread")?;
-                let result = run_pipeline(&config, timely_config, args.process, vec![Box::new(feed)], hook);
-                if result.is_err() {
-                    // A failed pipeline: the trainer checkpoints at its next step and stops, rather than
-                    // finishing a pass.
-                    stop.store(true, Ordering::Relaxed);
-                }
-                let trained = trainer.join().map_err(|_| anyhow::anyhow!("the trainer thread panicked"))?;
-                // A trainer that failed stops the pipeline too: its error is the one to report.
-                let trained = trained.with_context(context)?;
-                (result.with_context(context)?, Some(trained))
             }
+            let trainer = std::thread::Builder::new()
+                .name("fretflow-train".into())
+                .spawn(move || train(&mut source))
+                .context("cannot start the trainer thread")?;
+            let result = run_pipeline(&config, timely_config, args.process, vec![Box::new(feed)], hook);
+            if result.is_err() {
+                // A failed pipeline: the trainer checkpoints at its next step and stops, rather than
+                // finishing a pass.
+                stop.store(true, Ordering::Relaxed);
+            }
+            let trained = trainer.join().map_err(|_| anyhow::anyhow!("the trainer thread panicked"))?;
+            // A trainer that failed stops the pipeline too: its error is the one to report.
+            let trained = trained.with_context(context)?;
+            (result.with_context(context)?, Some(trained))
         }
-        Input::Kafka { connection, source, sink } => {
+        (Input::Kafka { connection, source, sink }, _) => {
             let idle_exit = match args.idle_exit {
                 Some(s) if !(s.is_finite() && s > 0.0) => anyhow::bail!("--idle-exit must be a positive number of seconds, got {s}"),
                 s => s.map(Duration::from_secs_f64),

@@ -520,15 +520,15 @@ impl PipelineConfig {
             fix(p);
         }
         if let Some(train) = self.train.as_mut() {
-            for (key, value) in train.options.iter_mut() {
-                let fix_value = |v: &mut toml::Value, only_if_exists: bool| {
-                    if let toml::Value::String(s) = v {
-                        let joined = base.join(&*s);
-                        if Path::new(s).is_relative() && (!only_if_exists || joined.exists()) {
-                            *s = joined.display().to_string();
-                        }
+            let fix_value = |v: &mut toml::Value, only_if_exists: bool| {
+                if let toml::Value::String(s) = v {
+                    let joined = base.join(&*s);
+                    if Path::new(s).is_relative() && (!only_if_exists || joined.exists()) {
+                        *s = joined.display().to_string();
                     }
-                };
+                }
+            };
+            for (key, value) in train.options.iter_mut() {
                 match (key.replace('-', "_").as_str(), value) {
                     ("out", v) => fix_value(v, false),
                     ("model", v) => fix_value(v, true),
