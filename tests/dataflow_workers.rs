@@ -58,6 +58,8 @@ fn one_two_and_four_workers_give_identical_changes_and_final_sets() {
         .changes
         .iter()
         .any(|((_, e), t, r)| *t > 0 && *r > 0 && first_epoch(&e.seed_id) && !first_epoch(&e.positive.id)));
+    // Exact, scores included: word counts, scalar normalization, the fixed-order `Vector::dot` and the overlap
+    // labeler give the same bits whichever worker or batch computes them.
     for workers in [2, 4] {
         let other = run(workers);
         assert_eq!(other.final_set(), final_set, "{workers} workers");

@@ -12,6 +12,8 @@ use fretflow::llm::{
 };
 use serde_json::Value;
 
+mod prereq;
+
 fn fixture() -> &'static Value {
     static F: OnceLock<Value> = OnceLock::new();
     F.get_or_init(|| {
@@ -199,7 +201,13 @@ fn trailing_prompt_whitespace_moves_into_the_continuation() {
     let moved = ScoreRequest { prompt: "Query:".into(), continuation: " wing".into() };
     let got = block_on(llm().score(vec![with_space, moved]));
     let (a, b) = (got[0].as_ref().unwrap(), got[1].as_ref().unwrap());
-    assert_eq!(a.token_logprobs, b.token_logprobs);
+    // Both become the same tokens, scored in two rows of one batch. Rows of a batch need not round alike (the
+    // CPU's GEMM kernel, its blocking of each row and the thread count differ), so the guarantee is the batch
+    // tolerance of 1e-4 nats, not equal bits (an AMD EPYC gave -14.53615 vs -14.536155).
+    assert_eq!(a.token_logprobs.len(), b.token_logprobs.len());
+    for (k, (x, y)) in a.token_logprobs.iter().zip(&b.token_logprobs).enumerate() {
+        assert!((x - y).abs() < 1e-4, "continuation token {k}: {x} vs {y}");
+    }
 }
 
 #[test]
@@ -400,7 +408,7 @@ fn untied_safetensors_model_without_lm_head_is_rejected_by_name() {
 fn ql_prefers_the_seed_passage_over_a_random_one_on_cranfield() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/cranfield/corpus.jsonl");
     let Ok(corpus) = std::fs::read_to_string(path) else {
-        eprintln!("skipped: {path} is absent");
+        prereq::missing(&format!("{path} is absent (the shared evaluation data)"));
         return;
     };
     let passages: Vec<String> = corpus

@@ -267,6 +267,9 @@ mod tests {
             let b: Vec<f32> = (0..len).map(|_| next()).collect();
             // SAFETY: AVX checked above; equal lengths.
             let fast = unsafe { super::dot_avx(&a, &b) };
+            // Exact on purpose, on every x86-64 CPU: both paths round each lane's multiply and add separately
+            // (IEEE, identical on Intel and AMD; Rust never fuses them into an FMA, and `avx` enables no FMA)
+            // and sum the lanes in the same order, so the runtime dispatch cannot change a score's bits.
             assert_eq!(fast.to_bits(), super::dot_lanes(&a, &b).to_bits(), "length {len}");
         }
     }

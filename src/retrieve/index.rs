@@ -185,6 +185,8 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
+    /// Small integers: every dot product is exact in f32 whatever kernel, summation order or FMA LibTorch
+    /// uses, so the searches below compare exactly with the scalar brute force.
     fn int_rows(rng: &mut StdRng, n: usize, dim: usize) -> Tensor {
         let flat: Vec<f32> = (0..n * dim).map(|_| rng.random_range(-2..=2) as f32).collect();
         Tensor::from_slice(&flat).reshape([n as i64, dim as i64])
