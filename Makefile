@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/debug/fretflow
 
-.PHONY: all setup setup-kafka build demo test test-rust kafka-up kafka-down bench bench-deps clean
+.PHONY: all setup setup-kafka setup-llama-server setup-model build demo test test-rust kafka-up kafka-down bench bench-deps clean
 
 all: build
 
@@ -15,17 +15,30 @@ setup:
 setup-kafka:
 	scripts/setup.sh kafka
 
+# An opt-in larger LLM from assets/split-models.toml, e.g. `make setup-model MODEL=qwen2.5-coder-0.5b`.
+setup-model:
+	scripts/setup.sh model $(MODEL)
+
+# llama-cpp-python's OpenAI-compatible server: the real server of the remote-backend tests.
+setup-llama-server:
+	scripts/setup.sh llama-server
+
 build: setup
 	$(CARGO) build --bins
 
 demo: build
 	scripts/demo.sh
 
-# Tests need the Python reference tools (parity fixtures are committed, but some tests call Python) and a
-# local Kafka broker, which is started for the run and stopped afterwards.
-test: setup setup-kafka
+# Tests need the Python reference tools (parity fixtures are committed, but some tests call Python), the
+# llama.cpp server and a local Kafka broker, which is started for the run and stopped afterwards. Nothing
+# skips: under CI=true a test whose prerequisite is missing fails; elsewhere the skipped tests are listed
+# at the end. TEST_ARGS goes to cargo test (e.g. TEST_ARGS="-- --test-threads=1").
+TEST_ARGS ?=
+test: setup setup-kafka setup-llama-server
 	$(CARGO) build --bins --tests
-	scripts/with-kafka.sh $(CARGO) test --no-fail-fast
+	rm -f target/tmp/skipped-tests.txt
+	rc=0; scripts/with-kafka.sh $(CARGO) test --no-fail-fast $(TEST_ARGS) || rc=$$?; \
+	  scripts/report-skips.sh; exit $$rc
 
 kafka-up: setup-kafka
 	deploy/kafka/start.sh
@@ -34,8 +47,7 @@ kafka-down:
 	deploy/kafka/stop.sh
 
 # Benchmarks print ratios against the named peers on this machine (see README, "Benchmarks").
-bench-deps: setup
-	.venv/bin/python -m pip install --quiet llama-cpp-python
+bench-deps: setup-llama-server
 
 bench: build
 	scripts/bench.sh

@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod prereq;
+
 const CORPUS: &str = "{\"_id\": \"d1\", \"title\": \"wings\", \"text\": \"lift of a wing\"}\n\
                       {\"_id\": \"d2\", \"title\": \"\", \"text\": \"boundary layers\"}\n";
 const QUERIES: &str = "{\"_id\": \"q1\", \"text\": \"what is lift\"}\n";
@@ -104,7 +106,7 @@ const CRANFIELD_NDCG_AT_10: f64 = 0.3817;
 fn cranfield_ndcg_matches_the_reference_pipeline() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cranfield");
     if !data.is_dir() {
-        eprintln!("skipping: {} is not here (the shared evaluation data)", data.display());
+        prereq::missing(&format!("{} is not here (the shared evaluation data)", data.display()));
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+mod prereq;
+
 fn config(server: &MockServer) -> RemoteConfig {
     let mut c = RemoteConfig::new(format!("{}/v1", server.uri()), "test-model");
     c.backoff_base_secs = 0.01;
@@ -338,9 +340,9 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// A real OpenAI-compatible server: llama-cpp-python's on the packaged SmolLM2 GGUF. Skipped, saying why,
-/// when `llama_cpp.server` is not importable in the project's `.venv` (it needs
-/// `pip install 'llama-cpp-python[server]'`, a source build of llama.cpp).
+/// A real OpenAI-compatible server: llama-cpp-python's on the packaged SmolLM2 GGUF (`make test` installs
+/// it: `scripts/setup.sh llama-server`, a source build of llama.cpp). When `llama_cpp.server` is not
+/// importable in the project's `.venv` the test is recorded as skipped, or fails under CI (see `prereq`).
 #[tokio::test]
 async fn a_real_llama_cpp_python_server_generates_scores_and_labels() {
     use std::process::{Command, Stdio};
@@ -351,13 +353,17 @@ async fn a_real_llama_cpp_python_server_generates_scores_and_labels() {
         .status()
         .is_ok_and(|s| s.success());
     if !importable {
-        eprintln!("skipped: `import llama_cpp.server.app, uvicorn` fails in {} (pip install 'llama-cpp-python[server]')", python.display());
+        prereq::missing(&format!(
+            "`import llama_cpp.server.app, uvicorn` fails in {}; `make test` installs it (scripts/setup.sh \
+             llama-server)",
+            python.display()
+        ));
         return;
     }
     let model = match fretflow::assets::resolve_model("SmolLM2-135M-Instruct") {
         Ok(path) => path,
         Err(e) => {
-            eprintln!("skipped: {e}");
+            prereq::missing(&e.to_string());
             return;
         }
     };
@@ -400,8 +406,21 @@ async fn a_real_llama_cpp_python_server_generates_scores_and_labels() {
         ])
         .await;
     let (relevant, unrelated) = (scores[0].as_ref().unwrap(), scores[1].as_ref().unwrap());
-    assert!(relevant.sum_logprob < 0.0 && relevant.token_logprobs.len() >= 5, "{relevant:?}");
-    assert!(relevant.sum_logprob > unrelated.sum_logprob, "{relevant:?} vs {unrelated:?}");
+    eprintln!("llama_cpp.server QL: relevant {relevant:?}\nunrelated {unrelated:?}");
+    // The backend's part: the echoed prompt is cut off exactly at the continuation, one finite negative
+    // log-probability per continuation token (SmolLM2's tokenizer: " What is the capital of France?" is
+    // 7 tokens, " How do bees make honey?" 6), summed.
+    for (score, tokens) in [(relevant, 7), (unrelated, 6)] {
+        assert_eq!(score.token_logprobs.len(), tokens, "{score:?}");
+        assert!(score.token_logprobs.iter().all(|l| l.is_finite() && *l < 0.0), "{score:?}");
+        let sum: f64 = score.token_logprobs.iter().map(|&l| f64::from(l)).sum();
+        assert!((sum - score.sum_logprob).abs() < 1e-3, "{score:?}");
+    }
+    // Not asserted: that the relevant question scores higher. llama-cpp-python's echoed prompt
+    // log-probabilities are those of each token under the distribution *after* it (off by one position;
+    // abetlen/llama-cpp-python#1983, open as of 0.3.36; DESIGN.md has the measured table), so its QL ranks
+    // these two the wrong way round (-79.4 vs -64.8). A remote QL judge needs a server whose prompt
+    // log-probabilities are right (vLLM's prompt_logprobs); check it against the local backend first.
 
     let labels = b
         .label_probs(vec![LabelRequest {

@@ -1,6 +1,9 @@
 //! Helpers for the Kafka tests: the local broker (started through deploy/kafka/start.sh), unique topic
 //! names, raw producing and reading a whole topic.
 #![allow(dead_code)]
+#[path = "../prereq/mod.rs"]
+pub mod prereq;
+
 use fretflow::connectors::kafka::admin::{ensure_topic, TopicKind};
 use fretflow::connectors::kafka::ConnectionConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -25,14 +28,18 @@ pub fn kafka_classpath() -> Option<String> {
 }
 
 /// Starts the broker on `port` through deploy/kafka/start.sh (it reuses a running one) and returns its
-/// bootstrap address; `None`, after a loud message, when the jars are missing (`make test` fetches them).
+/// bootstrap address; `None` when the jars are missing (`make test` fetches them): the calling test is
+/// recorded as skipped, or fails under CI (see `prereq`).
 pub fn start_broker(port: u16) -> Option<String> {
+    launch_broker(port).map_err(|reason| prereq::missing(&reason)).ok()
+}
+
+/// The broker on `port`, or why it cannot be had.
+fn launch_broker(port: u16) -> Result<String, String> {
     if kafka_classpath().is_none() {
-        eprintln!(
-            "\n\n======== SKIPPED: no Kafka jars in deploy/kafka/libs. Run `make test` or deploy/kafka/fetch.sh \
-             to fetch them; these tests need a real broker. ========\n"
-        );
-        return None;
+        return Err("no Kafka jars in deploy/kafka/libs; run `make test` or deploy/kafka/fetch.sh to fetch them \
+                    (these tests need a real broker)"
+            .into());
     }
     let status = Command::new(repo().join("deploy/kafka/start.sh"))
         .args(["--port", &port.to_string()])
@@ -42,18 +49,18 @@ pub fn start_broker(port: u16) -> Option<String> {
         status.success(),
         "deploy/kafka/start.sh --port {port} failed; see deploy/kafka/data/broker-{port}/kafka.log"
     );
-    Some(format!("127.0.0.1:{port}"))
+    Ok(format!("127.0.0.1:{port}"))
 }
 
 /// The shared broker of the test run: FRETFLOW_TEST_KAFKA_BOOTSTRAP if set, else the local one on 9092.
+/// `None` when it cannot be had; every calling test is then recorded as skipped (or fails under CI).
 pub fn broker() -> Option<String> {
-    static BROKER: OnceLock<Option<String>> = OnceLock::new();
-    BROKER
-        .get_or_init(|| match std::env::var("FRETFLOW_TEST_KAFKA_BOOTSTRAP") {
-            Ok(bootstrap) => Some(bootstrap),
-            Err(_) => start_broker(9092),
-        })
-        .clone()
+    static BROKER: OnceLock<Result<String, String>> = OnceLock::new();
+    let got = BROKER.get_or_init(|| match std::env::var("FRETFLOW_TEST_KAFKA_BOOTSTRAP") {
+        Ok(bootstrap) => Ok(bootstrap),
+        Err(_) => launch_broker(9092),
+    });
+    got.as_ref().map_err(|reason| prereq::missing(reason)).ok().cloned()
 }
 
 /// A connection to `bootstrap`.
