@@ -30,7 +30,7 @@ impl CheckpointEvaluator for BeirEvaluator {
         let mut out = BTreeMap::new();
         for ds in &self.datasets {
             let report = evaluate(&encoder, ds, &opts)
-                .map_err(|source| TrainError::Eval { step, dataset: ds.name.clone(), source })?;
+                .map_err(|source| TrainError::Eval { step, dataset: ds.name.clone(), source: Box::new(source) })?;
             let m = report.metrics;
             let metrics = Metrics::from([
                 ("ndcg@10".to_string(), m.ndcg_at_10),

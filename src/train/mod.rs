@@ -77,8 +77,8 @@ pub enum TrainError {
         step: u64,
         /// The dataset.
         dataset: String,
-        /// The cause.
-        source: crate::eval::EvalError,
+        /// The cause (boxed: it is large, and every training result carries this error type).
+        source: Box<crate::eval::EvalError>,
     },
     /// A batch came out empty: no training data.
     #[error("no training examples: the FRet set is empty and no pair dataset is configured")]
