@@ -5,23 +5,29 @@ FRet's labels are only as good as its judge: the positive and hard negatives are
 likelihood (QL) ranks first and last among the embedder's nearest passages. This script asks whether the
 judge ranks better than the embedder it is meant to teach. It takes a BEIR dataset's human queries (used
 here for measurement only, never for training), retrieves each query's top K passages with the base
-embedder (sentence-transformers), has `fretflow llm judge` score every (query, passage) pair by QL, and
-reports nDCG@10 of three orderings of the same K passages:
+embedder (sentence-transformers), has `fretflow llm judge` score every (query, passage) pair by query
+likelihood (QL) and, unless --no-rc, relevance classification (RC), and reports nDCG@10 of these orderings
+of the same K passages:
 
-  base      the embedder's order
-  ql        the judge's order (log P(query | passage))
-  rrf       reciprocal rank fusion of the two (k = 60), what a pipeline fusing embedder and judge would see
+  base        the embedder's order
+  ql          the judge's QL order (log P(query | passage))
+  rc          the judge's RC order (P(relevant))
+  ql+rc       reciprocal rank fusion (k = 60) of QL and RC: FRet's relabelling as the paper fuses it
+  ql+base     RRF of QL and the embedder's order (the previous `rrf` column)
+  rc+base     RRF of RC and the embedder's order
+  ql+rc+base  RRF of all three: the judge fused with the student's own order
 
-plus a paired sign-flip randomisation test of ql and rrf against base. If `ql` is below `base`, labels chosen
-by this judge teach the embedder an ordering worse than its own: fine-tuning on them cannot be expected to
-help on this dataset.
+plus a paired sign-flip randomisation test of each against base. If an order is below `base`, labels chosen
+by it teach the embedder an ordering worse than its own: fine-tuning on them cannot be expected to help on
+this dataset.
 
   .venv/bin/python scripts/judge_quality.py [--dataset ../shared/data/cranfield] [--queries dev.ids]
-      [--k 10] [--precision bf16] [--out out/judge-quality]
+      [--k 10] [--precision bf16] [--no-rc] [--judge-model qwen2.5-coder-0.5b] [--out DIR]
       [--llm http://HOST:PORT/v1 --judge-model NAME]     (a larger judge behind an OpenAI-compatible server)
 
-Wall time (2 cores, bf16, K = 10): about 0.3 s per pair, so ~6 minutes for 113 queries and ~11 for 225; a
-rerun answers from the cache in out/judge-quality/ (cache.redb).
+Wall time (2 cores, bf16, K = 10), per pair and score kind: ~0.3 s for SmolLM2-135M, ~1 s for
+Qwen2.5-Coder-0.5B, ~3.3 s for the 1.5B. Output and the durable LLM cache (cache.redb) go to
+out/judge-quality/<dataset>-<judge>/ by default; a rerun answers from the cache.
 """
 import argparse
 import json
@@ -85,8 +91,12 @@ def main():
     ap.add_argument("--llm", default="local", help="`local` or an OpenAI-compatible server's base URL")
     ap.add_argument("--judge-model", help="the judge: a GGUF file or short name (local), the server's model name")
     ap.add_argument("--bin", default=os.path.join(root, "target", "debug", "fretflow"))
-    ap.add_argument("--out", default=os.path.join(root, "out", "judge-quality"))
+    ap.add_argument("--no-rc", action="store_true", help="QL only (half the model calls)")
+    ap.add_argument("--out", help="default: out/judge-quality/<dataset>-<judge>")
     args = ap.parse_args()
+    if args.out is None:
+        judge_tag = os.path.basename(args.judge_model or "SmolLM2-135M-Instruct").replace(".gguf", "")
+        args.out = os.path.join(root, "out", "judge-quality", f"{os.path.basename(os.path.normpath(args.dataset))}-{judge_tag}")
     os.makedirs(args.out, exist_ok=True)
 
     corpus = read_jsonl(os.path.join(args.dataset, "corpus.jsonl"))
@@ -122,46 +132,63 @@ def main():
                 passage = {"id": d, "title": p.get("title", ""), "text": p["text"]}
                 f.write(json.dumps({"query_id": q, "query": queries[q], "passage": passage}) + "\n")
     started = time.time()
-    judge = [args.bin, "llm", "judge", "--input", pairs, "--output", judged, "--no-rc", "--llm", args.llm,
+    judge = [args.bin, "llm", "judge", "--input", pairs, "--output", judged, "--llm", args.llm,
              "--cache", os.path.join(args.out, "cache.redb")]
+    if args.no_rc:
+        judge.append("--no-rc")
     if args.llm == "local":
         judge += ["--device", "cpu", "--precision", args.precision]
     if args.judge_model:
         judge += ["--model", args.judge_model]
     subprocess.run(judge, check=True)
-    print(f"judged {len(qids) * args.k} pairs in {time.time() - started:.0f} s", flush=True)
-    ql = {}
+    judge_seconds = time.time() - started
+    print(f"judged {len(qids) * args.k} pairs in {judge_seconds:.0f} s", flush=True)
+    ql, rc = {}, {}
     for j in read_jsonl(judged):
         ql.setdefault(j["query_id"], {})[j["passage_id"]] = j["ql"]
+        rc.setdefault(j["query_id"], {})[j["passage_id"]] = j["rc"]
     missing = [q for q in qids if len(ql.get(q, {})) != len(base[q])]
     if missing:
         sys.exit(f"judge failed some pairs of {len(missing)} queries (see the failures file next to {judged})")
 
-    # 3. Three orderings of the same K passages.
-    by_ql = {q: sorted(base[q], key=lambda d: -ql[q][d]) for q in qids}
-    rrf = {}
-    for q in qids:
-        ql_rank = {d: r for r, d in enumerate(by_ql[q])}
-        score = {d: 1 / (60 + r + 1) + 1 / (60 + ql_rank[d] + 1) for r, d in enumerate(base[q])}
-        rrf[q] = sorted(base[q], key=lambda d: -score[d])
+    # 3. Orderings of the same K passages: each score alone, and reciprocal rank fusions (k = 60).
+    def by_score(scores):
+        # Ties keep the embedder's order (sorted is stable).
+        return {q: sorted(base[q], key=lambda d: -scores[q][d]) for q in qids}
+
+    def fuse(*orders):
+        fused = {}
+        for q in qids:
+            ranks = [{d: r for r, d in enumerate(o[q])} for o in orders]
+            score = {d: sum(1 / (60 + rk[d] + 1) for rk in ranks) for d in base[q]}
+            fused[q] = sorted(base[q], key=lambda d: -score[d])
+        return fused
+
+    by_ql = by_score(ql)
+    runs = {"base": base, "ql": by_ql}
+    if not args.no_rc:
+        by_rc = by_score(rc)
+        runs.update({"rc": by_rc, "ql+rc": fuse(by_ql, by_rc)})
+    runs["ql+base"] = fuse(by_ql, base)
+    if not args.no_rc:
+        runs.update({"rc+base": fuse(by_rc, base), "ql+rc+base": fuse(by_ql, by_rc, base)})
     judged_qrels = {q: qrels[q] for q in qids}
-    runs = {"base": base, "ql": by_ql, "rrf": rrf}
     per_query = {name: ndcg10(judged_qrels, order_run(r)) for name, r in runs.items()}
     report = {"dataset": args.dataset, "queries": len(qids), "k": args.k, "llm": args.llm,
-              "judge_model": args.judge_model, "precision": args.precision, "ndcg@10": {}}
+              "judge_model": args.judge_model, "precision": args.precision, "rc": not args.no_rc,
+              "wall_seconds_judging": judge_seconds, "ndcg@10": {}}
     b = [per_query["base"][q] for q in qids]
     for name in runs:
         values = [per_query[name][q] for q in qids]
         p = None if name == "base" else sign_flip_p(values, b)
         report["ndcg@10"][name] = {"mean": float(np.mean(values)), "p_vs_base": p}
-        line = f"{name:5s} nDCG@10 {np.mean(values):.4f}"
+        line = f"{name:10s} nDCG@10 {np.mean(values):.4f}"
         if p is not None:
             line += f"  ({np.mean(values) - np.mean(b):+.4f} vs base, p {p:.3f})"
         print(line)
-    seed_top = sum(1 for q in qids if qrels[q].get(by_ql[q][0], 0) > 0)
-    base_top = sum(1 for q in qids if qrels[q].get(base[q][0], 0) > 0)
-    print(f"first passage judged relevant by humans: base {base_top}/{len(qids)}, ql {seed_top}/{len(qids)}")
-    report["relevant_first"] = {"base": base_top, "ql": seed_top}
+    first = {name: sum(1 for q in qids if qrels[q].get(r[q][0], 0) > 0) for name, r in runs.items()}
+    print("first passage judged relevant by humans: " + ", ".join(f"{n} {c}/{len(qids)}" for n, c in first.items()))
+    report["relevant_first"] = first
     with open(os.path.join(args.out, "report.json"), "w") as f:
         json.dump(report, f, indent=2)
 
