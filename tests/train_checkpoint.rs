@@ -9,6 +9,7 @@ use fretflow::train::checkpoint::{read_state, LATEST};
 use fretflow::train::gradcache::BackwardConfig;
 use fretflow::train::manifest::{read_manifest, CheckpointEvaluator, Metrics, PLOT};
 use fretflow::train::optim::OptimConfig;
+use fretflow::train::promotion::PromotionConfig;
 use fretflow::train::source::{ChangeSource, FileSource};
 use fretflow::train::{GeckoLoss, Trainer, TrainerConfig, TrainError};
 use std::collections::BTreeMap;
@@ -39,6 +40,7 @@ fn config(out: &Path, max_steps: u64, every: u64) -> TrainerConfig {
         min_examples: 1,
         pair_datasets: vec![],
         resume: true,
+        promotion: PromotionConfig::default(),
     }
 }
 
@@ -129,7 +131,7 @@ fn killed_trainer_resumes_from_latest_checkpoint_without_losing_steps() {
         }
     }
     let mut resumed = Trainer::new(config(killed.path(), 4, 2), options()).unwrap();
-    assert_eq!(resumed.step(), 2, "restarts from the latest checkpoint, not from scratch");
+    assert_eq!(resumed.step(), 2, "restarts from the newest checkpoint, not from scratch");
     assert_eq!(resumed.run(&mut FileSource::new(&fret())).unwrap().steps, 2, "redoes steps 3 and 4 only");
 
     let a = straight.path().join("checkpoint-00000004");

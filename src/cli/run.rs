@@ -95,7 +95,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 let mut trainer = options.trainer()?;
                 trainer.stop_when(interrupted);
                 let summary = trainer.run(source).context("in-process training failed")?;
-                Ok(super::train::summary_text(&trainer, &summary, &out))
+                super::train::summary_text(&trainer, &summary, &out)
             };
             if after_input {
                 let snapshot = run_pipeline(&config, timely_config, args.process, vec![Box::new(feed)], hook).with_context(context)?;

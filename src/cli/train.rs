@@ -10,6 +10,7 @@ use crate::train::evaluate::BeirEvaluator;
 use crate::train::gradcache::BackwardConfig;
 use crate::train::kafka::{CheckpointPublisher, FretTopicSource, TopicStats};
 use crate::train::optim::{Decay, OptimConfig};
+use crate::train::promotion::PromotionConfig;
 use crate::train::source::FileSource;
 use crate::train::{GeckoLoss, RunSummary, Trainer, TrainerConfig};
 use anyhow::Context;
@@ -38,7 +39,8 @@ pub struct TrainOptions {
     /// Base model: a directory in sentence-transformers layout or a short name.
     #[arg(long, default_value = "all-MiniLM-L6-v2")]
     pub model: String,
-    /// Output directory for checkpoints, `latest`, `checkpoints.jsonl` and `ndcg_at_10.png`.
+    /// Output directory for checkpoints, `latest` (the promoted checkpoint), `newest` (the last one written,
+    /// where a restart continues), `checkpoints.jsonl` and `ndcg_at_10.png`.
     #[arg(long)]
     pub out: PathBuf,
     /// Total optimizer steps (restarts included); default: one pass over a file; on a topic, forever, or
@@ -116,6 +118,20 @@ pub struct TrainOptions {
     /// Metric choosing the best checkpoint (mean over --eval-dataset).
     #[arg(long, default_value = "ndcg@10")]
     pub best_metric: String,
+    /// Turn the promotion gate off: `latest` follows every checkpoint. With the gate on (the default, acting
+    /// when --eval-dataset is given) `latest` moves only to a checkpoint whose --promote-metric beats the
+    /// promoted model's (at first the base model's, measured before the first step) by more than
+    /// --promote-margin; until one does, there is no `latest`. In a `[train]` table: `promotion_gate = false`.
+    #[arg(long)]
+    pub no_promotion_gate: bool,
+    /// Metric the promotion gate compares (mean over --eval-dataset; higher is better) [default: --best-metric].
+    #[arg(long)]
+    pub promote_metric: Option<String>,
+    /// A checkpoint is promoted when its metric > the promoted model's + this margin: at 0 (the default) it
+    /// must be strictly better, a tie keeps `latest` where it is; a negative margin accepts a drop (-1: every
+    /// checkpoint).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub promote_margin: f64,
     /// Examples needed before the first step.
     #[arg(long, default_value_t = 1)]
     pub min_examples: usize,
@@ -242,6 +258,11 @@ impl TrainOptions {
             min_examples: self.min_examples,
             pair_datasets: self.pairs.clone(),
             resume: !self.no_resume,
+            promotion: PromotionConfig {
+                enabled: !self.no_promotion_gate,
+                metric: self.promote_metric.clone().unwrap_or_else(|| self.best_metric.clone()),
+                margin: self.promote_margin,
+            },
         }
     }
 
@@ -253,7 +274,14 @@ impl TrainOptions {
         }
         let device = self.device.resolve()?;
         let options = EncoderOptions { device, max_seq_length: self.max_seq_length, ..EncoderOptions::default() };
-        let mut trainer = Trainer::new(self.config(device), options).context("cannot start the trainer")?;
+        let config = self.config(device);
+        let metric = &config.promotion.metric;
+        let gated = config.promotion.enabled && !self.eval_dataset.is_empty();
+        if gated && !BeirEvaluator::METRICS.contains(&metric.as_str()) {
+            let known = BeirEvaluator::METRICS.join(", ");
+            anyhow::bail!("--promote-metric (default: --best-metric) '{metric}' is not measured; one of {known}");
+        }
+        let mut trainer = Trainer::new(config, options).context("cannot start the trainer")?;
         if !self.eval_dataset.is_empty() {
             trainer.set_evaluator(Box::new(BeirEvaluator::new(&self.eval_dataset, options)?));
         }
@@ -261,20 +289,21 @@ impl TrainOptions {
     }
 }
 
-/// What a training run did, in two lines.
-pub fn summary_text(trainer: &Trainer, summary: &RunSummary, out: &Path) -> String {
-    let latest = out.join(crate::train::checkpoint::LATEST);
+/// What a training run did, in three lines: steps, where `latest` stands (promoted or not), replay buffer.
+pub fn summary_text(trainer: &Trainer, summary: &RunSummary, out: &Path) -> anyhow::Result<String> {
+    let newest = out.join(crate::train::checkpoint::NEWEST);
     let rate = summary.examples_per_second.map_or_else(|| "n/a".to_string(), |r| format!("{r:.2}"));
     let (upserts, retractions) = trainer.buffer().change_counts();
-    format!(
-        "trained {} steps ({} examples, {rate} examples/s); total steps {}; latest checkpoint: {}\n\
+    Ok(format!(
+        "trained {} steps ({} examples, {rate} examples/s); total steps {}; newest checkpoint: {}\n{}\n\
          replay buffer: {} examples ({upserts} upserts and {retractions} retractions applied)",
         summary.steps,
         summary.examples,
         trainer.step(),
-        latest.display(),
+        newest.display(),
+        trainer.promotion_report()?,
         trainer.buffer().len()
-    )
+    ))
 }
 
 /// A pipeline's `[train]` table as `fretflow train` options.
@@ -286,11 +315,17 @@ struct TableArgs {
 }
 
 /// Reads a pipeline's `[train]` table (keys: `fretflow train`'s long options, `_` or `-`; values: strings,
-/// numbers, booleans for flags, arrays for repeatable options) into training options. Errors name the key.
+/// numbers, booleans for flags, arrays for repeatable options) into training options. `name = false`
+/// stands for a `--no-name` flag (`resume = false`, `promotion_gate = false`). Errors name the key.
 pub fn options_from_table(table: &toml::Table) -> anyhow::Result<TrainOptions> {
+    let command = <TableArgs as clap::CommandFactory>::command();
+    let takes_value = |long: &str| {
+        command.get_arguments().find(|a| a.get_long() == Some(long)).map(|a| a.get_action().takes_values())
+    };
     let mut args: Vec<String> = Vec::new();
     for (key, value) in table {
-        let flag = format!("--{}", key.replace('_', "-"));
+        let name = key.replace('_', "-");
+        let flag = format!("--{name}");
         let scalar = |v: &toml::Value| match v {
             toml::Value::String(s) => Ok(s.clone()),
             toml::Value::Integer(i) => Ok(i.to_string()),
@@ -298,8 +333,14 @@ pub fn options_from_table(table: &toml::Table) -> anyhow::Result<TrainOptions> {
             _ => anyhow::bail!("[train] {key}: expected a string, a number, a boolean or a list of them"),
         };
         match value {
-            toml::Value::Boolean(true) => args.push(flag),
-            toml::Value::Boolean(false) => {}
+            toml::Value::Boolean(b) => match (takes_value(&name), takes_value(&format!("no-{name}"))) {
+                // An option with a value: clap says what it expected.
+                (Some(true), _) => args.push(format!("{flag}={b}")),
+                (Some(false), _) => args.extend(b.then_some(flag)),
+                (None, Some(false)) => args.extend((!b).then(|| format!("--no-{name}"))),
+                // Unknown: clap names it.
+                _ => args.push(flag),
+            },
             // `--flag=value`, so that a value starting with `-` is never taken for a flag.
             toml::Value::Array(items) => {
                 for item in items {
@@ -335,7 +376,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         }
         (None, None) => anyhow::bail!("give --data FILE or --kafka-topic TOPIC"),
     };
-    println!("{}", summary_text(&trainer, &summary, &args.options.out));
+    println!("{}", summary_text(&trainer, &summary, &args.options.out)?);
     if let Some((topic, TopicStats { records, skipped, .. })) = topic_stats {
         println!("kafka topic '{topic}': {records} records read, {skipped} malformed skipped");
     }
@@ -364,5 +405,32 @@ mod tests {
         let wrong: toml::Table = toml::from_str("out = \"x\"\nbatch_size = \"many\"\n").unwrap();
         let message = options_from_table(&wrong).unwrap_err().to_string();
         assert!(message.contains("--batch-size") && message.contains("many"), "{message}");
+        let typo: toml::Table = toml::from_str("out = \"x\"\ndropuot = false\n").unwrap();
+        let message = options_from_table(&typo).unwrap_err().to_string();
+        assert!(message.contains("--dropuot"), "a misspelt key set to false is named too: {message}");
+    }
+
+    #[test]
+    fn the_promotion_gate_options_read_from_a_train_table_and_the_command_line() {
+        let table = |body: &str| options_from_table(&toml::from_str(&format!("out = \"x\"\n{body}")).unwrap());
+        let defaults = table("").unwrap();
+        assert!(!defaults.no_promotion_gate && defaults.promote_metric.is_none() && defaults.promote_margin == 0.0);
+        let config = defaults.config(tch::Device::Cpu).promotion;
+        assert_eq!(config, PromotionConfig { enabled: true, metric: "ndcg@10".into(), margin: 0.0 });
+
+        let o = table("promotion_gate = false\npromote-metric = \"mrr@10\"\npromote_margin = -1.0\nresume = false");
+        let o = o.unwrap();
+        assert!(o.no_promotion_gate && o.no_resume, "`name = false` is `--no-name`");
+        let config = o.config(tch::Device::Cpu).promotion;
+        assert_eq!(config, PromotionConfig { enabled: false, metric: "mrr@10".into(), margin: -1.0 });
+        assert!(!table("promotion_gate = true").unwrap().no_promotion_gate);
+        assert!(table("no_promotion_gate = true").unwrap().no_promotion_gate);
+        let by_best = table("best_metric = \"recall@100\"").unwrap().config(tch::Device::Cpu).promotion;
+        assert_eq!(by_best.metric, "recall@100", "the promotion metric defaults to --best-metric");
+        let message = table("promote_margin = true").unwrap_err().to_string();
+        assert!(message.contains("--promote-margin"), "{message}");
+
+        let cli = <TableArgs as clap::Parser>::try_parse_from(["--out", "x", "--promote-margin", "-0.5"]).unwrap();
+        assert_eq!(cli.options.promote_margin, -0.5, "a negative margin is a value, not a flag");
     }
 }

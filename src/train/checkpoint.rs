@@ -9,7 +9,13 @@
 //! - `optimizer.safetensors`: the AdamW moments, so a restart continues without losing state.
 //!
 //! It is written into a hidden temporary directory, every file fsynced, then renamed into place; the
-//! `latest` symlink is replaced by an atomic rename. A crash leaves either the whole checkpoint or none.
+//! `newest` symlink is then replaced by an atomic rename. A crash leaves either the whole checkpoint or none.
+//!
+//! Two symlinks in the output directory point at checkpoints, each replaced atomically:
+//! - `newest`: the last checkpoint written, whatever it measured; a restarted trainer continues from it.
+//! - `latest`: the promoted checkpoint, the one users pick up. It moves only when the promotion gate lets
+//!   a checkpoint through ([`super::promotion`]), after the checkpoint was evaluated; with the gate off or
+//!   without evaluation it follows every checkpoint. It does not exist until a checkpoint is promoted.
 use super::optim::AdamW;
 use super::TrainError;
 use crate::embed::SentenceEncoder;
@@ -22,8 +28,10 @@ use tch::Tensor;
 pub const STATE_FILE: &str = "fretflow.json";
 /// Name of the optimizer state file inside a checkpoint.
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
-/// Name of the symlink to the newest checkpoint.
+/// Name of the symlink to the promoted checkpoint (the one users pick up).
 pub const LATEST: &str = "latest";
+/// Name of the symlink to the last checkpoint written (where a restart continues).
+pub const NEWEST: &str = "newest";
 
 /// Base-model files never copied into a checkpoint (weights in other formats, the model card).
 const SKIP_FILES: &[&str] =
@@ -63,8 +71,8 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
     move |e| TrainError::checkpoint(path, e)
 }
 
-/// Writes a checkpoint of `encoder` and `optimizer` under `out_dir` and points `latest` at it; returns
-/// its path. An existing checkpoint of the same step is replaced.
+/// Writes a checkpoint of `encoder` and `optimizer` under `out_dir` and points `newest` at it (not
+/// `latest`: see [`point_latest`]); returns its path. An existing checkpoint of the same step is replaced.
 pub fn write_checkpoint(
     out_dir: &Path,
     encoder: &SentenceEncoder,
@@ -106,7 +114,7 @@ pub fn write_checkpoint(
         fs::remove_dir_all(&dest).map_err(io_err(&dest))?;
     }
     fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
-    point_latest(out_dir, &name)?;
+    point_link(out_dir, NEWEST, &name)?;
     sync_dir(out_dir)?;
     tracing::info!(step = state.step, path = %dest.display(), "Wrote checkpoint.");
     Ok(dest)
@@ -183,21 +191,45 @@ fn sync_dir(dir: &Path) -> Result<(), TrainError> {
     File::open(dir).and_then(|f| f.sync_all()).map_err(io_err(dir))
 }
 
-/// Replaces `out_dir/latest` with a relative symlink to `name`, atomically.
-fn point_latest(out_dir: &Path, name: &str) -> Result<(), TrainError> {
-    let link = out_dir.join(LATEST);
-    let tmp = out_dir.join(format!(".{LATEST}.tmp-{}", std::process::id()));
+/// Replaces `out_dir/<link>` with a relative symlink to `name`, atomically.
+fn point_link(out_dir: &Path, link: &str, name: &str) -> Result<(), TrainError> {
+    let path = out_dir.join(link);
+    let tmp = out_dir.join(format!(".{link}.tmp-{}", std::process::id()));
     let _ = fs::remove_file(&tmp);
     std::os::unix::fs::symlink(name, &tmp).map_err(io_err(&tmp))?;
-    fs::rename(&tmp, &link).map_err(io_err(&link))
+    fs::rename(&tmp, &path).map_err(io_err(&path))
 }
 
-/// The newest checkpoint under `out_dir` (via `latest`) and its state, if there is one.
-pub fn find_latest(out_dir: &Path) -> Result<Option<(PathBuf, TrainerState)>, TrainError> {
-    let link = out_dir.join(LATEST);
-    let Ok(target) = fs::read_link(&link) else { return Ok(None) };
-    let dir = out_dir.join(target);
+/// Promotes the checkpoint directory `name` of `out_dir`: replaces the `latest` symlink with one to it,
+/// atomically, and fsyncs the directory.
+pub fn point_latest(out_dir: &Path, name: &str) -> Result<(), TrainError> {
+    point_link(out_dir, LATEST, name)?;
+    sync_dir(out_dir)
+}
+
+/// The checkpoint `out_dir/<link>` points at (as `out_dir/<target>`), if the link exists.
+pub fn link_target(out_dir: &Path, link: &str) -> Option<PathBuf> {
+    fs::read_link(out_dir.join(link)).ok().map(|target| out_dir.join(target))
+}
+
+fn find_linked(out_dir: &Path, link: &str) -> Result<Option<(PathBuf, TrainerState)>, TrainError> {
+    let Some(dir) = link_target(out_dir, link) else { return Ok(None) };
     Ok(Some((dir.clone(), read_state(&dir)?)))
+}
+
+/// The promoted checkpoint under `out_dir` (via `latest`) and its state, if there is one.
+pub fn find_latest(out_dir: &Path) -> Result<Option<(PathBuf, TrainerState)>, TrainError> {
+    find_linked(out_dir, LATEST)
+}
+
+/// Where a restart continues: the last checkpoint written under `out_dir` (via `newest`) and its state;
+/// for an output directory written before `newest` existed, the one `latest` points at; `None` when
+/// there is neither.
+pub fn find_newest(out_dir: &Path) -> Result<Option<(PathBuf, TrainerState)>, TrainError> {
+    match find_linked(out_dir, NEWEST)? {
+        Some(found) => Ok(Some(found)),
+        None => find_latest(out_dir),
+    }
 }
 
 /// Reads `fretflow.json` of a checkpoint directory.

@@ -15,6 +15,9 @@ pub struct BeirEvaluator {
 }
 
 impl BeirEvaluator {
+    /// The metrics measured on each dataset, the names [`super::manifest::Metrics`] holds.
+    pub const METRICS: [&'static str; 5] = ["ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100"];
+
     /// Loads the dataset directories (`corpus.jsonl`, `queries.jsonl`, `qrels/test.tsv`); `options` says
     /// how checkpoints are run (device, token budget).
     pub fn new(dirs: &[PathBuf], options: EncoderOptions) -> Result<Self, TrainError> {
@@ -32,13 +35,8 @@ impl CheckpointEvaluator for BeirEvaluator {
             let report = evaluate(&encoder, ds, &opts)
                 .map_err(|source| TrainError::Eval { step, dataset: ds.name.clone(), source: Box::new(source) })?;
             let m = report.metrics;
-            let metrics = Metrics::from([
-                ("ndcg@10".to_string(), m.ndcg_at_10),
-                ("recall@10".to_string(), m.recall_at_10),
-                ("recall@100".to_string(), m.recall_at_100),
-                ("mrr@10".to_string(), m.mrr_at_10),
-                ("map@100".to_string(), m.map_at_100),
-            ]);
+            let values = [m.ndcg_at_10, m.recall_at_10, m.recall_at_100, m.mrr_at_10, m.map_at_100];
+            let metrics: Metrics = Self::METRICS.iter().map(|name| name.to_string()).zip(values).collect();
             tracing::info!(step, dataset = %ds.name, ndcg_at_10 = m.ndcg_at_10, "Evaluated checkpoint.");
             out.insert(ds.name.clone(), metrics);
         }

@@ -22,9 +22,11 @@
 //! # Checkpoint events
 //!
 //! [`CheckpointPublisher`] writes each [`CheckpointEvent`] (the `checkpoints.jsonl` line: step, path,
-//! examples seen, metrics) to an events topic through an idempotent producer (`acks=all`), key = the
-//! checkpoint's directory name, all to partition 0 so consumers see them in step order, and waits for the
-//! broker's acknowledgement before training goes on.
+//! examples seen, metrics, whether and why it was promoted to `latest`, and whether it is the base model's
+//! baseline evaluation, key `checkpoint-00000000`) to an events topic through an idempotent producer
+//! (`acks=all`), key = the checkpoint's directory name, all to partition 0 so consumers see them in step
+//! order, and waits for the broker's acknowledgement before training goes on. An event is published after
+//! `latest` moved to a promoted checkpoint, so a consumer that sees `promoted: true` finds `latest` there.
 use super::checkpoint::checkpoint_name;
 use super::data::Change;
 use super::manifest::CheckpointEvent;

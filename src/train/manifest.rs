@@ -1,10 +1,11 @@
 //! The checkpoint manifest (`checkpoints.jsonl`), evaluation on arrival, retention and the metric plot.
 //!
-//! Each checkpoint, once written, is evaluated on the configured BEIR datasets; its
-//! [`CheckpointEvent`] (step, examples seen, path, metrics) is appended to the manifest, handed to any
-//! listener (e.g. a Kafka producer), and the plot `ndcg_at_10.png` is redrawn. Retention then deletes
-//! checkpoints that are neither among the last `keep_last` nor the best by the configured metric.
-use super::checkpoint::{remove_checkpoint, LATEST};
+//! Each checkpoint, once written, is evaluated on the configured BEIR datasets and put through the
+//! promotion gate ([`super::promotion`]); its [`CheckpointEvent`] (step, examples seen, path, metrics,
+//! whether and why it was promoted) is appended to the manifest, handed to any listener (e.g. a Kafka
+//! producer), and the plot `ndcg_at_10.png` is redrawn. Retention then deletes checkpoints that are none of:
+//! the last `keep_last`, the best by the configured metric, the promoted one (`latest`), the newest.
+use super::checkpoint::{link_target, remove_checkpoint, LATEST, NEWEST};
 use super::TrainError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -34,13 +35,24 @@ pub struct CheckpointEvent {
     pub mean_loss: Option<f64>,
     /// Unix time (seconds) the checkpoint was written.
     pub created: f64,
+    /// `latest` moved to this checkpoint (the promotion gate let it through); for the baseline entry: the
+    /// base model is the first promoted model. `false` in manifests written before the gate existed.
+    #[serde(default)]
+    pub promoted: bool,
+    /// Why it was or was not promoted, e.g. `ndcg@10 0.3912 > promoted 0.3817 (base) + margin 0.0000`,
+    /// `not promoted: ...`, `gate off`, `no evaluation configured`; empty before the gate existed.
+    #[serde(default)]
+    pub promotion: String,
+    /// This entry is the base model's evaluation before the first step (step 0, the base model's
+    /// directory as path), not a checkpoint.
+    #[serde(default)]
+    pub baseline: bool,
 }
 
 impl CheckpointEvent {
     /// `metric` averaged over the evaluated datasets; `None` without evaluation.
     pub fn mean_metric(&self, metric: &str) -> Option<f64> {
-        let values: Vec<f64> = self.metrics.values().filter_map(|m| m.get(metric).copied()).collect();
-        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+        super::promotion::mean_metric(&self.metrics, metric)
     }
 }
 
@@ -72,7 +84,8 @@ pub fn append_manifest(out_dir: &Path, event: &CheckpointEvent) -> Result<(), Tr
 }
 
 /// Deletes checkpoint directories that are neither among the last `keep_last` steps, nor the best by
-/// `metric` (mean over datasets, higher is better), nor the target of `latest`. Returns the removed paths.
+/// `metric` (mean over datasets, higher is better), nor the target of `latest` (the promoted checkpoint)
+/// or of `newest` (the restart point). Returns the removed paths.
 pub fn apply_retention(
     out_dir: &Path,
     events: &[CheckpointEvent],
@@ -92,10 +105,10 @@ pub fn apply_retention(
     if let Some((_, step)) = best {
         keep.push(step);
     }
-    let latest = std::fs::read_link(out_dir.join(LATEST)).ok().map(|t| out_dir.join(t));
+    let linked: Vec<PathBuf> = [LATEST, NEWEST].iter().filter_map(|link| link_target(out_dir, link)).collect();
     let mut removed = Vec::new();
     for e in present {
-        if !keep.contains(&e.step) && latest.as_deref() != Some(e.path.as_path()) {
+        if !keep.contains(&e.step) && !linked.contains(&e.path) {
             remove_checkpoint(&e.path)?;
             tracing::info!(step = e.step, path = %e.path.display(), "Removed checkpoint (retention).");
             removed.push(e.path.clone());

@@ -9,6 +9,7 @@
 //!   checkpoint events out.
 //! - [`checkpoint`]: atomic checkpoints in sentence-transformers layout, with optimizer state.
 //! - [`manifest`]: `checkpoints.jsonl`, evaluation on arrival, retention, the nDCG@10 plot ([`plot`]).
+//! - [`promotion`]: the promotion gate: `latest` moves only to a checkpoint that beats the promoted model.
 //! - [`trainer`]: the loop tying these together.
 use std::path::PathBuf;
 
@@ -22,6 +23,7 @@ pub mod loss;
 pub mod manifest;
 pub mod optim;
 pub mod plot;
+pub mod promotion;
 pub mod source;
 pub mod trainer;
 

@@ -1,20 +1,30 @@
 //! The training loop: absorb FRet changes, take optimizer steps, checkpoint, evaluate, retain.
 //!
-//! Restart contract: a trainer started on an output directory that holds a `latest` checkpoint loads the
-//! model and optimizer moments from it and continues at its step. Batches depend only on the replay
-//! buffer's contents and the step number, so replaying the same FRet data (a file, or a compacted topic
-//! read from the start) repeats the steps an uninterrupted run would have taken; only the steps after
-//! the last checkpoint are redone.
+//! Restart contract: a trainer started on an output directory that holds a checkpoint continues from
+//! `newest`, the last checkpoint written, promoted or not (`latest` for an output directory written before
+//! `newest` existed): it loads the model and optimizer moments from it and continues at its step. Batches
+//! depend only on the replay buffer's contents and the step number, so replaying the same FRet data (a
+//! file, or a compacted topic read from the start) repeats the steps an uninterrupted run would have
+//! taken; only the steps after the last checkpoint are redone. The promotion state (which model `latest`
+//! stands for, and what it measured) is read back from `checkpoints.jsonl` ([`super::promotion`]), so a
+//! restarted trainer goes on comparing checkpoints with the same promoted model.
 use super::buffer::{sample_batch, ReplayBuffer, SamplerConfig};
-use super::checkpoint::{find_latest, write_checkpoint, TrainerState, OPTIMIZER_FILE};
+use super::checkpoint::{
+    checkpoint_name, find_newest, link_target, point_latest, read_state, write_checkpoint, TrainerState, LATEST,
+    NEWEST, OPTIMIZER_FILE,
+};
 use super::data::{read_pairs_jsonl, Change, TrainExample};
 use super::gradcache::{backward, BackwardConfig};
-use super::manifest::{append_manifest, apply_retention, read_manifest, write_plot, CheckpointEvaluator, CheckpointEvent};
+use super::manifest::{
+    append_manifest, apply_retention, read_manifest, write_plot, CheckpointEvaluator, CheckpointEvent, Metrics,
+};
 use super::optim::{AdamW, OptimConfig};
+use super::promotion::{self, Decision, PromotionConfig, Promoted};
 use super::source::ChangeSource;
 use super::{GeckoLoss, TrainError};
 use crate::embed::{EncoderOptions, Precision, SentenceEncoder};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,7 +35,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub struct TrainerConfig {
     /// Base model: a directory or a short name (`all-MiniLM-L6-v2`).
     pub model: String,
-    /// Output directory: checkpoints, `latest`, `checkpoints.jsonl`, the plot.
+    /// Output directory: checkpoints, `latest`, `newest`, `checkpoints.jsonl`, the plot.
     pub out_dir: PathBuf,
     /// Stop after this many optimizer steps in all (restarts included); `None`: one pass over a finite
     /// source's examples, or forever on a stream.
@@ -51,8 +61,11 @@ pub struct TrainerConfig {
     pub min_examples: usize,
     /// Extra `{query, positive}` JSONL datasets mixed in at `sampler.pair_mix_ratio`.
     pub pair_datasets: Vec<PathBuf>,
-    /// Continue from `out_dir/latest` when it exists.
+    /// Continue from `out_dir/newest` (or, for older output directories, `latest`) when it exists.
     pub resume: bool,
+    /// When `latest` moves: the promotion gate ([`super::promotion`]).
+    #[serde(default)]
+    pub promotion: PromotionConfig,
 }
 
 /// What one optimizer step did.
@@ -102,6 +115,8 @@ pub struct Trainer {
     evaluator: Option<Box<dyn CheckpointEvaluator>>,
     listeners: Vec<CheckpointListener>,
     stop: Option<Arc<AtomicBool>>,
+    /// The promoted model while the gate is active; read back from the manifest when first needed.
+    promoted: Option<Promoted>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -111,17 +126,19 @@ impl std::fmt::Debug for Trainer {
 }
 
 impl Trainer {
-    /// Loads the base model, or the latest checkpoint of `out_dir` with its optimizer state when
-    /// `config.resume` is set and one exists. The parameters are f32 whatever `options.precision` says;
+    /// Loads the base model, or the newest checkpoint of `out_dir` with its optimizer state when
+    /// `config.resume` is set and one exists (the restart contract in the module docs). The parameters are
+    /// f32 whatever `options.precision` says;
     /// `config.backward.bf16` chooses mixed precision for the products.
     pub fn new(config: TrainerConfig, options: EncoderOptions) -> Result<Self, TrainError> {
         let precision = if config.backward.bf16 { Precision::MixedBf16 } else { Precision::F32 };
         let options = EncoderOptions { precision, ..options };
         config.loss.dims_and_weights(usize::MAX)?;
+        config.promotion.validate()?;
         if config.sampler.batch_size == 0 {
             return Err(TrainError::Config { field: "batch_size", message: "must be at least 1".into() });
         }
-        let resumed = if config.resume { find_latest(&config.out_dir)? } else { None };
+        let resumed = if config.resume { find_newest(&config.out_dir)? } else { None };
         let (encoder, optimizer, step, examples_seen, base_model) = match resumed {
             Some((dir, state)) => {
                 let encoder = SentenceEncoder::load(&dir, options)?;
@@ -156,11 +173,13 @@ impl Trainer {
             evaluator: None,
             listeners: Vec::new(),
             stop: None,
+            promoted: None,
             config,
         })
     }
 
-    /// Evaluates every checkpoint (and the base model, at step 0) with `evaluator`.
+    /// Evaluates every checkpoint (and the base model, at step 0) with `evaluator`; this also arms the
+    /// promotion gate when `config.promotion.enabled`.
     pub fn set_evaluator(&mut self, evaluator: Box<dyn CheckpointEvaluator>) {
         self.evaluator = Some(evaluator);
     }
@@ -217,23 +236,35 @@ impl Trainer {
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
     }
 
-    fn evaluate(&mut self, dir: &Path) -> Result<std::collections::BTreeMap<String, super::manifest::Metrics>, TrainError> {
+    fn evaluate(&mut self, dir: &Path) -> Result<BTreeMap<String, Metrics>, TrainError> {
         match self.evaluator.as_mut() {
             Some(ev) => ev.evaluate(dir, self.step),
             None => Ok(Default::default()),
         }
     }
 
+    /// The promotion gate decides: on, with an evaluator to measure checkpoints.
+    fn gate_active(&self) -> bool {
+        self.config.promotion.enabled && self.evaluator.is_some()
+    }
+
+    /// Records `event` in the manifest, then moves `latest` to it when it is a promoted checkpoint (in this
+    /// order: a crash between the two leaves the manifest ahead, and the next start finishes the move),
+    /// then tells listeners and redraws the plot.
     fn publish(&mut self, event: &CheckpointEvent) -> Result<(), TrainError> {
         append_manifest(&self.config.out_dir, event)?;
+        if event.promoted && !event.baseline {
+            point_latest(&self.config.out_dir, &checkpoint_name(event.step))?;
+        }
         for listener in &mut self.listeners {
             listener(event)?;
         }
         write_plot(&self.config.out_dir, &read_manifest(&self.config.out_dir)?)
     }
 
-    /// Evaluates the untrained base model once (step 0) so the manifest and plot start from it; does
-    /// nothing without an evaluator, after a restart, or when the manifest already has entries.
+    /// Evaluates the untrained base model once (step 0) so the manifest and plot start from it, and records
+    /// it as the baseline entry: the first promoted model, which checkpoints must beat when the gate is on.
+    /// Does nothing without an evaluator, after a restart, or when the manifest already has entries.
     pub fn evaluate_base(&mut self) -> Result<Option<CheckpointEvent>, TrainError> {
         if self.evaluator.is_none() || self.step > 0 || !read_manifest(&self.config.out_dir)?.is_empty() {
             return Ok(None);
@@ -241,6 +272,11 @@ impl Trainer {
         std::fs::create_dir_all(&self.config.out_dir).map_err(|e| TrainError::checkpoint(&self.config.out_dir, e))?;
         let base = self.encoder.model_dir().to_path_buf();
         let metrics = self.evaluate(&base)?;
+        let gate = self.gate_active();
+        if gate {
+            self.require_metric(&metrics)?;
+        }
+        let promotion = if gate { "baseline: the base model, the first promoted model" } else { "baseline" };
         let event = CheckpointEvent {
             step: 0,
             examples_seen: 0,
@@ -248,13 +284,20 @@ impl Trainer {
             metrics,
             mean_loss: None,
             created: Self::now(),
+            promoted: true,
+            promotion: promotion.to_string(),
+            baseline: true,
         };
         self.publish(&event)?;
+        if gate {
+            self.promoted = Some(Promoted::from_event(&event));
+        }
         Ok(Some(event))
     }
 
-    /// Writes a checkpoint now, evaluates it, records it in the manifest, tells listeners, applies
-    /// retention and redraws the plot.
+    /// Writes a checkpoint now (moving `newest`), evaluates it, puts it through the promotion gate (moving
+    /// `latest` when it passes), records it in the manifest, tells listeners, applies retention and redraws
+    /// the plot.
     pub fn checkpoint(&mut self) -> Result<CheckpointEvent, TrainError> {
         let mean_loss = (self.losses.1 > 0).then(|| self.losses.0 / self.losses.1 as f64);
         let (upserts, retractions) = self.buffer.change_counts();
@@ -279,6 +322,7 @@ impl Trainer {
         };
         let path = write_checkpoint(&self.config.out_dir, &self.encoder, &self.optimizer, &state)?;
         let metrics = self.evaluate(&path)?;
+        let Decision { promoted, reason } = self.decide(&metrics)?;
         let event = CheckpointEvent {
             step: self.step,
             examples_seen: self.examples_seen,
@@ -286,14 +330,113 @@ impl Trainer {
             metrics,
             mean_loss,
             created: state.created,
+            promoted,
+            promotion: reason,
+            baseline: false,
         };
         self.publish(&event)?;
+        if promoted && self.gate_active() {
+            self.promoted = Some(Promoted::from_event(&event));
+        }
+        let reason = &event.promotion;
+        if promoted {
+            tracing::info!(step = self.step, reason, "Promoted the checkpoint: latest points at it.");
+        } else {
+            tracing::info!(step = self.step, reason, "Checkpoint not promoted: latest stays.");
+        }
         let events = read_manifest(&self.config.out_dir)?;
         apply_retention(&self.config.out_dir, &events, self.config.keep_last, &self.config.best_metric)?;
         self.losses = (0.0, 0);
         self.last_checkpoint = (self.step, Instant::now());
         tracing::info!(step = self.step, mean_loss, metrics = ?event.metrics, "Checkpoint evaluated.");
         Ok(event)
+    }
+
+    /// Whether a checkpoint measured as `metrics` is promoted (see [`super::promotion`]).
+    fn decide(&mut self, metrics: &BTreeMap<String, Metrics>) -> Result<Decision, TrainError> {
+        let config = self.config.promotion.clone();
+        if !self.gate_active() {
+            return Ok(promotion::decide(&config, self.evaluator.is_some(), None, None));
+        }
+        let reference = self.reference(metrics)?;
+        let value = reference.mean_metric(&config.metric);
+        let label = reference.label();
+        let candidate = promotion::mean_metric(metrics, &config.metric);
+        Ok(promotion::decide(&config, true, candidate, value.map(|v| (v, label.as_str()))))
+    }
+
+    /// The promoted model, measured on the same datasets as `metrics`: read back from the manifest when
+    /// first needed, and evaluated again when it was measured on other datasets (the evaluation datasets
+    /// changed between runs) or not at all (it was promoted without an evaluation).
+    fn reference(&mut self, metrics: &BTreeMap<String, Metrics>) -> Result<Promoted, TrainError> {
+        if self.promoted.is_none() {
+            self.promoted = Some(self.recover_promoted()?);
+        }
+        let promoted = self.promoted.as_mut().expect("the promoted model was just set. This is a bug.");
+        if !metrics.is_empty() && !promoted.metrics.keys().eq(metrics.keys()) {
+            if let Some(evaluator) = self.evaluator.as_mut() {
+                tracing::info!(
+                    step = promoted.step, path = %promoted.path.display(),
+                    "Evaluating the promoted model on this run's datasets, to compare checkpoints with it."
+                );
+                promoted.metrics = evaluator.evaluate(&promoted.path, promoted.step)?;
+            }
+        }
+        let promoted = promoted.clone();
+        self.require_metric(&promoted.metrics)?;
+        Ok(promoted)
+    }
+
+    /// The promoted model recorded in the manifest (see [`promotion::recorded_promoted`]); without one, the
+    /// checkpoint `latest` points at, else the base model, both to be measured. When the manifest records a
+    /// promotion that `latest` does not show (a crash between the two), `latest` is moved now.
+    fn recover_promoted(&self) -> Result<Promoted, TrainError> {
+        let out = &self.config.out_dir;
+        let latest = link_target(out, LATEST);
+        if let Some(mut p) = promotion::recorded_promoted(&read_manifest(out)?, latest.as_deref()) {
+            if !p.baseline {
+                // The manifest's path is as the output directory was named then (relative or not).
+                let name = checkpoint_name(p.step);
+                p.path = out.join(&name);
+                let shown = latest.as_deref().and_then(Path::file_name) == Some(name.as_ref());
+                if p.path.is_dir() && !shown {
+                    tracing::warn!(step = p.step, "The manifest records a promotion latest does not show: moving it.");
+                    point_latest(out, &name)?;
+                }
+            }
+            tracing::info!(step = p.step, baseline = p.baseline, "Promoted model read back from the manifest.");
+            return Ok(p);
+        }
+        let metrics = BTreeMap::new();
+        Ok(match latest {
+            Some(dir) => Promoted { step: read_state(&dir)?.step, path: dir, baseline: false, metrics },
+            None => Promoted { step: 0, path: PathBuf::from(&self.base_model), baseline: true, metrics },
+        })
+    }
+
+    /// A promotion metric the evaluation does not produce is a configuration error (a misspelt name would
+    /// otherwise keep every checkpoint from being promoted).
+    fn require_metric(&self, metrics: &BTreeMap<String, Metrics>) -> Result<(), TrainError> {
+        let metric = &self.config.promotion.metric;
+        if metrics.is_empty() || promotion::mean_metric(metrics, metric).is_some() {
+            return Ok(());
+        }
+        let known: std::collections::BTreeSet<&str> =
+            metrics.values().flat_map(|m| m.keys().map(String::as_str)).collect();
+        let known = known.into_iter().collect::<Vec<_>>().join(", ");
+        let message = format!("'{metric}' is not measured (measured: {known})");
+        Err(TrainError::Config { field: "promote_metric", message })
+    }
+
+    /// One line on where `latest` stands (see [`promotion::report`]): the promoted checkpoint and why, or
+    /// that no checkpoint beat the base model and `latest` was not written.
+    pub fn promotion_report(&self) -> Result<String, TrainError> {
+        let out = &self.config.out_dir;
+        let name = |link| link_target(out, link).and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+        let (latest, newest) = (name(LATEST), name(NEWEST));
+        let events = read_manifest(out)?;
+        let evaluated = self.evaluator.is_some();
+        Ok(promotion::report(&self.config.promotion, evaluated, &events, latest.as_deref(), newest.as_deref()))
     }
 
     fn checkpoint_due(&self) -> bool {
@@ -359,6 +502,12 @@ impl Trainer {
         }
         if self.last_checkpoint.0 != self.step {
             self.checkpoint()?;
+        }
+        let report = self.promotion_report()?;
+        if self.gate_active() && link_target(&self.config.out_dir, LATEST).is_none() {
+            tracing::warn!("{report}");
+        } else {
+            tracing::info!("{report}");
         }
         let examples_per_second = (timed > Duration::ZERO).then(|| timed_examples as f64 / timed.as_secs_f64());
         Ok(RunSummary { steps: self.step - start_step, examples, examples_per_second })
