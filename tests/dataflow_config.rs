@@ -1,6 +1,9 @@
 //! Pipeline configs: the shipped ones parse, and mistakes are named by field.
 use fretflow::dataflow::config::{ConfigError, Input, LlmConfig, PipelineConfig};
+use fretflow::dataflow::resources::{self, RoleLlm};
+use fretflow::records::Passage;
 use std::path::Path;
+use std::sync::Arc;
 
 const MINIMAL: &str = r#"
 [source]
@@ -33,7 +36,7 @@ fn every_shipped_pipeline_parses_and_resolves_paths_next_to_itself() {
     }
     assert!(seen >= 1);
     let quickstart = PipelineConfig::load(&dir.join("quickstart.toml")).unwrap();
-    assert!(matches!(quickstart.llm, LlmConfig::Local(_)));
+    assert!(matches!(quickstart.llm.generator, LlmConfig::Local(_)) && quickstart.llm.shared());
     let Input::File(source) = quickstart.input() else { panic!("quickstart reads a file") };
     assert!(source.path.ends_with("data/sample/passages.jsonl"));
     assert!(source.path.exists());
@@ -142,4 +145,174 @@ fn out_of_range_values_name_their_field() {
     }
     let text = MINIMAL.replace("path = \"c.jsonl\"", "path = \"c.parquet\"\nmode = \"follow\"");
     assert!(matches!(parse(&text), Err(ConfigError::Invalid { field, .. }) if field == "source.mode"));
+}
+
+/// MINIMAL with its `[llm]` table replaced by `llm`.
+fn with_llm(llm: &str) -> String {
+    MINIMAL.replace("[llm]\nbackend = \"instant\"\n", llm)
+}
+
+fn local(config: &LlmConfig) -> (&str, &str) {
+    match config {
+        LlmConfig::Local(l) => (l.model.as_str(), l.precision.as_str()),
+        other => panic!("expected a local LLM: {other:?}"),
+    }
+}
+
+fn query_words(config: &LlmConfig) -> usize {
+    match config {
+        LlmConfig::Instant(i) => i.query_words,
+        other => panic!("expected the instant LLM: {other:?}"),
+    }
+}
+
+#[test]
+fn one_llm_table_serves_both_roles() {
+    let llm = "[llm]\nbackend = \"local\"\nmodel = \"SmolLM2-135M-Instruct\"\nprecision = \"bf16\"\n";
+    let config = parse(&with_llm(llm)).unwrap();
+    assert_eq!(local(&config.llm.generator), ("SmolLM2-135M-Instruct", "bf16"));
+    assert_eq!(config.llm.generator, config.llm.judge);
+    assert!(config.llm.shared());
+    assert_eq!(config.llm.each().map(|(table, _)| table), ["llm", "llm"]);
+}
+
+#[test]
+fn a_role_table_replaces_llm_for_its_role_and_inherits_nothing() {
+    let base = "[llm]\nbackend = \"local\"\nmodel = \"SmolLM2-135M-Instruct\"\nprecision = \"bf16\"\n";
+    let judge = "[llm.judge]\nbackend = \"local\"\nmodel = \"qwen2.5-coder-1.5b\"\n";
+    let config = parse(&with_llm(&format!("{base}{judge}"))).unwrap();
+    assert_eq!(local(&config.llm.generator), ("SmolLM2-135M-Instruct", "bf16"));
+    assert_eq!(local(&config.llm.judge), ("qwen2.5-coder-1.5b", "f32"), "precision is not inherited from [llm]");
+    assert!(!config.llm.shared());
+    assert_eq!(config.llm.each().map(|(table, _)| table), ["llm", "llm.judge"]);
+
+    let generator = "[llm.generator]\nbackend = \"instant\"\nquery_words = 3\n";
+    let config = parse(&with_llm(&format!("{base}{generator}"))).unwrap();
+    assert_eq!(query_words(&config.llm.generator), 3);
+    assert_eq!(local(&config.llm.judge), ("SmolLM2-135M-Instruct", "bf16"));
+    assert_eq!(config.llm.each().map(|(table, _)| table), ["llm.generator", "llm"]);
+}
+
+#[test]
+fn two_role_tables_need_no_llm_backend_and_share_when_identical() {
+    let roles = "[llm.generator]\nbackend = \"instant\"\nquery_words = 3\n[llm.judge]\nbackend = \"instant\"\n";
+    let config = parse(&with_llm(roles)).unwrap();
+    assert_eq!((query_words(&config.llm.generator), query_words(&config.llm.judge)), (3, 8));
+    assert!(!config.llm.shared());
+    assert_eq!(config.llm.each().map(|(table, _)| table), ["llm.generator", "llm.judge"]);
+    // Written as dotted keys under an `[llm]` header, too.
+    let dotted = "[llm]\ngenerator = { backend = \"instant\" }\njudge = { backend = \"instant\" }\n";
+    assert!(parse(&with_llm(dotted)).unwrap().llm.shared());
+    // `[llm]` with a backend of its own and both role tables: the role tables win.
+    let all = format!("[llm]\nbackend = \"instant\"\nquery_words = 5\n{roles}");
+    let config = parse(&with_llm(&all)).unwrap();
+    assert_eq!((query_words(&config.llm.generator), query_words(&config.llm.judge)), (3, 8));
+}
+
+#[test]
+fn a_role_without_a_backend_is_a_clear_error() {
+    let message = |llm: &str| parse(&with_llm(llm)).unwrap_err().to_string();
+    let err = message("[llm.judge]\nbackend = \"instant\"\n");
+    assert!(err.contains("generator has no backend") && err.contains("[llm.generator]"), "{err}");
+    let err = message("[llm.generator]\nbackend = \"instant\"\n");
+    assert!(err.contains("judge has no backend") && err.contains("[llm.judge]"), "{err}");
+    let err = message("[llm]\n");
+    assert!(err.contains("llm: no backend"), "{err}");
+}
+
+#[test]
+fn mistakes_in_a_role_table_name_the_role_and_the_field() {
+    let message = |llm: &str| parse(&with_llm(llm)).unwrap_err().to_string();
+    let base = "[llm]\nbackend = \"instant\"\n";
+    let err = message(&format!("{base}[llm.judge]\nbackend = \"local\"\nmodel = \"m\"\nprecison = \"bf16\"\n"));
+    assert!(err.contains("unknown field `llm.judge.precison`"), "{err}");
+    let err = message(&format!("{base}[llm.generator]\nbackend = \"local\"\n"));
+    assert!(err.contains("missing field `llm.generator.model`"), "{err}");
+    let err = message(&format!("{base}[llm.judge]\nbackend = \"locl\"\n"));
+    assert!(err.contains("llm.judge.backend") && err.contains("locl"), "{err}");
+    let err = message("[llm]\nbackend = \"instant\"\nlatency = 3\n");
+    assert!(err.contains("unknown field `llm.latency`"), "{err}");
+
+    let field_of = |llm: &str| match parse(&with_llm(llm)) {
+        Err(ConfigError::Invalid { field, .. }) => field,
+        other => panic!("expected an invalid field: {other:?}"),
+    };
+    let judge_precision = format!("{base}[llm.judge]\nbackend = \"local\"\nmodel = \"m\"\nprecision = \"f16\"\n");
+    assert_eq!(field_of(&judge_precision), "llm.judge.precision");
+    assert_eq!(field_of("[llm]\nbackend = \"local\"\nmodel = \"m\"\nprecision = \"f16\"\n"), "llm.precision");
+    let no_words = format!("{base}[llm.generator]\nbackend = \"instant\"\nquery_words = 0\n");
+    assert_eq!(field_of(&no_words), "llm.generator.query_words");
+}
+
+#[test]
+fn each_role_may_batch_its_own_way_over_batching_llm() {
+    let batching =
+        "[batching]\nllm = { max_batch = 8, max_wait_ms = 30, max_in_flight = 2 }\njudge = { max_batch = 32 }\n";
+    let config = parse(&MINIMAL.replace("[llm]", &format!("{batching}[llm]"))).unwrap();
+    let (generator, judge) = (config.batching.generator(), config.batching.judge());
+    assert_eq!((generator.max_batch, generator.max_wait_ms, generator.max_in_flight), (8, 30, 2));
+    assert_eq!((judge.max_batch, judge.max_wait_ms, judge.max_in_flight), (32, 30, 2));
+    let zero = MINIMAL.replace("[llm]", "[batching]\ngenerator = { max_in_flight = 0 }\n[llm]");
+    let field = match parse(&zero) {
+        Err(ConfigError::Invalid { field, .. }) => field,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(field, "batching.generator.max_in_flight");
+    let unknown = MINIMAL.replace("[llm]", "[batching]\njudge = { batch = 3 }\n[llm]");
+    let err = parse(&unknown).unwrap_err().to_string();
+    assert!(err.contains("batch") && err.contains("judge"), "{err}");
+}
+
+const REMOTE_ROLES: &str = r#"
+[llm.generator]
+backend = "remote"
+base_url = "http://127.0.0.1:9/v1"
+model = "writer"
+[llm.judge]
+backend = "remote"
+base_url = "http://127.0.0.1:9/v1"
+model = "writer"
+"#;
+
+fn model_of(llm: &RoleLlm) -> Arc<dyn fretflow::llm::LlmBackend> {
+    match llm {
+        RoleLlm::Model(backend) => Arc::clone(backend),
+        RoleLlm::Instant(_) => panic!("expected a model"),
+    }
+}
+
+#[test]
+fn identical_role_tables_build_one_backend_and_different_ones_two() {
+    let shared = parse(&with_llm(REMOTE_ROLES)).unwrap();
+    let llms = resources::role_llms(&shared).unwrap();
+    assert!(Arc::ptr_eq(&model_of(&llms.generator), &model_of(&llms.judge)), "one backend for both roles");
+    let labeler = resources::labeler(&shared).unwrap();
+    let provenance = labeler.provenance();
+    assert_eq!(provenance.generator.model, provenance.judge.model);
+
+    let (generator_table, judge_table) = REMOTE_ROLES.split_at(REMOTE_ROLES.find("[llm.judge]").unwrap());
+    let split = parse(&with_llm(&format!("{generator_table}{}", judge_table.replace("writer", "judge")))).unwrap();
+    let llms = resources::role_llms(&split).unwrap();
+    let (generator, judge) = (model_of(&llms.generator), model_of(&llms.judge));
+    assert!(!Arc::ptr_eq(&generator, &judge));
+    assert_eq!((generator.id().model.as_str(), judge.id().model.as_str()), ("writer", "judge"));
+    let provenance = resources::labeler(&split).unwrap().provenance();
+    let (generator, judge) = (&provenance.generator.model, &provenance.judge.model);
+    assert!(generator.ends_with(":writer") && judge.ends_with(":judge"), "{provenance:?}");
+}
+
+#[test]
+fn an_instant_generator_can_pair_with_a_model_judge() {
+    let judge = "[llm.judge]\nbackend = \"remote\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"judge\"\n";
+    let generator = "[llm.generator]\nbackend = \"instant\"\nquery_words = 2\n";
+    let config = parse(&with_llm(&format!("{generator}{judge}"))).unwrap();
+    let labeler = resources::labeler(&config).unwrap();
+    let text = "Shock waves form ahead of blunt bodies".to_string();
+    let passage = Passage { id: "p".into(), title: String::new(), text };
+    let generated = futures::executor::block_on(labeler.generate(vec![passage]));
+    assert_eq!(generated[0].as_ref().unwrap().query, "shock waves");
+    let provenance = labeler.provenance();
+    assert_eq!(provenance.generator.model, "instant:overlap");
+    let judge = &provenance.judge.model;
+    assert!(judge.starts_with("remote:") && judge.ends_with(":judge"), "{provenance:?}");
 }

@@ -72,3 +72,60 @@ fn a_jsonl_corpus_runs_to_change_stream_snapshots_and_dead_letters() {
     assert_eq!(rows("fret.parquet"), 29);
     assert_eq!(rows("changes.parquet") as usize, read("changes.jsonl").lines().count());
 }
+
+#[test]
+fn a_pipeline_with_an_instant_generator_and_a_local_judge_uses_each_for_its_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let texts = [
+        "Shock waves form ahead of a blunt body in supersonic flow.",
+        "The boundary layer thickens downstream as friction slows the flow.",
+        "A swept wing delays the drag rise near the speed of sound.",
+        "Heat transfer at the stagnation point grows with the pressure gradient.",
+    ];
+    let line = |(i, text): (usize, &&str)| serde_json::json!({"id": format!("p{i}"), "text": text}).to_string();
+    let lines: Vec<String> = texts.iter().enumerate().map(line).collect();
+    std::fs::write(dir.path().join("corpus.jsonl"), lines.join("\n") + "\n").unwrap();
+    let toml = r#"
+        [source]
+        path = "corpus.jsonl"
+        [llm.generator]
+        backend = "instant"
+        query_words = 3
+        [llm.judge]
+        backend = "local"
+        model = "SmolLM2-135M-Instruct"
+        device = "cpu"
+        precision = "bf16"
+        [embedder]
+        model = "hashing:32"
+        [fret]
+        neighbours = 2
+        weights = { ql = 1.0, rc = 0.0 }
+        [sinks]
+        snapshot = ["out/fret.jsonl"]
+        dead_letters = "out/dead.jsonl"
+    "#;
+    std::fs::write(dir.path().join("p.toml"), toml).unwrap();
+    let config = PipelineConfig::load(&dir.path().join("p.toml")).unwrap();
+    let snapshot = run_pipeline(&config, timely::Config::process(1), 0, Vec::new(), None).unwrap();
+    assert_eq!(snapshot.examples_live, 4);
+    let examples: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("out/fret.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(examples.len(), 4);
+    for example in &examples {
+        // Written by the instant generator: the passage's first three words.
+        assert_eq!(example["query"].as_str().unwrap().split_whitespace().count(), 3, "{example}");
+        assert_eq!(example["provenance"]["generator"]["model"], "instant:overlap");
+        let judge = example["provenance"]["judge"]["model"].as_str().unwrap();
+        assert!(judge.starts_with("local:") && judge.contains("SmolLM2"), "{judge}");
+        // Judged by the local model: log-probabilities, not the instant judge's word counts (≥ 0).
+        for candidate in example["ranking"].as_array().unwrap() {
+            assert!(candidate["ql"].as_f64().unwrap() < 0.0, "{candidate}");
+        }
+    }
+    // Four generations by the instant labeler and one QL request per judged pair by the model.
+    assert_eq!(snapshot.llm_calls, 4 + snapshot.judged_pairs);
+}

@@ -112,6 +112,16 @@ async fn another_model_or_prompt_version_misses_the_cache() {
     assert_eq!((calls.generate, calls.score, calls.label), (0, 10, 0), "only the QL prompt changed");
 }
 
+#[test]
+fn cache_keys_are_pinned_so_caches_of_earlier_runs_stay_valid() {
+    // Pinned: a change of how keys are formed (adding the role that asked, say) would orphan every cache
+    // written before it, including single-`[llm]` runs that a run with `[llm.generator]`/`[llm.judge]`
+    // on the same model should reuse.
+    let backend = BackendId { backend: "local".into(), model: "SmolLM2-135M-Instruct".into() };
+    let key = CacheKey::new(&backend, "0123abcd", "query_likelihood", br#"{"prompt":"p"}"#);
+    assert_eq!(key.to_hex(), "19d60ed2c249753b766e231171626083c41f3ea5a4983159c912439761b80870");
+}
+
 fn key(i: u32) -> CacheKey {
     let backend = BackendId { backend: "local".into(), model: "m".into() };
     CacheKey::new(&backend, "v", "relevance", &i.to_le_bytes())

@@ -7,7 +7,7 @@
 use super::fuse::FusionWeights;
 
 mod recipe;
-pub use recipe::{BatchConfig, BatchingConfig, FretConfig, HardNegativesConfig, WeightsConfig};
+pub use recipe::{BatchConfig, BatchOverride, BatchingConfig, FretConfig, HardNegativesConfig, WeightsConfig};
 use super::graph::FretParams;
 use super::source::Limits;
 use crate::connectors::kafka::{self, ConnectionConfig};
@@ -57,8 +57,9 @@ pub struct PipelineConfig {
     /// `[kafka.sink]`. Absent: a file pipeline.
     #[serde(default)]
     pub kafka: Option<KafkaConfig>,
-    /// The LLM that writes queries and judges pairs.
-    pub llm: LlmConfig,
+    /// The LLMs that write queries and judge pairs: `[llm]` for both, or `[llm.generator]` and
+    /// `[llm.judge]` for one each (see [`LlmRoles`]).
+    pub llm: LlmRoles,
     /// The encoder used for retrieval.
     #[serde(default)]
     pub embedder: EmbedderConfig,
@@ -214,8 +215,99 @@ pub enum ReadMode {
     Follow,
 }
 
-/// The LLM backend, chosen by `backend`.
+/// The `[llm]` table: the LLM of each of the pipeline's two roles, the *generator* (writes a task and a
+/// query per passage) and the *judge* (scores query-passage pairs with QL and RC).
+///
+/// - `[llm]` alone, a backend table ([`LlmConfig`]: `backend = "local" | "remote" | "instant"` and its
+///   settings): one LLM for both roles.
+/// - `[llm]` plus `[llm.generator]` and/or `[llm.judge]`, each a whole backend table of its own: a role
+///   table replaces `[llm]` for that role (nothing is inherited from `[llm]`).
+/// - `[llm.generator]` and `[llm.judge]` only, `[llm]` with no keys of its own (a backend in `[llm]` as
+///   well is still checked, but no role uses it).
+///
+/// Neither a backend in `[llm]` nor both role tables is an error that says which role has none. Mistakes
+/// inside a role table name it: ``unknown field `llm.judge.precison` ``, `llm.judge.precision`.
+///
+/// When both roles end up with identical settings, one backend is built and both use it (one copy of the
+/// model in memory). Batching per role is `[batching.generator]` / `[batching.judge]`. Cached results are
+/// keyed by backend, model and prompt, not by role, so a run that splits the roles reuses what an earlier
+/// single-`[llm]` run with the same model cached.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "toml::Table")]
+pub struct LlmRoles {
+    /// The generator's backend: `[llm.generator]`, else `[llm]`.
+    pub generator: LlmConfig,
+    /// The judge's backend: `[llm.judge]`, else `[llm]`.
+    pub judge: LlmConfig,
+    /// The tables `generator` and `judge` come from (`llm`, `llm.generator`, `llm.judge`).
+    tables: [&'static str; 2],
+}
+
+impl LlmRoles {
+    /// Whether both roles have identical settings, and so share one backend.
+    pub fn shared(&self) -> bool {
+        self.generator == self.judge
+    }
+
+    /// `(table, settings)` of the generator, then of the judge; the table names fields in errors.
+    pub fn each(&self) -> [(&'static str, &LlmConfig); 2] {
+        [(self.tables[0], &self.generator), (self.tables[1], &self.judge)]
+    }
+}
+
+impl TryFrom<toml::Table> for LlmRoles {
+    type Error = String;
+
+    fn try_from(mut table: toml::Table) -> Result<Self, String> {
+        let generator = table.remove("generator").map(|v| backend_table(v, "llm.generator")).transpose()?;
+        let judge = table.remove("judge").map(|v| backend_table(v, "llm.judge")).transpose()?;
+        let base =
+            if table.is_empty() { None } else { Some(backend_table(toml::Value::Table(table), "llm")?) };
+        match (base, generator, judge) {
+            (_, Some(generator), Some(judge)) => Ok(Self { generator, judge, tables: ["llm.generator", "llm.judge"] }),
+            (Some(base), generator, judge) => Ok(Self {
+                tables: [
+                    if generator.is_some() { "llm.generator" } else { "llm" },
+                    if judge.is_some() { "llm.judge" } else { "llm" },
+                ],
+                generator: generator.unwrap_or_else(|| base.clone()),
+                judge: judge.unwrap_or(base),
+            }),
+            (None, generator, judge) => {
+                const BASE: &str = "`[llm]` a `backend = \"local\" | \"remote\" | \"instant\"` and its settings";
+                Err(match (generator, judge) {
+                    (Some(_), _) => format!(
+                        "llm: the judge has no backend: add an `[llm.judge]` table, or give {BASE} (used by every \
+                         role without a table of its own)"
+                    ),
+                    (_, Some(_)) => format!(
+                        "llm: the generator has no backend: add an `[llm.generator]` table, or give {BASE} (used \
+                         by every role without a table of its own)"
+                    ),
+                    (None, None) => format!(
+                        "llm: no backend: give {BASE} (used by both roles), or an `[llm.generator]` and an \
+                         `[llm.judge]` table"
+                    ),
+                })
+            }
+        }
+    }
+}
+
+/// `value` as one backend table named `table`; errors name the field as `table.field`.
+fn backend_table(value: toml::Value, table: &str) -> Result<LlmConfig, String> {
+    value.try_into().map_err(|e: toml::de::Error| {
+        let message = e.message();
+        match message.split_once("field `") {
+            Some((before, field)) => format!("{before}field `{table}.{field}"),
+            None if message.contains("variant") => format!("{table}.backend: {message}"),
+            None => format!("{table}: {message}"),
+        }
+    })
+}
+
+/// One LLM backend, chosen by `backend`: the whole `[llm]`, `[llm.generator]` or `[llm.judge]` table.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "backend", rename_all = "snake_case")]
 pub enum LlmConfig {
     /// In-process model (tch) from a GGUF file.
@@ -227,10 +319,13 @@ pub enum LlmConfig {
 }
 
 /// Settings of the in-process LLM.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocalLlmConfig {
-    /// A short name (`SmolLM2-135M-Instruct`, resolved to the installed package) or a GGUF path.
+    /// A short name (`SmolLM2-135M-Instruct`, resolved to the installed package; the opt-in larger models
+    /// `qwen2.5-coder-0.5b` and `qwen2.5-coder-1.5b` once installed with `scripts/setup.sh model NAME`) or
+    /// a GGUF path. Two roles share the loaded model only when their tables are identical, so name it the
+    /// same way in both.
     pub model: String,
     /// `cpu`, `cuda` or `cuda:N`.
     #[serde(default = "default_device")]
@@ -246,7 +341,7 @@ fn default_precision() -> String {
 }
 
 /// Settings of the instant labeler.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstantLlmConfig {
     /// Words of each generated query (the first words of the passage).
@@ -358,6 +453,10 @@ impl PipelineConfig {
             ("fret.generation_attempts", self.fret.generation_attempts),
             ("batching.llm.max_batch", self.batching.llm.max_batch),
             ("batching.llm.max_in_flight", self.batching.llm.max_in_flight),
+            ("batching.generator.max_batch", self.batching.generator().max_batch),
+            ("batching.generator.max_in_flight", self.batching.generator().max_in_flight),
+            ("batching.judge.max_batch", self.batching.judge().max_batch),
+            ("batching.judge.max_in_flight", self.batching.judge().max_in_flight),
             ("batching.embed.max_batch", self.batching.embed.max_batch),
             ("batching.embed.max_in_flight", self.batching.embed.max_in_flight),
             ("embedder.batch_tokens", self.embedder.batch_tokens),
@@ -389,14 +488,15 @@ impl PipelineConfig {
         {
             return bad("source.mode", "`follow` needs a JSONL source (a Parquet file cannot grow)");
         }
-        if let LlmConfig::Instant(i) = &self.llm {
-            if i.query_words == 0 {
-                return bad("llm.query_words", "must be at least 1");
-            }
-        }
-        if let LlmConfig::Local(l) = &self.llm {
-            if l.precision.parse::<crate::llm::local::Precision>().is_err() {
-                return bad("llm.precision", "expected `f32` or `bf16`");
+        for (table, llm) in self.llm.each() {
+            match llm {
+                LlmConfig::Instant(i) if i.query_words == 0 => {
+                    return bad(&format!("{table}.query_words"), "must be at least 1");
+                }
+                LlmConfig::Local(l) if l.precision.parse::<crate::llm::local::Precision>().is_err() => {
+                    return bad(&format!("{table}.precision"), "expected `f32` or `bf16`");
+                }
+                _ => {}
             }
         }
         Ok(())

@@ -90,7 +90,7 @@ impl Labeler for FretLabeler {
     fn stats(&self) -> LabelerStats {
         LabelerStats {
             model_calls: self.llm.model_calls().total(),
-            cache_hits: self.llm.cache_stats().map_or(0, |s| s.hits),
+            cache_hits: self.llm.cache_hits(),
         }
     }
 }

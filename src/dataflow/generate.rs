@@ -64,7 +64,7 @@ impl<'scope> GenerateQueries<'scope> for VecCollection<'scope, Time, Passage, Di
                     .collect()
             })
         };
-        let stage = stages.async_stage("GenerateQueries", Arc::new(func), stages.llm_batch, |m| &m.generate, true);
+        let stage = stages.async_stage("GenerateQueries", Arc::new(func), stages.generate_batch, |m| &m.generate, true);
         let (queries, failed) = self.async_map(stage);
         let dead = failed.map(|(p, reason): (Passage, String)| {
             DeadLetter::new(Stage::Generate, reason, format!("passage {}", p.id), Some(&p.text))

@@ -46,14 +46,16 @@ impl Default for FretParams {
 /// What the stages share: the models, the runtime their calls run on, settings, metrics.
 #[derive(Clone)]
 pub struct Stages {
-    /// The LLM.
+    /// The LLM (its generator writes queries, its judge judges pairs).
     pub labeler: Arc<dyn Labeler>,
     /// The retrieval encoder.
     pub embedder: SharedEmbedder,
     /// Where model calls run.
     pub runtime: tokio::runtime::Handle,
-    /// Batching of LLM calls.
-    pub llm_batch: BatchPolicy,
+    /// Batching of query generation.
+    pub generate_batch: BatchPolicy,
+    /// Batching of judging.
+    pub judge_batch: BatchPolicy,
     /// Batching of encoder calls.
     pub embed_batch: BatchPolicy,
     /// The recipe's parameters.

@@ -63,7 +63,7 @@ impl<'scope> JudgeCandidates<'scope> for VecCollection<'scope, Time, Candidate, 
                     .collect()
             })
         };
-        let stage = stages.async_stage("JudgeCandidates", Arc::new(func), stages.llm_batch, |m| &m.judge, true);
+        let stage = stages.async_stage("JudgeCandidates", Arc::new(func), stages.judge_batch, |m| &m.judge, true);
         let (judged, failed) = self.async_map(stage);
         let dead = failed.map(|(c, reason): (Candidate, String)| {
             let input = format!("query {} × passage {}", c.query.id, c.passage.id);

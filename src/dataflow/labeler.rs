@@ -6,6 +6,7 @@
 //! instantly answering deterministic labelers for tests and benchmarks.
 use crate::records::Passage;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// A task description and a query written by the LLM for a seed passage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,5 +104,56 @@ pub trait Labeler: Send + Sync + 'static {
     /// Calls and cache hits so far.
     fn stats(&self) -> LabelerStats {
         LabelerStats::default()
+    }
+}
+
+/// The two roles on two labelers: queries written by `generator`, pairs judged by `judge` (a pipeline's
+/// `[llm.generator]` and `[llm.judge]`). Provenance takes each role from its own labeler; stats add up,
+/// counting a labeler that fills both roles once.
+#[derive(Clone)]
+pub struct SplitLabeler {
+    generator: Arc<dyn Labeler>,
+    judge: Arc<dyn Labeler>,
+}
+
+impl SplitLabeler {
+    /// Generation by `generator`, judging by `judge`.
+    pub fn new(generator: Arc<dyn Labeler>, judge: Arc<dyn Labeler>) -> Self {
+        Self { generator, judge }
+    }
+}
+
+impl std::fmt::Debug for SplitLabeler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let provenance = self.provenance();
+        let (generator, judge) = (&provenance.generator, &provenance.judge);
+        f.debug_struct("SplitLabeler").field("generator", generator).field("judge", judge).finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl Labeler for SplitLabeler {
+    async fn generate(&self, passages: Vec<Passage>) -> Vec<Result<GeneratedQuery, LabelFailure>> {
+        self.generator.generate(passages).await
+    }
+
+    async fn judge(&self, pairs: Vec<JudgeRequest>) -> Vec<Result<PairScores, LabelFailure>> {
+        self.judge.judge(pairs).await
+    }
+
+    fn provenance(&self) -> LabelerProvenance {
+        LabelerProvenance { generator: self.generator.provenance().generator, judge: self.judge.provenance().judge }
+    }
+
+    fn stats(&self) -> LabelerStats {
+        let generator = self.generator.stats();
+        if Arc::ptr_eq(&self.generator, &self.judge) {
+            return generator;
+        }
+        let judge = self.judge.stats();
+        LabelerStats {
+            model_calls: generator.model_calls + judge.model_calls,
+            cache_hits: generator.cache_hits + judge.cache_hits,
+        }
     }
 }

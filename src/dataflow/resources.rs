@@ -6,7 +6,7 @@ use super::graph::Stages;
 use super::progress::Metrics;
 use super::fret_labeler::FretLabeler;
 use super::instant::{HashingEmbedder, OverlapLabeler, WithLatency};
-use super::labeler::Labeler;
+use super::labeler::{Labeler, SplitLabeler};
 use super::sink::{ChangeSink, DeadLetterSink};
 use crate::connectors::file::sink::{change_sink, JsonlDeadLetters, Snapshot};
 use crate::connectors::file::source::{JsonlPassages, Limited, ParquetPassages, PassageReader, SourceError};
@@ -25,9 +25,14 @@ use std::time::Duration;
 /// A resource of the config could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ResourceError {
-    /// The LLM backend could not start (`llm`).
-    #[error("llm: {0}")]
-    Llm(String),
+    /// An LLM backend could not start.
+    #[error("{table}: {message}")]
+    Llm {
+        /// Its table: `llm`, `llm.generator` or `llm.judge`.
+        table: &'static str,
+        /// What went wrong.
+        message: String,
+    },
     /// The LLM cache could not be opened (`cache`).
     #[error("cache: {0}")]
     Cache(String),
@@ -71,7 +76,8 @@ pub fn pipeline_parts(config: &PipelineConfig, on_interrupt: &'static str) -> Re
         labeler: labeler(config)?,
         embedder: embedder(config)?,
         runtime: runtime.handle().clone(),
-        llm_batch: config.batching.llm.policy(),
+        generate_batch: config.batching.generator().policy(),
+        judge_batch: config.batching.judge().policy(),
         embed_batch: config.batching.embed.policy(),
         fret: config.fret_params(),
         limits: config.limits,
@@ -88,32 +94,79 @@ pub fn pipeline_parts(config: &PipelineConfig, on_interrupt: &'static str) -> Re
     Ok(PipelineParts { runtime, stages, interrupted })
 }
 
-/// The labeler of `config.llm`, with the durable cache of `config.cache` for real models. The cache
-/// opens first, so a bad cache path fails before a model loads.
+/// The labeler of `config.llm`, with the durable cache of `config.cache` for real models: one labeler
+/// when both roles share their settings and batch size (as with a single `[llm]`), else a
+/// [`SplitLabeler`] of the generator's and the judge's. The cache opens first, so a bad cache path fails
+/// before a model loads; both roles share it (its keys name the backend and model, not the role).
 pub fn labeler(config: &PipelineConfig) -> Result<Arc<dyn Labeler>, ResourceError> {
-    let backend: Arc<dyn LlmBackend> = match &config.llm {
+    let models = config.llm.each().iter().any(|(_, llm)| !matches!(llm, LlmConfig::Instant(_)));
+    let cache = if models { open_cache(config)? } else { None };
+    let llms = role_llms(config)?;
+    let (generator_batch, judge_batch) = (config.batching.generator().max_batch, config.batching.judge().max_batch);
+    let generator = role_labeler(config, llms.generator, cache.clone(), generator_batch);
+    if config.llm.shared() && generator_batch == judge_batch {
+        return Ok(generator);
+    }
+    let judge = role_labeler(config, llms.judge, cache, judge_batch);
+    Ok(Arc::new(SplitLabeler::new(generator, judge)))
+}
+
+/// One role's LLM, as built from its table.
+#[derive(Clone)]
+pub enum RoleLlm {
+    /// A local or remote model, to run the FRet prompts on.
+    Model(Arc<dyn LlmBackend>),
+    /// The instant labeler (`backend = "instant"`), which needs no prompts.
+    Instant(Arc<dyn Labeler>),
+}
+
+/// The LLMs of the generator and the judge.
+#[derive(Clone)]
+pub struct RoleLlms {
+    /// Writes the queries.
+    pub generator: RoleLlm,
+    /// Judges the pairs.
+    pub judge: RoleLlm,
+}
+
+/// Builds the LLM of each role in `config.llm`. Roles with identical settings get one LLM, built once
+/// (one copy of a local model in memory; one connection pool and concurrency limit for a server). A local
+/// model runs batches of up to its roles' largest `max_batch`.
+pub fn role_llms(config: &PipelineConfig) -> Result<RoleLlms, ResourceError> {
+    let [(generator_table, generator), (judge_table, judge)] = config.llm.each();
+    let (generator_batch, judge_batch) = (config.batching.generator().max_batch, config.batching.judge().max_batch);
+    if config.llm.shared() {
+        let llm = role_llm(generator_table, generator, generator_batch.max(judge_batch))?;
+        return Ok(RoleLlms { generator: llm.clone(), judge: llm });
+    }
+    Ok(RoleLlms {
+        generator: role_llm(generator_table, generator, generator_batch)?,
+        judge: role_llm(judge_table, judge, judge_batch)?,
+    })
+}
+
+/// The LLM of one role's table (`table` names it in errors).
+fn role_llm(table: &'static str, llm: &LlmConfig, max_batch: usize) -> Result<RoleLlm, ResourceError> {
+    let failed = |message: String| ResourceError::Llm { table, message };
+    Ok(match llm {
         LlmConfig::Instant(i) => {
             let overlap = Arc::new(OverlapLabeler::new(i.query_words));
-            return Ok(if i.latency_ms == 0 {
+            RoleLlm::Instant(if i.latency_ms == 0 {
                 overlap
             } else {
                 Arc::new(WithLatency::new(overlap, Duration::from_millis(i.latency_ms)))
-            });
+            })
         }
         LlmConfig::Local(local) => {
-            let cache = open_cache(config)?;
-            let device = DeviceChoice::from_str(&local.device).map_err(|e| ResourceError::Llm(format!("device: {e}")))?;
-            let precision =
-                local.precision.parse().map_err(|e| ResourceError::Llm(format!("llm.precision: {e}")))?;
-            let options =
-                LocalLlmOptions { device, precision, max_batch: config.batching.llm.max_batch, ..LocalLlmOptions::default() };
-            let llm = LocalLlm::load(&local.model, options).map_err(|e| ResourceError::Llm(e.to_string()))?;
-            return Ok(fret_labeler(config, Arc::new(llm), cache));
+            let device = DeviceChoice::from_str(&local.device).map_err(|e| failed(format!("device: {e}")))?;
+            let precision = local.precision.parse().map_err(|e| failed(format!("precision: {e}")))?;
+            let options = LocalLlmOptions { device, precision, max_batch, ..LocalLlmOptions::default() };
+            RoleLlm::Model(Arc::new(LocalLlm::load(&local.model, options).map_err(|e| failed(e.to_string()))?))
         }
-        LlmConfig::Remote(remote) => Arc::new(RemoteLlm::new(remote.clone()).map_err(|e| ResourceError::Llm(e.to_string()))?),
-    };
-    let cache = open_cache(config)?;
-    Ok(fret_labeler(config, backend, cache))
+        LlmConfig::Remote(remote) => {
+            RoleLlm::Model(Arc::new(RemoteLlm::new(remote.clone()).map_err(|e| failed(e.to_string()))?))
+        }
+    })
 }
 
 fn open_cache(config: &PipelineConfig) -> Result<Option<Arc<LlmCache>>, ResourceError> {
@@ -124,9 +177,20 @@ fn open_cache(config: &PipelineConfig) -> Result<Option<Arc<LlmCache>>, Resource
     Ok(Some(Arc::new(LlmCache::open(path).map_err(|e| ResourceError::Cache(e.to_string()))?)))
 }
 
-fn fret_labeler(config: &PipelineConfig, backend: Arc<dyn LlmBackend>, cache: Option<Arc<LlmCache>>) -> Arc<dyn Labeler> {
+/// The labeler of one role's LLM: the FRet layer over a model (requests per call `batch_size`), or the
+/// instant labeler as it is.
+fn role_labeler(
+    config: &PipelineConfig,
+    llm: RoleLlm,
+    cache: Option<Arc<LlmCache>>,
+    batch_size: usize,
+) -> Arc<dyn Labeler> {
+    let backend = match llm {
+        RoleLlm::Instant(labeler) => return labeler,
+        RoleLlm::Model(backend) => backend,
+    };
     let options = FretOptions {
-        batch_size: config.batching.llm.max_batch,
+        batch_size,
         generation_attempts: config.fret.generation_attempts,
         // RC weighted 0 cannot change a ranking: it is not asked for.
         relevance: config.fret.weights.rc > 0.0,

@@ -91,22 +91,74 @@ impl Default for HardNegativesConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchingConfig {
-    /// LLM calls (generation and judging).
+    /// LLM calls of both roles (query generation and judging), unless `generator` or `judge` overrides them.
+    /// `max_batch` is also the requests per model call (a local model's batch per forward pass).
     #[serde(default = "default_llm_batch")]
     pub llm: BatchConfig,
     /// Encoder calls.
     #[serde(default = "default_embed_batch")]
     pub embed: BatchConfig,
+    /// `[batching.generator]`: query-generation calls; each key given replaces `llm`'s, e.g.
+    /// `generator = { max_batch = 4 }` for a generator with long answers.
+    #[serde(default)]
+    pub generator: BatchOverride,
+    /// `[batching.judge]`: judging calls; each key given replaces `llm`'s, e.g.
+    /// `judge = { max_batch = 32, max_in_flight = 4 }` for a judge behind a server.
+    #[serde(default)]
+    pub judge: BatchOverride,
+}
+
+impl BatchingConfig {
+    /// Batching of query generation: `generator` over `llm`.
+    pub fn generator(&self) -> BatchConfig {
+        self.generator.over(&self.llm)
+    }
+
+    /// Batching of judging: `judge` over `llm`.
+    pub fn judge(&self) -> BatchConfig {
+        self.judge.over(&self.llm)
+    }
 }
 
 impl Default for BatchingConfig {
     fn default() -> Self {
-        Self { llm: default_llm_batch(), embed: default_embed_batch() }
+        Self {
+            llm: default_llm_batch(),
+            embed: default_embed_batch(),
+            generator: BatchOverride::default(),
+            judge: BatchOverride::default(),
+        }
+    }
+}
+
+/// Some keys of a [`BatchConfig`], replacing those of another (absent keys keep its values).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchOverride {
+    /// Most records per batch.
+    #[serde(default)]
+    pub max_batch: Option<usize>,
+    /// Longest a record waits for its batch to fill, in milliseconds.
+    #[serde(default)]
+    pub max_wait_ms: Option<u64>,
+    /// Most batches in flight per worker.
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
+}
+
+impl BatchOverride {
+    /// `base` with the keys given here replaced.
+    pub fn over(&self, base: &BatchConfig) -> BatchConfig {
+        BatchConfig {
+            max_batch: self.max_batch.unwrap_or(base.max_batch),
+            max_wait_ms: self.max_wait_ms.unwrap_or(base.max_wait_ms),
+            max_in_flight: self.max_in_flight.unwrap_or(base.max_in_flight),
+        }
     }
 }
 
 /// When a batch is sent.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchConfig {
     /// Most records per batch.

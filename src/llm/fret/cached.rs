@@ -23,13 +23,15 @@ pub(crate) struct Batching {
 ///
 /// Identical requests (same key) are sent once. Only successes are stored, one write transaction per
 /// batch, as soon as the batch returns. A cache that cannot be read or written is logged and bypassed:
-/// results stay correct, only durability is lost. `calls` counts the requests sent to the backend.
+/// results stay correct, only durability is lost. `calls` counts the requests sent to the backend, `hits`
+/// those answered from the cache.
 pub(crate) async fn cached_batches<Req, Resp, F, Fut>(
     cache: Option<&Arc<LlmCache>>,
     keys: Vec<CacheKey>,
     requests: Vec<Req>,
     batching: Batching,
     calls: &AtomicU64,
+    hits: &AtomicU64,
     call: F,
 ) -> Vec<Result<Resp, LlmError>>
 where
@@ -43,6 +45,7 @@ where
         Some(cache) => lookup(cache, keys.clone()).await.into_iter().map(|hit| hit.map(Ok)).collect(),
         None => vec![None; requests.len()],
     };
+    hits.fetch_add(results.iter().filter(|r| r.is_some()).count() as u64, Ordering::Relaxed);
     // Unique missing keys, in first-seen order, with every position that wants each.
     let mut wanted: HashMap<CacheKey, Vec<usize>> = HashMap::new();
     let mut order = Vec::new();

@@ -147,6 +147,7 @@ pub struct FretLlm {
     generate_calls: AtomicU64,
     score_calls: AtomicU64,
     label_calls: AtomicU64,
+    cache_hits: AtomicU64,
     ql_unsupported: AtomicBool,
 }
 
@@ -174,6 +175,7 @@ impl FretLlm {
             generate_calls: AtomicU64::new(0),
             score_calls: AtomicU64::new(0),
             label_calls: AtomicU64::new(0),
+            cache_hits: AtomicU64::new(0),
             ql_unsupported: AtomicBool::new(false),
         }
     }
@@ -197,9 +199,15 @@ impl FretLlm {
         }
     }
 
-    /// Cache hits, misses and writes, when there is a cache.
+    /// Cache hits, misses and writes, when there is a cache: of the whole cache, which other layers may
+    /// share (a pipeline's generator and judge do).
     pub fn cache_stats(&self) -> Option<CacheStats> {
         self.cache.as_ref().map(|c| c.stats())
+    }
+
+    /// Requests of this layer answered from the cache so far.
+    pub fn cache_hits(&self) -> u64 {
+        self.cache_hits.load(Ordering::Relaxed)
     }
 
     /// A task and a query for each passage, or why there is none (the last attempt's reason; see
@@ -225,11 +233,7 @@ impl FretLlm {
                 .collect();
             let keys = self.keys(kind, &requests);
             let backend = &self.backend;
-            let answers =
-                cached_batches(self.cache.as_ref(), keys, requests, self.batching(), &self.generate_calls, |batch| {
-                    backend.generate(batch)
-                })
-                .await;
+            let answers = self.cached(keys, requests, &self.generate_calls, |batch| backend.generate(batch)).await;
             let mut retry = Vec::new();
             for (i, answer) in pending.iter().copied().zip(answers) {
                 let passage = &passages[i];
@@ -264,13 +268,11 @@ impl FretLlm {
             }
             let requests: Vec<_> = pairs.iter().map(|(q, p)| self.prompts.relevance(q, p)).collect();
             let keys = self.keys(PromptKind::Relevance, &requests);
-            cached_batches(self.cache.as_ref(), keys, requests, self.batching(), &self.label_calls, |batch| {
-                backend.label_probs(batch)
-            })
-            .await
-            .into_iter()
-            .map(|r| r.map(Some))
-            .collect()
+            self.cached(keys, requests, &self.label_calls, |batch| backend.label_probs(batch))
+                .await
+                .into_iter()
+                .map(|r| r.map(Some))
+                .collect()
         };
         let ql = async {
             if self.ql_unsupported.load(Ordering::Relaxed) {
@@ -278,8 +280,7 @@ impl FretLlm {
             }
             let requests: Vec<_> = pairs.iter().map(|(q, p)| self.prompts.query_likelihood(q, p)).collect();
             let keys = self.keys(PromptKind::QueryLikelihood, &requests);
-            cached_batches(self.cache.as_ref(), keys, requests, self.batching(), &self.score_calls, |batch| backend.score(batch))
-                .await
+            self.cached(keys, requests, &self.score_calls, |batch| backend.score(batch)).await
         };
         let (rc, ql) = futures::join!(rc, ql);
         let ql_prompt_version = self.prompts.version(PromptKind::QueryLikelihood).to_string();
@@ -326,7 +327,22 @@ impl FretLlm {
         requests.iter().map(|r| CacheKey::for_request(&self.id, version, kind.as_str(), r)).collect()
     }
 
-    fn batching(&self) -> Batching {
-        Batching { batch_size: self.options.batch_size, batches_in_flight: self.options.batches_in_flight }
+    /// [`cached_batches`] with this layer's cache, batching and hit counter; `calls` counts the requests sent.
+    async fn cached<Req, Resp, F, Fut>(
+        &self,
+        keys: Vec<CacheKey>,
+        requests: Vec<Req>,
+        calls: &AtomicU64,
+        call: F,
+    ) -> Vec<Result<Resp, LlmError>>
+    where
+        Req: Clone,
+        Resp: Serialize + serde::de::DeserializeOwned + Clone + Send + 'static,
+        F: Fn(Vec<Req>) -> Fut,
+        Fut: std::future::Future<Output = Vec<Result<Resp, LlmError>>>,
+    {
+        let (batch_size, batches_in_flight) = (self.options.batch_size, self.options.batches_in_flight);
+        let batching = Batching { batch_size, batches_in_flight };
+        cached_batches(self.cache.as_ref(), keys, requests, batching, calls, &self.cache_hits, call).await
     }
 }
