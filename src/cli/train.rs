@@ -213,6 +213,7 @@ impl TrainOptions {
                 matryoshka_weights: self.matryoshka_weights.clone(),
                 same_tower_negatives: !self.no_same_tower,
                 mask_false_negatives: true,
+                ..GeckoLoss::default()
             },
             optimizer: OptimConfig {
                 lr: self.lr,
