@@ -88,7 +88,7 @@ pub fn backward(
         negatives: &all.narrow(0, 2 * b, m),
         positive_ids: &batch.positive_ids,
         negative_ids: &batch.negative_ids,
-        teacher: None,
+        teacher: (loss.distill_weight > 0.0).then(|| batch.teacher_inputs()),
     })?;
     value.f_backward()?;
     let loss_value = value.double_value(&[]);
