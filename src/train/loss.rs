@@ -120,7 +120,8 @@ pub enum DistillTeacher {
     /// Relevance classification score.
     Rc,
     /// The judge's fused rank fused again with the retrieval embedder's cosine rank over the example's
-    /// candidates: `1/(60 + rrf_rank) + 1/(60 + cosine_rank)` (the relabel fused with the student's order).
+    /// candidates: `1/(60 + rrf_rank) + 1/(60 + cosine_rank)`. The cosines are those recorded when the
+    /// example was made (the student before this training), not the current student's.
     #[value(name = "rrf_student", alias = "rrf-student")]
     RrfStudent,
 }
