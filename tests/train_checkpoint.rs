@@ -2,7 +2,8 @@
 //! gives fretflow's embeddings (cosine >= 0.99999); a trainer killed after its step-2 checkpoint resumes
 //! with its optimizer state and ends at the same weights as an uninterrupted 4-step run (max abs
 //! difference <= 1e-6); a stop flag (Ctrl-C) ends a run at the next step; retention keeps the last K and the
-//! best; the manifest and plot are written.
+//! best; the manifest and plot are written; a run with the distillation term adds it to the loss and records
+//! its settings in `fretflow.json`.
 use fretflow::embed::{EncoderOptions, SentenceEncoder, TextEmbedder};
 use fretflow::train::buffer::SamplerConfig;
 use fretflow::train::checkpoint::{read_state, LATEST};
@@ -11,7 +12,7 @@ use fretflow::train::manifest::{read_manifest, CheckpointEvaluator, Metrics, PLO
 use fretflow::train::optim::OptimConfig;
 use fretflow::train::promotion::PromotionConfig;
 use fretflow::train::source::{ChangeSource, FileSource};
-use fretflow::train::{GeckoLoss, Trainer, TrainerConfig, TrainError};
+use fretflow::train::{DistillTeacher, GeckoLoss, Trainer, TrainerConfig, TrainError};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -195,4 +196,65 @@ fn a_stop_flag_ends_training_at_the_next_step_with_its_checkpoint_kept() {
     assert_eq!((summary.steps, trainer.step()), (2, 2), "stopped at the step after the flag, not at 10");
     assert_eq!(read_state(&out.path().join(LATEST)).unwrap().step, 2, "the latest checkpoint is the last step");
     assert_eq!(read_manifest(out.path()).unwrap().len(), 1, "no second checkpoint of the same step");
+}
+
+/// fret_small.jsonl with a judge's ranking on every upsert: the positive first, an unjudged-text candidate,
+/// the hard negative last (QL and RC agree with the order; QL prefers the positive by only 1 nat).
+fn fret_with_rankings(dir: &Path) -> PathBuf {
+    let lines: Vec<String> = std::fs::read_to_string(fret())
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut record: serde_json::Value = serde_json::from_str(line).unwrap();
+            if let Some(example) = record.get_mut("example") {
+                let entry = |id: &serde_json::Value, cosine: f64, ql: f64, rc: f64, rank: usize| {
+                    let rrf = 2.0 / (60.0 + rank as f64);
+                    serde_json::json!({"id": id, "cosine": cosine, "ql": ql, "rc": rc, "ql_rank": rank,
+                        "rc_rank": rank, "rrf": rrf})
+                };
+                let ranking = serde_json::json!([
+                    entry(&example["positive"]["id"], 0.6, -40.0, 0.9, 1),
+                    entry(&serde_json::json!("elsewhere"), 0.7, -45.0, 0.6, 2),
+                    entry(&example["negatives"][0]["id"], 0.65, -41.0, 0.3, 3),
+                ]);
+                example["ranking"] = ranking;
+            }
+            record.to_string()
+        })
+        .collect();
+    let path = dir.join("fret_ranked.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+#[test]
+fn a_distillation_run_trains_and_records_its_settings_in_fretflow_json() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let data = fret_with_rankings(data_dir.path());
+    let (plain_out, distill_out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let plain = config(plain_out.path(), 2, 2);
+    let (distill_teacher, distill_temperature) = (DistillTeacher::Ql, 1.0);
+    let loss = GeckoLoss { distill_weight: 0.5, distill_teacher, distill_temperature, ..plain.loss.clone() };
+    let distill = TrainerConfig { loss, ..config(distill_out.path(), 2, 2) };
+
+    // The same first batch with and without the term: KL >= 0, and > 0 unless the student already agrees.
+    let first_loss = |cfg: TrainerConfig| {
+        let mut trainer = Trainer::new(cfg, options()).unwrap();
+        trainer.apply(&FileSource::new(&data).poll(Duration::ZERO).unwrap());
+        (trainer.train_step().unwrap().loss, trainer)
+    };
+    let (without, _) = first_loss(plain);
+    let (with, mut trainer) = first_loss(distill);
+    assert!(with > without + 1e-4, "the distillation term reaches the loss: {with} vs {without}");
+
+    assert_eq!(trainer.run(&mut FileSource::new(&data)).unwrap().steps, 1, "one more step, to step 2");
+    let ckpt = distill_out.path().join(LATEST);
+    let state = read_state(&ckpt).unwrap();
+    assert_eq!(state.step, 2);
+    let recorded = (state.loss.distill_weight, state.loss.distill_teacher, state.loss.distill_temperature);
+    assert_eq!(recorded, (0.5, DistillTeacher::Ql, 1.0));
+    let raw: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ckpt.join("fretflow.json")).unwrap()).unwrap();
+    let raw = &raw["loss"];
+    assert_eq!((raw["distill_weight"].as_f64(), raw["distill_teacher"].as_str()), (Some(0.5), Some("ql")));
 }

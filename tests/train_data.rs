@@ -1,8 +1,9 @@
 //! The data feed: FRet change records parse (errors name file, line and field), the replay buffer follows
 //! upserts and retractions, batches hold no duplicate query or positive, sampling is a function of the
-//! step, and the pair mix ratio is honoured.
+//! step, and the pair mix ratio is honoured; teacher scores are read from each example's ranking by passage id
+//! and travel in the batch aligned with their passages and queries.
 use fretflow::train::buffer::{sample_batch, ReplayBuffer, SamplerConfig};
-use fretflow::train::data::{read_fret_jsonl, read_pairs_jsonl, Change, FretExample};
+use fretflow::train::data::{read_fret_jsonl, read_pairs_jsonl, Change, FretExample, TrainExample};
 use fretflow::records::Passage;
 use std::collections::HashSet;
 use std::path::Path;
@@ -114,4 +115,72 @@ fn malformed_records_name_file_line_and_field() {
     std::fs::write(&path, mismatch).unwrap();
     let err = read_fret_jsonl(&path).unwrap_err().to_string();
     assert!(err.contains("other") && err.contains("q1"), "{err}");
+}
+
+fn ranked(id: &str, cosine: f64, ql: Option<f64>, rc: f64, rrf: f64) -> serde_json::Value {
+    serde_json::json!({"id": id, "cosine": cosine, "ql": ql, "rc": rc, "ql_rank": null, "rc_rank": 1, "rrf": rrf})
+}
+
+#[test]
+fn teacher_scores_come_from_the_ranking_by_passage_id() {
+    let mut e = example("q", "P");
+    e.negatives.push(Passage { id: "unranked".into(), title: String::new(), text: "not judged".into() });
+    // Best first by rrf; by cosine the order is c, n-q, P, x.
+    e.ranking = serde_json::json!([
+        ranked("P", 0.5, Some(-70.0), 0.9, 0.0328),
+        ranked("x", 0.1, Some(-75.0), 0.6, 0.0320),
+        ranked("c", 0.9, Some(-80.0), 0.4, 0.0310),
+        ranked("n-q", 0.6, None, 0.2, 0.0300),
+    ]);
+    let t = TrainExample::from_fret(&e);
+    let rrf = |fused: f64, cosine: f64| 1.0 / (60.0 + fused) + 1.0 / (60.0 + cosine);
+    let p = t.positive.teacher.expect("the positive is ranked");
+    assert_eq!((p.rrf, p.ql, p.rc), (0.0328, Some(-70.0), 0.9));
+    assert!((p.rrf_student - rrf(1.0, 3.0)).abs() < 1e-15, "fused rank 1, cosine rank 3 of all four");
+    let n = t.negatives[0].teacher.expect("the negative is ranked");
+    assert_eq!((n.rrf, n.ql, n.rc), (0.0300, None, 0.2));
+    assert!((n.rrf_student - rrf(4.0, 2.0)).abs() < 1e-15);
+    assert_eq!(t.negatives[1].teacher, None, "a passage missing from the ranking has no teacher score");
+
+    e.ranking = serde_json::json!([{"id": "P", "rrf": "high"}]);
+    let t = TrainExample::from_fret(&e);
+    assert_eq!(t.positive.teacher, None, "a ranking that does not parse gives no scores, the example still trains");
+    assert_eq!(t.negatives.len(), 2);
+}
+
+#[test]
+fn batches_carry_teacher_scores_and_owners_aligned_with_their_passages() {
+    let mut buffer = ReplayBuffer::new();
+    for i in 0..6 {
+        let mut e = example(&format!("q{i}"), &format!("P{i}"));
+        // Query i has i % 3 hard negatives; every passage is ranked with rrf = 1 / (10 + its number).
+        e.negatives = (0..i % 3)
+            .map(|k| Passage { id: format!("N{i}-{k}"), title: String::new(), text: format!("neg {i} {k}") })
+            .collect();
+        let mut ranking = vec![ranked(&format!("P{i}"), 0.5, Some(-1.0), 0.5, 1.0 / (10.0 + i as f64))];
+        ranking.extend((0..i % 3).map(|k| ranked(&format!("N{i}-{k}"), 0.1, None, 0.1, 1.0 / (20.0 + k as f64))));
+        e.ranking = serde_json::Value::Array(ranking);
+        buffer.apply(&Change::Upsert(e));
+    }
+    let pairs_path = tempfile::tempdir().unwrap();
+    let path = pairs_path.path().join("pairs.jsonl");
+    std::fs::write(&path, "{\"query\": \"pq\", \"positive\": \"pp\"}\n").unwrap();
+    let pairs = read_pairs_jsonl(&path).unwrap();
+    let cfg = SamplerConfig { hard_negatives: 2, pair_mix_ratio: 0.2, ..config(7) };
+    let batch = sample_batch(&buffer, &pairs, &cfg, 1);
+    assert_eq!(batch.len(), 7);
+    assert_eq!((batch.positive_teachers.len(), batch.negative_teachers.len()), (7, batch.negatives.len()));
+    assert_eq!(batch.negative_owners.len(), batch.negatives.len());
+    for (row, key) in batch.keys.iter().enumerate() {
+        let teacher = batch.positive_teachers[row];
+        match key.strip_prefix('q') {
+            None => assert_eq!(teacher, None, "a pair has no teacher score"),
+            Some(i) => assert_eq!(teacher.unwrap().rrf, 1.0 / (10.0 + i.parse::<f64>().unwrap())),
+        }
+    }
+    for (k, id) in batch.negative_ids.iter().enumerate() {
+        let (query, index) = id.trim_start_matches('N').split_once('-').unwrap();
+        assert_eq!(batch.keys[batch.negative_owners[k]], format!("q{query}"), "negative {id} belongs to its query");
+        assert_eq!(batch.negative_teachers[k].unwrap().rrf, 1.0 / (20.0 + index.parse::<f64>().unwrap()));
+    }
 }

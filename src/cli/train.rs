@@ -12,7 +12,7 @@ use crate::train::kafka::{CheckpointPublisher, FretTopicSource, TopicStats};
 use crate::train::optim::{Decay, OptimConfig};
 use crate::train::promotion::PromotionConfig;
 use crate::train::source::FileSource;
-use crate::train::{GeckoLoss, RunSummary, Trainer, TrainerConfig};
+use crate::train::{DistillTeacher, GeckoLoss, RunSummary, Trainer, TrainerConfig};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -83,6 +83,18 @@ pub struct TrainOptions {
     /// Leave the other queries of the batch out of each query's negatives.
     #[arg(long)]
     pub no_same_tower: bool,
+    /// Weight of the distillation term: listwise KL from the judge's scores of each query's positive and hard
+    /// negatives to the student's (0: contrastive loss only).
+    #[arg(long, default_value_t = 0.0, value_parser = non_negative)]
+    pub distill_weight: f64,
+    /// The judge score distilled: `rrf` (fused), `ql`, `rc`, or `rrf_student` (the fused rank fused again
+    /// with the retrieval embedder's cosine rank, k = 60).
+    #[arg(long, value_enum, default_value_t = DistillTeacher::Rrf)]
+    pub distill_teacher: DistillTeacher,
+    /// Temperature of the teacher's softmax, on its score's scale (RRF values span ~0.025-0.033: 0.001; QL
+    /// log-probabilities: ~1; RC probabilities: ~0.05).
+    #[arg(long, default_value_t = 0.001, value_parser = positive)]
+    pub distill_temperature: f64,
     /// Use GradCache: constant memory whatever the batch size, one extra forward pass.
     #[arg(long)]
     pub grad_cache: bool,
@@ -147,6 +159,24 @@ pub struct TrainOptions {
     /// `cpu`, `cuda`, `cuda:N` or `auto`.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
+}
+
+/// A finite number >= 0 (clap names the option when it is not).
+fn non_negative(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err("must be a finite number >= 0".into())
+    }
+}
+
+/// A finite number > 0 (clap names the option when it is not).
+fn positive(s: &str) -> Result<f64, String> {
+    match non_negative(s) {
+        Ok(v) if v > 0.0 => Ok(v),
+        _ => Err("must be a finite number > 0".into()),
+    }
 }
 
 /// Number type of training.
@@ -229,6 +259,9 @@ impl TrainOptions {
                 matryoshka_weights: self.matryoshka_weights.clone(),
                 same_tower_negatives: !self.no_same_tower,
                 mask_false_negatives: true,
+                distill_weight: self.distill_weight,
+                distill_teacher: self.distill_teacher,
+                distill_temperature: self.distill_temperature,
             },
             optimizer: OptimConfig {
                 lr: self.lr,
@@ -391,7 +424,8 @@ mod tests {
     fn a_train_table_reads_as_the_cli_options() {
         let table: toml::Table = toml::from_str(
             "out = \"ckpt\"\nmodel = \"-a-dir-with-a-dash\"\nbatch-size = 8\nlr = 1e-5\ndropout = true\nno_resume = false\n\
-             eval_dataset = [\"a\", \"b\"]\nmatryoshka_dims = [384, 128]\nprecision = \"bf16\"\n",
+             eval_dataset = [\"a\", \"b\"]\nmatryoshka_dims = [384, 128]\nprecision = \"bf16\"\n\
+             distill_weight = 0.5\ndistill_teacher = \"rrf_student\"\ndistill-temperature = 0.002\n",
         )
         .unwrap();
         let o = options_from_table(&table).unwrap();
@@ -399,6 +433,9 @@ mod tests {
         assert!((o.lr - 1e-5).abs() < 1e-12 && o.dropout && !o.no_resume && o.precision == TrainPrecision::Bf16);
         assert_eq!(o.eval_dataset, vec![PathBuf::from("a"), PathBuf::from("b")]);
         assert_eq!(o.matryoshka_dims, vec![384, 128]);
+        let loss = o.config(tch::Device::Cpu).loss;
+        let distill = (loss.distill_weight, loss.distill_teacher, loss.distill_temperature);
+        assert_eq!(distill, (0.5, DistillTeacher::RrfStudent, 0.002), "the [train] keys reach the loss");
 
         let nested: toml::Table = toml::from_str("out = \"x\"\n[optimizer]\nlr = 1\n").unwrap();
         assert!(options_from_table(&nested).unwrap_err().to_string().contains("[train] optimizer"));
@@ -408,6 +445,14 @@ mod tests {
         let typo: toml::Table = toml::from_str("out = \"x\"\ndropuot = false\n").unwrap();
         let message = options_from_table(&typo).unwrap_err().to_string();
         assert!(message.contains("--dropuot"), "a misspelt key set to false is named too: {message}");
+        for (key, value) in [("distill_weight", "-0.5"), ("distill_weight", "inf"), ("distill_temperature", "0")] {
+            let table: toml::Table = toml::from_str(&format!("out = \"x\"\n{key} = {value}\n")).unwrap();
+            let message = options_from_table(&table).unwrap_err().to_string();
+            let flag = format!("--{}", key.replace('_', "-"));
+            assert!(message.contains(&flag) && message.contains("must be a finite number"), "{message}");
+        }
+        let table: toml::Table = toml::from_str("out = \"x\"\ndistill_teacher = \"cosine\"\n").unwrap();
+        assert!(options_from_table(&table).unwrap_err().to_string().contains("--distill-teacher"));
     }
 
     #[test]

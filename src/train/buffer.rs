@@ -6,6 +6,7 @@
 //! `(seed, step)`: the same buffer and step give the same batch, which is what lets a restarted trainer
 //! repeat exactly the steps it would have taken.
 use super::data::{Change, TrainExample};
+use super::loss::{TeacherInputs, TeacherScores};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{HashMap, HashSet};
@@ -105,6 +106,12 @@ pub struct Batch {
     pub negatives: Vec<String>,
     /// Hard negative passage ids.
     pub negative_ids: Vec<String>,
+    /// The teacher's scores of each positive (`None` for pairs and passages missing from the ranking).
+    pub positive_teachers: Vec<Option<TeacherScores>>,
+    /// The teacher's scores of each hard negative, in its own query's ranking.
+    pub negative_teachers: Vec<Option<TeacherScores>>,
+    /// The row of the query each hard negative belongs to.
+    pub negative_owners: Vec<usize>,
 }
 
 impl Batch {
@@ -118,6 +125,15 @@ impl Batch {
         self.queries.is_empty()
     }
 
+    /// The teacher scores as the loss takes them.
+    pub fn teacher_inputs(&self) -> TeacherInputs<'_> {
+        TeacherInputs {
+            positives: &self.positive_teachers,
+            negatives: &self.negative_teachers,
+            negative_owners: &self.negative_owners,
+        }
+    }
+
     fn try_push(&mut self, e: &TrainExample, hard_negatives: usize, seen: &mut Seen) -> bool {
         if seen.keys.contains(&e.key) || seen.queries.contains(&e.query) || seen.positives.contains(&e.positive.id) {
             return false;
@@ -129,9 +145,12 @@ impl Batch {
         self.queries.push(e.query.clone());
         self.positives.push(e.positive.text.clone());
         self.positive_ids.push(e.positive.id.clone());
+        self.positive_teachers.push(e.positive.teacher);
         for n in e.negatives.iter().take(hard_negatives) {
             self.negatives.push(n.text.clone());
             self.negative_ids.push(n.id.clone());
+            self.negative_teachers.push(n.teacher);
+            self.negative_owners.push(self.keys.len() - 1);
         }
         true
     }

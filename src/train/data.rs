@@ -3,14 +3,20 @@
 //!
 //! A FRet file or topic carries either bare examples (each an upsert) or change records
 //! `{"op": "upsert" | "retract", "key": <query id>, "example": {...}}` (a retraction needs no example).
+use super::loss::TeacherScores;
 use crate::connectors::file::{jsonl, InputError};
 use crate::records::Passage;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::path::Path;
 
+/// `k` of the reciprocal rank fusion behind [`TeacherScores::rrf_student`].
+pub const RRF_STUDENT_K: f64 = 60.0;
+
 /// A FRet training example (DESIGN.md, "Records"): a task-prefixed query with its LLM-relabelled positive
-/// and hard negatives. Fields the trainer does not use (`ranking`, `provenance`) are kept opaque.
+/// and hard negatives. `ranking` and `provenance` are kept opaque; the trainer reads the teacher scores of
+/// `ranking` leniently ([`FretExample::teacher_scores`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FretExample {
     /// Unique query id; the key of the change stream.
@@ -39,6 +45,44 @@ impl FretExample {
     /// The query side's encoder input: `task: {task} | query: {query}` (Gecko).
     pub fn query_text(&self) -> String {
         format!("task: {} | query: {}", self.task, self.query)
+    }
+
+    /// The judge's scores of the candidates in `ranking` (`[{id, cosine, ql, rc, rrf, ...}]`, best first),
+    /// by passage id, with [`TeacherScores::rrf_student`] computed over the whole ranking: the RRF
+    /// (`k` = [`RRF_STUDENT_K`]) of each candidate's rank by `rrf` and its rank by `cosine` (higher first,
+    /// ties in list order). Empty when there is no ranking; an error names what does not parse.
+    pub fn teacher_scores(&self) -> Result<HashMap<String, TeacherScores>, String> {
+        #[derive(Deserialize)]
+        struct Entry {
+            id: String,
+            cosine: f64,
+            ql: Option<f64>,
+            rc: f64,
+            rrf: f64,
+        }
+        if self.ranking.is_null() {
+            return Ok(HashMap::new());
+        }
+        let entries = Vec::<Entry>::deserialize(&self.ranking).map_err(|e| format!("ranking: {e}"))?;
+        let ranks = |key: &dyn Fn(&Entry) -> f64| {
+            let mut order: Vec<usize> = (0..entries.len()).collect();
+            order.sort_by(|&a, &b| key(&entries[b]).total_cmp(&key(&entries[a])));
+            let mut rank = vec![0usize; entries.len()];
+            for (position, &i) in order.iter().enumerate() {
+                rank[i] = position + 1;
+            }
+            rank
+        };
+        let (fused, cosine) = (ranks(&|e| e.rrf), ranks(&|e| e.cosine));
+        let rrf = |rank: usize| 1.0 / (RRF_STUDENT_K + rank as f64);
+        Ok(entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let rrf_student = rrf(fused[i]) + rrf(cosine[i]);
+                (e.id.clone(), TeacherScores { rrf: e.rrf, ql: e.ql, rc: e.rc, rrf_student })
+            })
+            .collect())
     }
 }
 
@@ -129,23 +173,25 @@ pub fn read_pairs_jsonl(path: &Path) -> Result<Vec<TrainExample>, InputError> {
         .collect()
 }
 
-/// A passage as the encoder sees it, with the id used to spot duplicates.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A passage as the encoder sees it, with the id used to spot duplicates and the teacher's scores.
+#[derive(Debug, Clone, PartialEq)]
 pub struct TextWithId {
     /// Passage id (for pairs: a hash of the text).
     pub id: String,
     /// Encoder input.
     pub text: String,
+    /// The judge's scores of this passage for the example's query (`None`: not in its ranking, or a pair).
+    pub teacher: Option<TeacherScores>,
 }
 
 impl TextWithId {
-    fn from_passage(p: &Passage) -> Self {
-        Self { id: p.id.clone(), text: p.embedding_text() }
+    fn from_passage(p: &Passage, scores: &HashMap<String, TeacherScores>) -> Self {
+        Self { id: p.id.clone(), text: p.embedding_text(), teacher: scores.get(&p.id).copied() }
     }
 }
 
 /// One training example in encoder-ready form.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TrainExample {
     /// The query id (FRet) or `pair:<dataset>:<line>`.
     pub key: String,
@@ -158,13 +204,19 @@ pub struct TrainExample {
 }
 
 impl TrainExample {
-    /// From a FRet example: task-prefixed query, passages as `title + " " + text`.
+    /// From a FRet example: task-prefixed query, passages as `title + " " + text`, each with its teacher
+    /// scores. A ranking that does not parse is logged and leaves the passages without scores (the
+    /// example still trains, without distillation).
     pub fn from_fret(e: &FretExample) -> Self {
+        let scores = e.teacher_scores().unwrap_or_else(|message| {
+            tracing::warn!(query_id = %e.query_id, %message, "No teacher scores: the ranking does not parse.");
+            HashMap::new()
+        });
         Self {
             key: e.query_id.clone(),
             query: e.query_text(),
-            positive: TextWithId::from_passage(&e.positive),
-            negatives: e.negatives.iter().map(TextWithId::from_passage).collect(),
+            positive: TextWithId::from_passage(&e.positive, &scores),
+            negatives: e.negatives.iter().map(|n| TextWithId::from_passage(n, &scores)).collect(),
         }
     }
 
@@ -174,7 +226,11 @@ impl TrainExample {
         Self {
             key: format!("pair:{key}"),
             query: pair.query.clone(),
-            positive: TextWithId { id: format!("sha256:{}", hex::encode(&digest[..12])), text: pair.positive.clone() },
+            positive: TextWithId {
+                id: format!("sha256:{}", hex::encode(&digest[..12])),
+                text: pair.positive.clone(),
+                teacher: None,
+            },
             negatives: Vec::new(),
         }
     }

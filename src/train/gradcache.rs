@@ -5,7 +5,8 @@
 //! on those embeddings as leaves and backpropagate to the embeddings only, (3) re-encode chunk by chunk
 //! with a graph and backpropagate the cached embedding gradients into the parameters. Peak memory is one
 //! chunk's activations, whatever the batch size; the price is a second forward pass. The parameter
-//! gradients equal those of one full-batch backward (tests/train_gradcache.rs).
+//! gradients equal those of one full-batch backward (tests/train_gradcache.rs). This holds for any loss that
+//! is a function of the embeddings alone, the distillation term included (its teacher is a constant).
 //!
 //! Texts are packed into chunks by a token budget after sorting by length (little padding), the same way
 //! the encoder batches for inference. With dropout, each chunk's forward passes are seeded identically so
@@ -87,6 +88,7 @@ pub fn backward(
         negatives: &all.narrow(0, 2 * b, m),
         positive_ids: &batch.positive_ids,
         negative_ids: &batch.negative_ids,
+        teacher: (loss.distill_weight > 0.0).then(|| batch.teacher_inputs()),
     })?;
     value.f_backward()?;
     let loss_value = value.double_value(&[]);

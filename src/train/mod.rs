@@ -1,6 +1,7 @@
 //! The continuous trainer: fine-tunes the sentence encoder on the evolving FRet set (Gecko recipe).
 //!
-//! - [`loss`]: the Gecko contrastive loss with same-tower negatives, false-negative masking and Matryoshka.
+//! - [`loss`]: the Gecko contrastive loss with same-tower negatives, false-negative masking and Matryoshka,
+//!   plus an optional distillation term from the judge's scores.
 //! - [`optim`]: AdamW with warmup/decay and clipping, whose state checkpoints.
 //! - [`gradcache`]: one backward pass over a batch, with gradient caching for large batches.
 //! - [`data`]: FRet examples, their change stream, extra pair datasets.
@@ -27,7 +28,7 @@ pub mod promotion;
 pub mod source;
 pub mod trainer;
 
-pub use loss::{GeckoLoss, LossError, LossInputs};
+pub use loss::{DistillTeacher, GeckoLoss, LossError, LossInputs, TeacherInputs, TeacherScores};
 pub use trainer::{RunSummary, StepReport, Trainer, TrainerConfig};
 
 /// Anything that stops training: bad configuration, unreadable data, model or checkpoint failures.
