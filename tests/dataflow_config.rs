@@ -116,6 +116,10 @@ fn defaults_follow_the_paper() {
     let config = parse(MINIMAL).unwrap();
     let params = config.fret_params();
     assert_eq!((params.neighbours, params.rrf_k, params.negatives_count), (20, 60.0, 1));
+    // NV-Retriever's false-negative filter is on by default; 0 turns it off.
+    assert_eq!(params.max_positive_ratio, Some(0.95));
+    let off = MINIMAL.replace("[llm]", "[fret]\nhard_negatives = { max_positive_ratio = 0 }\n[llm]");
+    assert_eq!(parse(&off).unwrap().fret_params().max_positive_ratio, None);
 }
 
 #[test]
@@ -134,6 +138,7 @@ fn out_of_range_values_name_their_field() {
         ("[fret]\nneighbours = 0", "fret.neighbours"),
         ("[fret]\nneighbours = 3\nhard_negatives = { strategy = \"random\", count = 3 }", "fret.hard_negatives.count"),
         ("[fret]\nrrf_k = -1.0", "fret.rrf_k"),
+        ("[fret]\nhard_negatives = { max_positive_ratio = -0.5 }", "fret.hard_negatives.max_positive_ratio"),
         ("[batching]\nllm = { max_batch = 0, max_wait_ms = 1 }", "batching.llm.max_batch"),
     ];
     for (extra, field) in cases {

@@ -51,7 +51,9 @@ fn one_two_and_four_workers_give_identical_changes_and_final_sets() {
     let one = run(1);
     let final_set = one.final_set();
     assert_eq!(final_set.len(), 35, "40 passages, 5 deleted: one example each");
-    assert!(final_set.values().all(|e| e.ranking.len() == 5 && e.negatives.len() == 2));
+    // Two negatives each, fewer where the false-negative filter (on by default) leaves too few candidates.
+    assert!(final_set.values().all(|e| e.ranking.len() == 5 && e.negatives.len() <= 2));
+    assert!(final_set.values().filter(|e| e.negatives.len() == 2).count() > 20);
     // Late passages changed earlier queries' positives at least once.
     let first_epoch = |id: &str| id[1..].parse::<u32>().unwrap() < 10;
     assert!(one

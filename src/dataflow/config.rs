@@ -7,7 +7,9 @@
 use super::fuse::FusionWeights;
 
 mod recipe;
-pub use recipe::{BatchConfig, BatchOverride, BatchingConfig, FretConfig, HardNegativesConfig, WeightsConfig};
+pub use recipe::{
+    BatchConfig, BatchOverride, BatchingConfig, FretConfig, HardNegativesConfig, WeightsConfig, DEFAULT_MAX_POSITIVE_RATIO,
+};
 use super::graph::FretParams;
 use super::source::Limits;
 use crate::connectors::kafka::{self, ConnectionConfig};
@@ -478,6 +480,10 @@ impl PipelineConfig {
         if !(self.fret.rrf_k.is_finite() && self.fret.rrf_k >= 0.0) {
             return bad("fret.rrf_k", "must be a finite number ≥ 0");
         }
+        let ratio = self.fret.hard_negatives.max_positive_ratio;
+        if !(ratio.is_finite() && ratio >= 0.0) {
+            return bad("fret.hard_negatives.max_positive_ratio", "must be a number >= 0 (0 turns the filter off)");
+        }
         if self.fret.hard_negatives.count >= self.fret.neighbours {
             return bad("fret.hard_negatives.count", "must be smaller than fret.neighbours (the positive takes one)");
         }
@@ -596,6 +602,7 @@ impl PipelineConfig {
             weights: FusionWeights { ql: self.fret.weights.ql, rc: self.fret.weights.rc },
             negatives: self.fret.hard_negatives.strategy,
             negatives_count: self.fret.hard_negatives.count,
+            max_positive_ratio: Some(self.fret.hard_negatives.max_positive_ratio).filter(|&r| r > 0.0),
         }
     }
 

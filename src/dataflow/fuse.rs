@@ -22,6 +22,9 @@ pub struct FuseParams {
     pub negatives: NegativeStrategy,
     /// How many hard negatives per example.
     pub negatives_count: usize,
+    /// False-negative filter: a candidate whose cosine is above this fraction of the positive's is never a
+    /// negative ([`super::example::eligible_negative`]); `None`: off.
+    pub max_positive_ratio: Option<f64>,
     /// Models and prompt versions, recorded in each example.
     pub provenance: Provenance,
 }
@@ -91,7 +94,7 @@ pub fn fuse(judged: &[&Judged], params: &FuseParams) -> Example {
     });
     let query = &judged[0].candidate.query;
     let ranking: Vec<RankedCandidate> = fused.iter().map(|(r, _)| r.clone()).collect();
-    let picks = select(&query.id, &ranking, params.negatives, params.negatives_count);
+    let picks = select(&query.id, &ranking, params.negatives, params.negatives_count, params.max_positive_ratio);
     let passage_at = |position: usize| ExamplePassage::from(&judged[fused[position].1].candidate.passage);
     Example {
         query_id: query.id.clone(),
@@ -150,6 +153,7 @@ mod tests {
             weights,
             negatives: NegativeStrategy::Last,
             negatives_count: 1,
+            max_positive_ratio: None,
             provenance: Provenance::default(),
         };
         fuse(&refs, &params).positive.id

@@ -29,6 +29,8 @@ pub struct FretParams {
     pub negatives: NegativeStrategy,
     /// Hard negatives per example.
     pub negatives_count: usize,
+    /// False-negative filter ratio (`None`: off); see [`super::example::eligible_negative`].
+    pub max_positive_ratio: Option<f64>,
 }
 
 impl Default for FretParams {
@@ -39,6 +41,7 @@ impl Default for FretParams {
             weights: FusionWeights::default(),
             negatives: NegativeStrategy::Last,
             negatives_count: 1,
+            max_positive_ratio: Some(super::config::DEFAULT_MAX_POSITIVE_RATIO),
         }
     }
 }
@@ -115,6 +118,7 @@ pub fn fret_dataflow<'scope>(records: Stream<'scope, Time, Vec<SourceRecord>>, s
         weights: stages.fret.weights,
         negatives: stages.fret.negatives,
         negatives_count: stages.fret.negatives_count,
+        max_positive_ratio: stages.fret.max_positive_ratio,
         provenance: stages.provenance(),
     };
     let examples = judged.fuse_rankings(params, Arc::clone(&stages.metrics));

@@ -79,11 +79,23 @@ pub struct HardNegativesConfig {
     /// Negatives per example.
     #[serde(default = "super::one")]
     pub count: usize,
+    /// False-negative control (NV-Retriever's TopK-PercPos): a candidate whose retrieval cosine is above
+    /// this fraction of the positive's is never used as a negative, being likely an unlabelled positive
+    /// (an example then gets fewer negatives, possibly none). Default 0.95; `0` turns the filter off.
+    #[serde(default = "default_max_positive_ratio")]
+    pub max_positive_ratio: f64,
+}
+
+/// Default of [`HardNegativesConfig::max_positive_ratio`] (NV-Retriever's best setting).
+pub const DEFAULT_MAX_POSITIVE_RATIO: f64 = 0.95;
+
+fn default_max_positive_ratio() -> f64 {
+    DEFAULT_MAX_POSITIVE_RATIO
 }
 
 impl Default for HardNegativesConfig {
     fn default() -> Self {
-        Self { strategy: default_strategy(), count: 1 }
+        Self { strategy: default_strategy(), count: 1, max_positive_ratio: DEFAULT_MAX_POSITIVE_RATIO }
     }
 }
 
