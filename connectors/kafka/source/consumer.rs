@@ -8,7 +8,7 @@
 use super::decode::decode;
 use super::{Command, DeadLetter, Partitioning, SourceConfig, SourceRecord};
 use crate::connectors::kafka::{ConnectionConfig, KafkaError};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::VecDeque;
@@ -183,7 +183,17 @@ fn set_paused(consumer: &BaseConsumer<SourceContext>, topic: &str, paused: bool)
     }
 }
 
-/// Commits `(partition, next offset)` pairs of `topic` synchronously; nothing to commit is a no-op.
+/// How long a commit waits for the broker's answer before it is reported as failed (callers keep the
+/// offsets pending and retry them with the next commit).
+pub(crate) const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Commits `(partition, next offset)` pairs of `topic` and waits up to [`COMMIT_TIMEOUT`] for the answer;
+/// nothing to commit is a no-op.
+///
+/// Not rdkafka's `commit(.., CommitMode::Sync)`: librdkafka's synchronous commit waits without limit, and
+/// after a broker restart it was seen waiting forever for a group coordinator (the source thread then never
+/// served another command and the pipeline could not stop). Here the commit goes on a private result queue
+/// that is polled with a deadline.
 pub(crate) fn commit<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
@@ -197,9 +207,62 @@ pub(crate) fn commit<C: ConsumerContext>(
         list.add_partition_offset(topic, partition, Offset::Offset(next))
             .map_err(|e| KafkaError::client(format!("committing partition {partition} of '{topic}'"), e))?;
     }
-    consumer
-        .commit(&list, CommitMode::Sync)
-        .map_err(|e| KafkaError::client(format!("committing offsets of topic '{topic}'"), e))?;
+    commit_within(consumer, &list, COMMIT_TIMEOUT).map_err(|failure| match failure {
+        CommitFailure::Timeout => KafkaError::Timeout {
+            operation: format!("committing offsets of topic '{topic}'"),
+            seconds: COMMIT_TIMEOUT.as_secs(),
+        },
+        CommitFailure::Broker(code) => KafkaError::client(
+            format!("committing offsets of topic '{topic}'"),
+            rdkafka::error::KafkaError::ConsumerCommit(code.into()),
+        ),
+    })?;
     tracing::debug!(topic = %topic, partitions = offsets.len(), "Committed offsets.");
     Ok(())
+}
+
+/// Why [`commit_within`] failed.
+enum CommitFailure {
+    /// No answer in time.
+    Timeout,
+    /// The broker or librdkafka answered with an error.
+    Broker(rdkafka::bindings::rd_kafka_resp_err_t),
+}
+
+/// Commits `list` through librdkafka's `rd_kafka_commit_queue` onto a private queue and polls that queue
+/// for the commit's result event for at most `timeout`.
+fn commit_within<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    list: &TopicPartitionList,
+    timeout: Duration,
+) -> Result<(), CommitFailure> {
+    use rdkafka::bindings as rd;
+    let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    let rk = consumer.client().native_ptr();
+    // SAFETY: `rk` is the live client of `consumer`, borrowed for this call; `list` outlives the call
+    // (librdkafka copies it into the commit op). The queue is ours: created here and destroyed on every
+    // path. A result that arrives after the timeout goes to the destroyed queue, which librdkafka keeps
+    // alive by reference count and drops the late event with it. The event is destroyed after reading.
+    unsafe {
+        let queue = rd::rd_kafka_queue_new(rk);
+        let queued = rd::rd_kafka_commit_queue(rk, list.ptr(), queue, None, std::ptr::null_mut());
+        let result = if queued != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            Err(CommitFailure::Broker(queued))
+        } else {
+            let event = rd::rd_kafka_queue_poll(queue, timeout_ms);
+            if event.is_null() {
+                Err(CommitFailure::Timeout)
+            } else {
+                let code = rd::rd_kafka_event_error(event);
+                rd::rd_kafka_event_destroy(event);
+                if code == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                    Ok(())
+                } else {
+                    Err(CommitFailure::Broker(code))
+                }
+            }
+        };
+        rd::rd_kafka_queue_destroy(queue);
+        result
+    }
 }
