@@ -29,6 +29,39 @@ fn config(batch_size: usize) -> SamplerConfig {
     SamplerConfig { batch_size, hard_negatives: 1, pair_mix_ratio: 0.0, seed: 3 }
 }
 
+/// False negatives kept out of a batch: a passage that is one row's seed is never another row's positive
+/// (and so never an in-batch negative of the row it answers), and queries that differ only in case,
+/// punctuation or spacing never share a batch.
+#[test]
+fn batches_keep_seeds_apart_from_other_rows_and_drop_near_duplicate_queries() {
+    let mut buffer = ReplayBuffer::new();
+    // s1's judge chose P9 over its seed S1; r1's positive is S1: they cannot share a batch.
+    let mut s1 = example("s1", "P9");
+    s1.seed_id = "S1".into();
+    buffer.apply(&Change::Upsert(s1));
+    buffer.apply(&Change::Upsert(example("r1", "S1")));
+    // Two spellings of one query with different positives: only one of them per batch.
+    let mut d1 = example("d1", "D1");
+    d1.query = "What is the lift of a wing?".into();
+    let mut d2 = example("d2", "D2");
+    d2.query = "what  is the LIFT of a wing".into();
+    buffer.apply(&Change::Upsert(d1));
+    buffer.apply(&Change::Upsert(d2));
+    buffer.apply(&Change::Upsert(example("free", "F")));
+    let as_set = |b: &fretflow::train::buffer::Batch| b.keys.iter().cloned().collect::<HashSet<String>>();
+    let mut seen_pairs = HashSet::new();
+    for step in 1..40 {
+        let batch = sample_batch(&buffer, &[], &config(8), step);
+        let keys = as_set(&batch);
+        assert_eq!(batch.len(), 3, "one of s1/r1, one of d1/d2, and free: {keys:?}");
+        assert!(!(keys.contains("s1") && keys.contains("r1")), "{keys:?}");
+        assert!(!(keys.contains("d1") && keys.contains("d2")), "{keys:?}");
+        seen_pairs.insert((keys.contains("s1"), keys.contains("d1")));
+    }
+    assert_eq!(seen_pairs.len(), 4, "every compatible combination is drawn on some step");
+    assert_eq!(buffer.get("d2").unwrap().normalized_query(), "what is the lift of a wing");
+}
+
 #[test]
 fn buffer_follows_upserts_and_retractions_of_the_stream() {
     let mut buffer = ReplayBuffer::new();

@@ -134,13 +134,18 @@ impl Batch {
         }
     }
 
+    /// Adds `e` unless it would put a false negative in the batch: its key, its query (up to case,
+    /// punctuation and spacing) or one of its passages (positive or seed) is already another row's positive
+    /// or seed, where in-batch negatives would push a relevant passage away.
     fn try_push(&mut self, e: &TrainExample, hard_negatives: usize, seen: &mut Seen) -> bool {
-        if seen.keys.contains(&e.key) || seen.queries.contains(&e.query) || seen.positives.contains(&e.positive.id) {
+        let query = e.normalized_query();
+        let claimed = std::iter::once(&e.positive.id).chain(e.seed_id.as_ref());
+        if seen.keys.contains(&e.key) || seen.queries.contains(&query) || claimed.clone().any(|id| seen.passages.contains(id)) {
             return false;
         }
         seen.keys.insert(e.key.clone());
-        seen.queries.insert(e.query.clone());
-        seen.positives.insert(e.positive.id.clone());
+        seen.queries.insert(query);
+        seen.passages.extend(claimed.cloned());
         self.keys.push(e.key.clone());
         self.queries.push(e.query.clone());
         self.positives.push(e.positive.text.clone());
@@ -159,14 +164,16 @@ impl Batch {
 #[derive(Default)]
 struct Seen {
     keys: HashSet<String>,
+    /// Normalized query texts ([`TrainExample::normalized_query`]).
     queries: HashSet<String>,
-    positives: HashSet<String>,
+    /// Positive and seed passage ids.
+    passages: HashSet<String>,
 }
 
 /// Draws the batch for optimizer step `step` (1-based): about `pair_mix_ratio * batch_size` examples from
-/// `pairs` and the rest from the buffer, uniformly at random, skipping any example whose key, query text
-/// or positive id is already in the batch. The batch is smaller than `batch_size` only when the sources do
-/// not hold enough distinct examples.
+/// `pairs` and the rest from the buffer, uniformly at random, skipping any example whose key, normalized
+/// query text, positive or seed passage is already in the batch (as another row's positive or seed). The
+/// batch is smaller than `batch_size` only when the sources do not hold enough compatible examples.
 pub fn sample_batch(buffer: &ReplayBuffer, pairs: &[TrainExample], config: &SamplerConfig, step: u64) -> Batch {
     let mut rng = StdRng::seed_from_u64(config.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut batch = Batch::default();

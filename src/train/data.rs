@@ -201,6 +201,9 @@ pub struct TrainExample {
     pub positive: TextWithId,
     /// Hard negatives, best first.
     pub negatives: Vec<TextWithId>,
+    /// The passage the query was generated from (FRet; `None` for pairs). It answers the query even when
+    /// the judge chose another positive, so the sampler keeps it out of other queries' in-batch negatives.
+    pub seed_id: Option<String>,
 }
 
 impl TrainExample {
@@ -217,6 +220,7 @@ impl TrainExample {
             query: e.query_text(),
             positive: TextWithId::from_passage(&e.positive, &scores),
             negatives: e.negatives.iter().map(|n| TextWithId::from_passage(n, &scores)).collect(),
+            seed_id: Some(e.seed_id.clone()).filter(|s| !s.is_empty()),
         }
     }
 
@@ -232,6 +236,14 @@ impl TrainExample {
                 teacher: None,
             },
             negatives: Vec::new(),
+            seed_id: None,
         }
+    }
+
+    /// The query text a near-duplicate is recognised by: the part after the task prefix, lower-cased, its
+    /// words (letters and digits) joined by single spaces. "What is lift?" and "what is lift" are one query.
+    pub fn normalized_query(&self) -> String {
+        let query = self.query.rsplit_once("| query: ").map_or(self.query.as_str(), |(_, q)| q);
+        query.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect::<Vec<_>>().join(" ")
     }
 }
