@@ -86,7 +86,9 @@ impl Default for Run {
     fn default() -> Self {
         Self {
             workers: 1,
-            params: FretParams { neighbours: 3, ..FretParams::default() },
+            // Near-duplicate queries off: the capture tests of the other stages give passages identical first
+            // words (so identical queries) on purpose; tests/dataflow_dedup.rs turns it on.
+            params: FretParams { neighbours: 3, duplicate_queries: None, ..FretParams::default() },
             limits: Limits::default(),
             llm_batch: BatchPolicy { max_batch: 4, max_wait: Duration::ZERO, max_in_flight: 2 },
         }
