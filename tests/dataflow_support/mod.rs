@@ -54,6 +54,8 @@ pub struct Captured {
     pub changes: Vec<((String, Example), Time, Diff)>,
     /// Dead letters, sorted.
     pub dead_letters: Vec<DeadLetter>,
+    /// The run's counters.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Captured {
@@ -99,6 +101,7 @@ impl Run {
     /// Feeds `epochs[t]` at time `t` (worker 0), waits for each time to complete, and captures.
     pub fn go(&self, epochs: Vec<Vec<SourceRecord>>, labeler: Arc<dyn Labeler>) -> Captured {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().unwrap();
+        let metrics = Arc::new(Metrics::default());
         let stages = Stages {
             labeler,
             embedder: SharedEmbedder::new("test:words", WordEmbedder),
@@ -108,7 +111,7 @@ impl Run {
             embed_batch: BatchPolicy { max_batch: 8, max_wait: Duration::ZERO, max_in_flight: 1 },
             fret: self.params.clone(),
             limits: self.limits,
-            metrics: Arc::new(Metrics::default()),
+            metrics: Arc::clone(&metrics),
         };
         let (examples_tx, examples_rx) = mpsc::channel();
         let (dead_tx, dead_rx) = mpsc::channel();
@@ -151,7 +154,7 @@ impl Run {
         changes.sort_by(|a, b| (a.1, &a.0, a.2).cmp(&(b.1, &b.0, b.2)));
         let mut dead_letters: Vec<DeadLetter> = dead_rx.extract().into_iter().flat_map(|(_, d)| d).collect();
         dead_letters.sort();
-        Captured { changes, dead_letters }
+        Captured { changes, dead_letters, metrics }
     }
 }
 
