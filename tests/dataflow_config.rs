@@ -1,5 +1,6 @@
 //! Pipeline configs: the shipped ones parse, and mistakes are named by field.
 use fretflow::dataflow::config::{ConfigError, Input, LlmConfig, PipelineConfig};
+use fretflow::dataflow::dedup::{DedupParams, DuplicateAction};
 use fretflow::dataflow::resources::{self, RoleLlm};
 use fretflow::records::Passage;
 use std::path::Path;
@@ -120,6 +121,27 @@ fn defaults_follow_the_paper() {
     assert_eq!(params.max_positive_ratio, Some(0.95));
     let off = MINIMAL.replace("[llm]", "[fret]\nhard_negatives = { max_positive_ratio = 0 }\n[llm]");
     assert_eq!(parse(&off).unwrap().fret_params().max_positive_ratio, None);
+}
+
+#[test]
+fn near_duplicate_queries_are_dead_lettered_by_default_kept_on_request_and_off_at_threshold_one() {
+    let fret = |table: &str| parse(&MINIMAL.replace("[llm]", &format!("[fret]\n{table}\n[llm]")));
+    let default = parse(MINIMAL).unwrap().fret_params().duplicate_queries;
+    assert_eq!(default, Some(DedupParams { threshold: 0.97, action: DuplicateAction::DeadLetter }));
+    let keep = fret("duplicate_queries = { threshold = 0.9, action = \"keep\" }").unwrap();
+    let want = DedupParams { threshold: 0.9, action: DuplicateAction::Keep };
+    assert_eq!(keep.fret_params().duplicate_queries, Some(want));
+    assert_eq!(fret("duplicate_queries = { threshold = 1.0 }").unwrap().fret_params().duplicate_queries, None);
+    for bad in ["0", "-0.5", "1.01", "nan"] {
+        match fret(&format!("duplicate_queries = {{ threshold = {bad} }}")) {
+            Err(ConfigError::Invalid { field, .. }) => assert_eq!(field, "fret.duplicate_queries.threshold", "{bad}"),
+            other => panic!("threshold {bad}: {other:?}"),
+        }
+    }
+    let err = fret("duplicate_queries = { action = \"drop\" }").unwrap_err().to_string();
+    assert!(err.contains("drop") && err.contains("dead_letter") && err.contains("keep"), "{err}");
+    let err = fret("duplicate_queries = { cosine = 0.9 }").unwrap_err().to_string();
+    assert!(err.contains("cosine") && err.contains("line"), "{err}");
 }
 
 #[test]

@@ -34,6 +34,8 @@ fn a_jsonl_corpus_runs_to_change_stream_snapshots_and_dead_letters() {
         model = "hashing:32"
         [fret]
         neighbours = 4
+        # p0 and p23 (and six more pairs) start with the same four words: no near-duplicate check here.
+        duplicate_queries = { threshold = 1.0 }
         [batching]
         llm = { max_batch = 4, max_wait_ms = 0, max_in_flight = 2 }
         [sinks]

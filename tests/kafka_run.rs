@@ -63,6 +63,8 @@ model = "hashing:64"
 
 [fret]
 neighbours = 3
+# Passages of one topic start with the same words, so their queries coincide: no near-duplicate check.
+duplicate_queries = {{ threshold = 1.0 }}
 
 [batching]
 llm = {{ max_batch = 8, max_wait_ms = 5, max_in_flight = 2 }}

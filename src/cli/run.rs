@@ -8,6 +8,7 @@
 //! examples stream in (on its own thread) or, with `after_input`, once the input has ended.
 use crate::connectors::kafka::run::{run_fret, FretRunOptions};
 use crate::dataflow::config::{Input, PipelineConfig};
+use crate::dataflow::dedup::DuplicateAction;
 use crate::dataflow::progress::Snapshot;
 use crate::dataflow::run::{run_pipeline, ProgressHook};
 use crate::train::source::channel;
@@ -210,6 +211,12 @@ fn print_summary(s: &Snapshot, config: &PipelineConfig) {
     println!("fretflow run finished in {:.1} s", s.elapsed_s);
     println!("  records read      {:>8}   passages in {}, deleted {}", s.records_in, s.passages_in, s.passages_deleted);
     println!("  queries           {:>8}", s.queries);
+    let duplicates = match config.fret_params().duplicate_queries {
+        Some(d) if d.action == DuplicateAction::Keep => format!("kept and counted (cosine >= {})", d.threshold),
+        Some(d) => format!("dead-lettered (cosine >= {} with a kept query)", d.threshold),
+        None => "not checked".to_owned(),
+    };
+    println!("  duplicate queries {:>8}   {duplicates}", s.duplicate_queries);
     println!("  judged pairs      {:>8}", s.judged_pairs);
     println!("  examples          {:>8}   ({} changes written)", s.examples_live, s.example_changes);
     println!(

@@ -4,11 +4,13 @@
 //!
 //! Passages come from a file (`[source]`) or from a Kafka topic (`[kafka.source]`, with the FRet stream
 //! going to `[kafka.sink]`); exactly one of the two sources is given ([`PipelineConfig::input`]).
+use super::dedup::DedupParams;
 use super::fuse::FusionWeights;
 
 mod recipe;
 pub use recipe::{
-    BatchConfig, BatchOverride, BatchingConfig, FretConfig, HardNegativesConfig, WeightsConfig, DEFAULT_MAX_POSITIVE_RATIO,
+    BatchConfig, BatchOverride, BatchingConfig, DuplicateQueriesConfig, FretConfig, HardNegativesConfig, WeightsConfig,
+    DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_MAX_POSITIVE_RATIO,
 };
 use super::graph::FretParams;
 use super::source::Limits;
@@ -484,6 +486,10 @@ impl PipelineConfig {
         if !(ratio.is_finite() && ratio >= 0.0) {
             return bad("fret.hard_negatives.max_positive_ratio", "must be a number >= 0 (0 turns the filter off)");
         }
+        let threshold = self.fret.duplicate_queries.threshold;
+        if !(threshold > 0.0 && threshold <= 1.0) {
+            return bad("fret.duplicate_queries.threshold", "must be a cosine in (0, 1] (1.0 turns the check off)");
+        }
         if self.fret.hard_negatives.count >= self.fret.neighbours {
             return bad("fret.hard_negatives.count", "must be smaller than fret.neighbours (the positive takes one)");
         }
@@ -603,6 +609,10 @@ impl PipelineConfig {
             negatives: self.fret.hard_negatives.strategy,
             negatives_count: self.fret.hard_negatives.count,
             max_positive_ratio: Some(self.fret.hard_negatives.max_positive_ratio).filter(|&r| r > 0.0),
+            duplicate_queries: {
+                let d = self.fret.duplicate_queries;
+                (d.threshold < 1.0).then_some(DedupParams { threshold: d.threshold, action: d.action })
+            },
         }
     }
 

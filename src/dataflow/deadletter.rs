@@ -1,8 +1,8 @@
 //! Dead letters: records the pipeline could not use, with the reason and a reference to the input.
 //!
 //! Bad records are values, not panics: a malformed line, a record without id or text, a text beyond the
-//! limits, or an LLM answer that could not be parsed becomes a [`DeadLetter`] on its own stream, written
-//! to the dead-letter sink, and the run goes on.
+//! limits, an LLM answer that could not be parsed, or a near-duplicate query becomes a [`DeadLetter`] on its
+//! own stream, written to the dead-letter sink, and the run goes on.
 use serde::{Deserialize, Serialize};
 
 /// Where in the pipeline a record was rejected.
@@ -17,6 +17,8 @@ pub enum Stage {
     Generate,
     /// Embedding a passage or a query.
     Embed,
+    /// Near-duplicate queries ([`super::dedup`]): a query within the threshold of a kept query.
+    Dedup,
     /// QL/RC judging by the LLM.
     Judge,
 }

@@ -1,6 +1,7 @@
 //! Assembles the FRet dataflow from its stages.
 use super::async_op::{AsyncStage, BatchFn, BatchPolicy};
 use super::deadletter::DeadLetter;
+use super::dedup::{DedupParams, DedupQueries, DuplicateAction};
 use super::embed::{EmbedPassages, EmbedQueries, SharedEmbedder};
 use super::example::{Example, NegativeStrategy, Provenance};
 use super::fuse::{FuseParams, FuseRankings, FusionWeights};
@@ -31,6 +32,8 @@ pub struct FretParams {
     pub negatives_count: usize,
     /// False-negative filter ratio (`None`: off); see [`super::example::eligible_negative`].
     pub max_positive_ratio: Option<f64>,
+    /// Near-duplicate queries (`None`: the stage is left out); see [`super::dedup`].
+    pub duplicate_queries: Option<DedupParams>,
 }
 
 impl Default for FretParams {
@@ -42,6 +45,10 @@ impl Default for FretParams {
             negatives: NegativeStrategy::Last,
             negatives_count: 1,
             max_positive_ratio: Some(super::config::DEFAULT_MAX_POSITIVE_RATIO),
+            duplicate_queries: Some(DedupParams {
+                threshold: super::config::DEFAULT_DUPLICATE_THRESHOLD,
+                action: DuplicateAction::DeadLetter,
+            }),
         }
     }
 }
@@ -111,6 +118,13 @@ pub fn fret_dataflow<'scope>(records: Stream<'scope, Time, Vec<SourceRecord>>, s
     let (passage_vectors, dead_embed_p) = passages.clone().embed_passages(stages);
     let (queries, dead_generate) = passages.generate_queries(stages);
     let (query_vectors, dead_embed_q) = queries.embed_queries(stages);
+    let (query_vectors, dead_dedup) = match stages.fret.duplicate_queries {
+        Some(params) => {
+            let (live, dead) = query_vectors.dedup_queries(params, Arc::clone(&stages.metrics));
+            (live, Some(dead))
+        }
+        None => (query_vectors, None),
+    };
     let candidates = query_vectors.retrieve_top_n(passage_vectors, stages.fret.neighbours, Arc::clone(&stages.metrics));
     let (judged, dead_judge) = candidates.judge_candidates(stages);
     let params = FuseParams {
@@ -123,7 +137,9 @@ pub fn fret_dataflow<'scope>(records: Stream<'scope, Time, Vec<SourceRecord>>, s
     };
     let examples = judged.fuse_rankings(params, Arc::clone(&stages.metrics));
     let scope = records_scope(&examples);
-    let dead_letters = scope.concatenate(vec![dead_source, dead_embed_p, dead_generate, dead_embed_q, dead_judge]);
+    let mut dead = vec![dead_source, dead_embed_p, dead_generate, dead_embed_q, dead_judge];
+    dead.extend(dead_dedup);
+    let dead_letters = scope.concatenate(dead);
     FretStreams { examples, dead_letters }
 }
 

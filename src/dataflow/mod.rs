@@ -5,8 +5,9 @@
 //! ```text
 //! source records ─► source::Upsert ─► passages (id → current version)
 //!   passages ─► embed::EmbedPassages ─────────────────────────────┐ (broadcast index)
-//!   passages ─► generate::GenerateQueries ─► embed::EmbedQueries ─► retrieve::RetrieveTopN
-//!            ─► judge::JudgeCandidates ─► fuse::FuseRankings ─► examples (key = query id)
+//!   passages ─► generate::GenerateQueries ─► embed::EmbedQueries ─► dedup::DedupQueries
+//!            ─► retrieve::RetrieveTopN ─► judge::JudgeCandidates ─► fuse::FuseRankings
+//!            ─► examples (key = query id)
 //! ```
 //!
 //! - Every stage that calls a model (LLM or encoder) is an [`async_op::AsyncMap`]: it ships batches to a
@@ -24,6 +25,7 @@
 pub mod async_op;
 pub mod config;
 pub mod deadletter;
+pub mod dedup;
 pub mod embed;
 pub mod example;
 pub mod fret_labeler;

@@ -86,12 +86,17 @@ pub struct Metrics {
     pub examples_live: AtomicU64,
     /// Examples in the current set whose positive is not the seed passage.
     pub positive_not_seed: AtomicU64,
+    /// Live queries within the duplicate threshold of a kept query (dead-lettered, or kept and counted,
+    /// by `[fret] duplicate_queries`).
+    pub duplicate_queries: AtomicU64,
     /// Reading and upserting the source.
     pub source: StageMetrics,
     /// Query generation.
     pub generate: StageMetrics,
     /// Passage and query embedding.
     pub embed: StageMetrics,
+    /// Near-duplicate queries.
+    pub dedup: StageMetrics,
     /// Top-N retrieval.
     pub retrieve: StageMetrics,
     /// QL/RC judging.
@@ -126,6 +131,8 @@ pub struct Snapshot {
     pub examples_live: u64,
     /// Examples in the current set whose positive p1 is not the seed passage (the paper saw about 15%).
     pub positive_not_seed: u64,
+    /// Live queries within the duplicate threshold of a kept query, now (see [`Metrics::duplicate_queries`]).
+    pub duplicate_queries: u64,
     /// Dead letters.
     pub dead_letters: u64,
     /// LLM requests answered by the model.
@@ -154,6 +161,7 @@ impl Metrics {
             example_changes: load(&self.example_changes),
             examples_live: load(&self.examples_live),
             positive_not_seed: load(&self.positive_not_seed),
+            duplicate_queries: load(&self.duplicate_queries),
             dead_letters: load(&self.dead_letters),
             llm_calls: llm_stats.0,
             llm_cache_hits: llm_stats.1,
@@ -162,6 +170,7 @@ impl Metrics {
                 ("source".into(), op_s(&self.source)),
                 ("generate (LLM)".into(), self.generate.busy.busy().as_secs_f64()),
                 ("embed".into(), self.embed.busy.busy().as_secs_f64()),
+                ("dedup".into(), op_s(&self.dedup)),
                 ("retrieve".into(), op_s(&self.retrieve)),
                 ("judge (LLM)".into(), self.judge.busy.busy().as_secs_f64()),
                 ("fuse".into(), op_s(&self.fuse)),

@@ -54,6 +54,8 @@ pub struct Captured {
     pub changes: Vec<((String, Example), Time, Diff)>,
     /// Dead letters, sorted.
     pub dead_letters: Vec<DeadLetter>,
+    /// The run's counters.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Captured {
@@ -86,7 +88,9 @@ impl Default for Run {
     fn default() -> Self {
         Self {
             workers: 1,
-            params: FretParams { neighbours: 3, ..FretParams::default() },
+            // Near-duplicate queries off: the capture tests of the other stages give passages identical first
+            // words (so identical queries) on purpose; tests/dataflow_dedup.rs turns it on.
+            params: FretParams { neighbours: 3, duplicate_queries: None, ..FretParams::default() },
             limits: Limits::default(),
             llm_batch: BatchPolicy { max_batch: 4, max_wait: Duration::ZERO, max_in_flight: 2 },
         }
@@ -97,6 +101,7 @@ impl Run {
     /// Feeds `epochs[t]` at time `t` (worker 0), waits for each time to complete, and captures.
     pub fn go(&self, epochs: Vec<Vec<SourceRecord>>, labeler: Arc<dyn Labeler>) -> Captured {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().unwrap();
+        let metrics = Arc::new(Metrics::default());
         let stages = Stages {
             labeler,
             embedder: SharedEmbedder::new("test:words", WordEmbedder),
@@ -106,7 +111,7 @@ impl Run {
             embed_batch: BatchPolicy { max_batch: 8, max_wait: Duration::ZERO, max_in_flight: 1 },
             fret: self.params.clone(),
             limits: self.limits,
-            metrics: Arc::new(Metrics::default()),
+            metrics: Arc::clone(&metrics),
         };
         let (examples_tx, examples_rx) = mpsc::channel();
         let (dead_tx, dead_rx) = mpsc::channel();
@@ -149,7 +154,7 @@ impl Run {
         changes.sort_by(|a, b| (a.1, &a.0, a.2).cmp(&(b.1, &b.0, b.2)));
         let mut dead_letters: Vec<DeadLetter> = dead_rx.extract().into_iter().flat_map(|(_, d)| d).collect();
         dead_letters.sort();
-        Captured { changes, dead_letters }
+        Captured { changes, dead_letters, metrics }
     }
 }
 
