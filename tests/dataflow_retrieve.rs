@@ -94,16 +94,19 @@ fn a_new_query_scans_the_index_and_a_closer_new_passage_displaces_the_nth() {
         // d is closer to q than b (the current 2nd); e is farther than b and stays out.
         vec![AddPassage("d", 15.0), AddPassage("e", 70.0)],
     ];
-    assert_eq!(
-        run(2, 1, epochs),
-        vec![c("q", "a", 0, 1), c("q", "b", 0, 1), c("q", "b", 1, -1), c("q", "d", 1, 1)]
-    );
+    assert_eq!(run(2, 1, epochs), vec![c("q", "a", 0, 1), c("q", "b", 0, 1), c("q", "b", 1, -1), c("q", "d", 1, 1)]);
 }
 
 #[test]
 fn deleting_a_top_passage_refills_from_the_index_and_deleting_a_query_retracts_its_top() {
     let epochs = vec![
-        vec![AddPassage("a", 0.0), AddPassage("b", 40.0), AddPassage("c", 90.0), AddQuery("q", 10.0), AddQuery("r", 85.0)],
+        vec![
+            AddPassage("a", 0.0),
+            AddPassage("b", 40.0),
+            AddPassage("c", 90.0),
+            AddQuery("q", 10.0),
+            AddQuery("r", 85.0),
+        ],
         vec![DeletePassage("a", 0.0)],
         vec![DeleteQuery("r", 85.0)],
     ];
@@ -125,17 +128,37 @@ fn deleting_a_top_passage_refills_from_the_index_and_deleting_a_query_retracts_i
 #[test]
 fn ties_break_by_passage_so_workers_agree() {
     let epochs = vec![
-        vec![AddPassage("y", 20.0), AddPassage("x", 20.0), AddPassage("z", 20.0), AddQuery("q", 0.0), AddQuery("s", 1.0)],
+        vec![
+            AddPassage("y", 20.0),
+            AddPassage("x", 20.0),
+            AddPassage("z", 20.0),
+            AddQuery("q", 0.0),
+            AddQuery("s", 1.0),
+        ],
         vec![AddPassage("w", 20.0)],
     ];
     let one = run(2, 1, epochs);
     assert_eq!(
         one,
-        vec![c("q", "x", 0, 1), c("q", "y", 0, 1), c("s", "x", 0, 1), c("s", "y", 0, 1),
-             c("q", "w", 1, 1), c("q", "y", 1, -1), c("s", "w", 1, 1), c("s", "y", 1, -1)]
+        vec![
+            c("q", "x", 0, 1),
+            c("q", "y", 0, 1),
+            c("s", "x", 0, 1),
+            c("s", "y", 0, 1),
+            c("q", "w", 1, 1),
+            c("q", "y", 1, -1),
+            c("s", "w", 1, 1),
+            c("s", "y", 1, -1)
+        ]
     );
     let epochs = vec![
-        vec![AddPassage("y", 20.0), AddPassage("x", 20.0), AddPassage("z", 20.0), AddQuery("q", 0.0), AddQuery("s", 1.0)],
+        vec![
+            AddPassage("y", 20.0),
+            AddPassage("x", 20.0),
+            AddPassage("z", 20.0),
+            AddQuery("q", 0.0),
+            AddQuery("s", 1.0),
+        ],
         vec![AddPassage("w", 20.0)],
     ];
     assert_eq!(run(2, 3, epochs), one);

@@ -51,7 +51,8 @@ fn a_jsonl_corpus_runs_to_change_stream_snapshots_and_dead_letters() {
 
     let out = dir.path().join("out");
     let read = |name: &str| std::fs::read_to_string(out.join(name)).unwrap();
-    let snapshot_lines: Vec<serde_json::Value> = read("fret.jsonl").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let snapshot_lines: Vec<serde_json::Value> =
+        read("fret.jsonl").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(snapshot_lines.len(), 29);
     assert!(snapshot_lines.iter().all(|e| e["seed_id"] != "p3" && e["ranking"].as_array().unwrap().len() == 4));
     // Replaying the change stream gives the snapshot.
@@ -70,7 +71,13 @@ fn a_jsonl_corpus_runs_to_change_stream_snapshots_and_dead_letters() {
     assert_eq!(dead.len(), 2);
     assert!(dead.iter().any(|d| d["input"].as_str().unwrap().ends_with("corpus.jsonl:6")));
     assert!(dead.iter().any(|d| d["reason"] == "missing field `text`"));
-    let rows = |name: &str| SerializedFileReader::new(std::fs::File::open(out.join(name)).unwrap()).unwrap().metadata().file_metadata().num_rows();
+    let rows = |name: &str| {
+        SerializedFileReader::new(std::fs::File::open(out.join(name)).unwrap())
+            .unwrap()
+            .metadata()
+            .file_metadata()
+            .num_rows()
+    };
     assert_eq!(rows("fret.parquet"), 29);
     assert_eq!(rows("changes.parquet") as usize, read("changes.jsonl").lines().count());
 }

@@ -12,8 +12,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const WORDS: [&str; 24] = [
-    "wing", "flow", "shock", "boundary", "layer", "heat", "plate", "vortex", "drag", "lift", "wave", "mach",
-    "pressure", "nozzle", "jet", "cone", "body", "skin", "friction", "laminar", "turbulent", "stream", "edge", "slot",
+    "wing",
+    "flow",
+    "shock",
+    "boundary",
+    "layer",
+    "heat",
+    "plate",
+    "vortex",
+    "drag",
+    "lift",
+    "wave",
+    "mach",
+    "pressure",
+    "nozzle",
+    "jet",
+    "cone",
+    "body",
+    "skin",
+    "friction",
+    "laminar",
+    "turbulent",
+    "stream",
+    "edge",
+    "slot",
 ];
 
 /// A deterministic stream of epochs: 40 passages in 4 epochs, then changes of 6 and deletes of 5.
@@ -25,7 +47,8 @@ fn epochs() -> Vec<Vec<SourceRecord>> {
         state ^= state << 17;
         state
     };
-    let mut text = |len: usize| (0..len).map(|_| WORDS[(next() % WORDS.len() as u64) as usize]).collect::<Vec<_>>().join(" ");
+    let mut text =
+        |len: usize| (0..len).map(|_| WORDS[(next() % WORDS.len() as u64) as usize]).collect::<Vec<_>>().join(" ");
     let mut seq = 0;
     let mut epochs: Vec<Vec<SourceRecord>> = (0..4)
         .map(|e| {
@@ -45,7 +68,12 @@ fn epochs() -> Vec<Vec<SourceRecord>> {
 #[test]
 fn one_two_and_four_workers_give_identical_changes_and_final_sets() {
     let run = |workers: usize| {
-        let params = FretParams { neighbours: 5, negatives: NegativeStrategy::Random, negatives_count: 2, ..FretParams::default() };
+        let params = FretParams {
+            neighbours: 5,
+            negatives: NegativeStrategy::Random,
+            negatives_count: 2,
+            ..FretParams::default()
+        };
         let llm_batch = BatchPolicy { max_batch: 3, max_wait: Duration::ZERO, max_in_flight: 2 };
         Run { workers, params, llm_batch, ..Run::default() }.go(epochs(), Arc::new(OverlapLabeler::new(4)))
     };

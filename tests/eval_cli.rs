@@ -113,7 +113,14 @@ fn cranfield_ndcg_matches_the_reference_pipeline() {
     let report_path = tmp.path().join("report.json");
     let out = eval(
         tmp.path(),
-        &["--model", "all-MiniLM-L6-v2", "--dataset", data.to_str().unwrap(), "--output", report_path.to_str().unwrap()],
+        &[
+            "--model",
+            "all-MiniLM-L6-v2",
+            "--dataset",
+            data.to_str().unwrap(),
+            "--output",
+            report_path.to_str().unwrap(),
+        ],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "fretflow eval failed: {stderr}");

@@ -17,7 +17,10 @@ fn fretflow() -> Command {
 
 fn corpus_jsonl(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
     let lines: Vec<String> = (0..n)
-        .map(|i| serde_json::json!({"_id": format!("d{i}"), "title": format!("T{i}"), "text": format!("passage {i}")}).to_string())
+        .map(|i| {
+            serde_json::json!({"_id": format!("d{i}"), "title": format!("T{i}"), "text": format!("passage {i}")})
+                .to_string()
+        })
         .collect();
     write(dir, "corpus.jsonl", &(lines.join("\n") + "\n"))
 }
@@ -28,7 +31,9 @@ fn produce_jsonl_then_passthrough_killed_with_sigkill_and_restarted_loses_no_key
     let dir = tempfile::tempdir().unwrap();
     let (input, output, group) = (unique("in"), unique("out"), unique("group"));
     let corpus = corpus_jsonl(dir.path(), 1000);
-    run(fretflow().args(["kafka", "produce", "--topic", &input, "--partitions", "3", "--bootstrap", &bootstrap]).arg(&corpus));
+    run(fretflow()
+        .args(["kafka", "produce", "--topic", &input, "--partitions", "3", "--bootstrap", &bootstrap])
+        .arg(&corpus));
     assert_eq!(read_all(&bootstrap, &input).len(), 1000);
 
     let passthrough = |extra: &[&str]| {
@@ -51,7 +56,10 @@ fn produce_jsonl_then_passthrough_killed_with_sigkill_and_restarted_loses_no_key
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let committed_at_kill: i64 = committed(&bootstrap, &group, &input, 3).values().sum();
-    assert!(committed_before_kill <= committed_at_kill && committed_at_kill < 1000, "killed mid-run: {committed_at_kill}");
+    assert!(
+        committed_before_kill <= committed_at_kill && committed_at_kill < 1000,
+        "killed mid-run: {committed_at_kill}"
+    );
 
     // Second life: resumes from the committed offsets and finishes.
     // (Static partitioning, the default: with `group`, the killed process's consumers would stay members
@@ -84,8 +92,17 @@ fn produce_jsonl_then_passthrough_killed_with_sigkill_and_restarted_loses_no_key
     }
 
     // And our consume command prints readable lines.
-    let out = run(fretflow()
-        .args(["kafka", "consume", "--topic", &output, "--from-beginning", "--max", "3", "--bootstrap", &bootstrap]));
+    let out = run(fretflow().args([
+        "kafka",
+        "consume",
+        "--topic",
+        &output,
+        "--from-beginning",
+        "--max",
+        "3",
+        "--bootstrap",
+        &bootstrap,
+    ]));
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
     assert!(lines.iter().all(|l| l.starts_with("upsert  d") && l.contains("passage ")), "{out}");
@@ -118,7 +135,10 @@ fn produce_parquet_and_delete_then_consume_shows_upserts_and_deletes() {
 
     let topic = unique("parquet");
     let produce = |extra: &[&str]| {
-        run(fretflow().args(["kafka", "produce", "--topic", &topic, "--partitions", "1", "--bootstrap", &bootstrap]).args(extra).arg(&path))
+        run(fretflow()
+            .args(["kafka", "produce", "--topic", &topic, "--partitions", "1", "--bootstrap", &bootstrap])
+            .args(extra)
+            .arg(&path))
     };
     produce(&[]);
     produce(&["--delete"]);
@@ -128,10 +148,31 @@ fn produce_parquet_and_delete_then_consume_shows_upserts_and_deletes() {
     assert_eq!(first, serde_json::json!({"id": "x1", "title": "Title", "text": "first text"}));
     assert!(records[2].value.is_none() && records[3].value.is_none());
 
-    let out = run(fretflow().args(["kafka", "consume", "--topic", &topic, "--from-beginning", "--max", "4", "--bootstrap", &bootstrap]));
+    let out = run(fretflow().args([
+        "kafka",
+        "consume",
+        "--topic",
+        &topic,
+        "--from-beginning",
+        "--max",
+        "4",
+        "--bootstrap",
+        &bootstrap,
+    ]));
     let ops: Vec<&str> = out.lines().map(|l| l.split_whitespace().next().unwrap()).collect();
     assert_eq!(ops, ["upsert", "upsert", "delete", "delete"], "{out}");
-    let out = run(fretflow().args(["kafka", "consume", "--topic", &topic, "--from-beginning", "--idle-exit", "2", "--json", "--bootstrap", &bootstrap]));
+    let out = run(fretflow().args([
+        "kafka",
+        "consume",
+        "--topic",
+        &topic,
+        "--from-beginning",
+        "--idle-exit",
+        "2",
+        "--json",
+        "--bootstrap",
+        &bootstrap,
+    ]));
     let last: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!((last["op"].as_str(), last["key"].as_str()), (Some("delete"), Some("x2")));
 }

@@ -2,9 +2,9 @@
 //! broker, with the instant word-overlap labeler and a bag-of-words embedder: passages in over 3
 //! partitions and 2 workers, one live example per query key out, provenance headers, and a passage
 //! deleted in the same run gives tombstones for the examples it seeded.
-mod kafka_support;
 #[path = "dataflow_support/mod.rs"]
 mod dataflow_support;
+mod kafka_support;
 
 use fretflow::connectors::kafka::fret::FretTransform;
 use fretflow::connectors::kafka::passthrough::{self, RunOptions};
@@ -67,9 +67,8 @@ fn fret_over_kafka_gives_one_live_example_per_query_and_tombstones_for_a_deleted
     };
     // Once p7's example is out, delete p7 while the pipeline runs.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let seeds = |out: &[Read]| -> Vec<String> {
-        out.iter().filter_map(|m| m.headers.get("fretflow.seed").cloned()).collect()
-    };
+    let seeds =
+        |out: &[Read]| -> Vec<String> { out.iter().filter_map(|m| m.headers.get("fretflow.seed").cloned()).collect() };
     while !seeds(&read_all_if_exists(&bootstrap, &output)).contains(&"p7".to_owned()) {
         assert!(Instant::now() < deadline, "no example seeded by p7 within 60 s");
         std::thread::sleep(Duration::from_millis(300));

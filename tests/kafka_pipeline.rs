@@ -32,8 +32,14 @@ fn thousand_passages_over_three_partitions_and_two_workers_give_one_live_record_
     produce(&bootstrap, &input, &messages);
 
     let (source, sink) = configs(&input, &output, &group);
-    let reports = passthrough::run(&connection(&bootstrap), &source, &sink, &options(2), Identity { source_topic: input.clone() })
-        .unwrap();
+    let reports = passthrough::run(
+        &connection(&bootstrap),
+        &source,
+        &sink,
+        &options(2),
+        Identity { source_topic: input.clone() },
+    )
+    .unwrap();
     assert_eq!(reports.iter().map(|r| r.records).sum::<u64>(), 1100, "{reports:?}");
     assert!(reports.iter().all(|r| r.records > 0), "both workers own partitions: {reports:?}");
 
@@ -62,7 +68,8 @@ fn tombstone_in_gives_tombstone_out() {
     create_topic(&bootstrap, &input, 1);
     produce(&bootstrap, &input, &[passage("a", "alpha"), passage("b", "beta"), tombstone("a")]);
     let (source, sink) = configs(&input, &output, &group);
-    passthrough::run(&connection(&bootstrap), &source, &sink, &options(1), Identity { source_topic: input.clone() }).unwrap();
+    passthrough::run(&connection(&bootstrap), &source, &sink, &options(1), Identity { source_topic: input.clone() })
+        .unwrap();
     let out = read_all(&bootstrap, &output);
     let latest = latest_by_key(&out);
     assert_eq!(latest["a"], None, "a's last record is a tombstone: {out:?}");
@@ -86,7 +93,8 @@ fn malformed_messages_go_to_the_dead_letter_topic_with_their_reason_and_the_rest
 
     let (mut source, sink) = configs(&input, &output, &group);
     source.max_message_bytes = 4096;
-    passthrough::run(&connection(&bootstrap), &source, &sink, &options(1), Identity { source_topic: input.clone() }).unwrap();
+    passthrough::run(&connection(&bootstrap), &source, &sink, &options(1), Identity { source_topic: input.clone() })
+        .unwrap();
 
     let latest = latest_by_key(&read_all(&bootstrap, &output));
     let expected: BTreeSet<String> = (0..10).map(|i| format!("ok{i}")).collect();
@@ -94,10 +102,11 @@ fn malformed_messages_go_to_the_dead_letter_topic_with_their_reason_and_the_rest
     let dead = read_all(&bootstrap, &format!("{output}.dead-letter"));
     let reasons: BTreeMap<String, String> =
         dead.iter().map(|m| (m.key.clone().unwrap(), m.headers["fretflow.error"].clone())).collect();
-    let want: BTreeMap<String, String> = [("bad1", "not_json"), ("bad2", "missing_id"), ("bad3", "empty_text"), ("big", "oversize")]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+    let want: BTreeMap<String, String> =
+        [("bad1", "not_json"), ("bad2", "missing_id"), ("bad3", "empty_text"), ("big", "oversize")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
     assert_eq!(reasons, want);
     let not_json = dead.iter().find(|m| m.key.as_deref() == Some("bad1")).unwrap();
     assert_eq!(not_json.value.as_deref(), Some(&b"this is not json"[..]), "the original value is kept");

@@ -105,7 +105,8 @@ async fn another_model_or_prompt_version_misses_the_cache() {
     assert_eq!(other_model.model_calls().total(), 25);
     drop(other_model);
 
-    let zero_shot = FretOptions { prompts: PromptOptions { ql_examples: 0, ..PromptOptions::default() }, ..FretOptions::default() };
+    let zero_shot =
+        FretOptions { prompts: PromptOptions { ql_examples: 0, ..PromptOptions::default() }, ..FretOptions::default() };
     let other_ql_prompt = llm(&path, "m", zero_shot);
     run_all(&other_ql_prompt).await;
     let calls = other_ql_prompt.model_calls();

@@ -3,8 +3,8 @@
 use fretflow::llm::fret::{EchoSource, FretLlm, FretOptions, QueryGenFailure, ScriptedLlm};
 use fretflow::llm::prompts::{FretPrompts, PromptKind, PromptOptions, RELEVANCE_LABELS};
 use fretflow::llm::{
-    BackendId, ContinuationScore, FinishReason, GenerateRequest, Generation, LabelDistribution, LabelRequest, LlmBackend,
-    LlmError, Prompt, ScoreRequest,
+    BackendId, ContinuationScore, FinishReason, GenerateRequest, Generation, LabelDistribution, LabelRequest,
+    LlmBackend, LlmError, Prompt, ScoreRequest,
 };
 use fretflow::records::Passage;
 use std::sync::{Arc, Mutex};
@@ -32,8 +32,12 @@ fn parse(answer: &str) -> Result<String, QueryGenFailure> {
 
 #[test]
 fn a_well_formed_answer_parses_into_task_and_query() {
-    let got = parse(" Given a question, retrieve a passage that answers it\nQuery: how does friction change along a plate");
-    assert_eq!(got.unwrap(), "Given a question, retrieve a passage that answers it | how does friction change along a plate");
+    let got =
+        parse(" Given a question, retrieve a passage that answers it\nQuery: how does friction change along a plate");
+    assert_eq!(
+        got.unwrap(),
+        "Given a question, retrieve a passage that answers it | how does friction change along a plate"
+    );
 }
 
 #[test]
@@ -53,13 +57,22 @@ fn blank_answers_and_blank_queries_are_empty_failures() {
 #[test]
 fn answers_without_the_expected_shape_are_unparsable() {
     let no_marker = parse(" I think the passage is about friction.");
-    assert!(matches!(no_marker, Err(QueryGenFailure::Unparsable { ref why, .. }) if why.contains("Query")), "{no_marker:?}");
+    assert!(
+        matches!(no_marker, Err(QueryGenFailure::Unparsable { ref why, .. }) if why.contains("Query")),
+        "{no_marker:?}"
+    );
     let no_task = parse("\nQuery: how thick is the boundary layer");
     assert!(matches!(no_task, Err(QueryGenFailure::Unparsable { ref why, .. }) if why.contains("task")), "{no_task:?}");
     let repetitive = parse(" Task\nQuery: the validity of the validity of the validity of the validity of");
-    assert!(matches!(repetitive, Err(QueryGenFailure::Unparsable { ref why, .. }) if why.contains("repeats")), "{repetitive:?}");
+    assert!(
+        matches!(repetitive, Err(QueryGenFailure::Unparsable { ref why, .. }) if why.contains("repeats")),
+        "{repetitive:?}"
+    );
     let rambling = parse(&format!(" Task\nQuery: {}", "very ".repeat(70)));
-    assert!(matches!(rambling, Err(QueryGenFailure::Unparsable { ref why, .. }) if why.contains("70 words")), "{rambling:?}");
+    assert!(
+        matches!(rambling, Err(QueryGenFailure::Unparsable { ref why, .. }) if why.contains("70 words")),
+        "{rambling:?}"
+    );
 }
 
 #[test]
@@ -72,11 +85,20 @@ fn echoes_of_the_title_the_examples_the_task_and_the_passage_are_rejected() {
     let example = prompts().examples()[0].query.clone();
     assert_eq!(echo(&format!(" Find papers\nQuery: {example}")), Some(EchoSource::FewShotExample));
     assert_eq!(echo(" Find the friction\nQuery: find the friction"), Some(EchoSource::Task));
-    assert_eq!(echo(" Find papers\nQuery: the turbulent boundary layer thickens downstream"), Some(EchoSource::Passage));
+    assert_eq!(
+        echo(" Find papers\nQuery: the turbulent boundary layer thickens downstream"),
+        Some(EchoSource::Passage)
+    );
     // Words taken from an example (about caffeine and sleep loss) rather than from this passage.
-    assert_eq!(echo(" Find papers\nQuery: does friction slow reaction time after sleep loss"), Some(EchoSource::FewShotExample));
+    assert_eq!(
+        echo(" Find papers\nQuery: does friction slow reaction time after sleep loss"),
+        Some(EchoSource::FewShotExample)
+    );
     // A copy with a word changed at its start is still a copy.
-    assert_eq!(echo(" Find papers\nQuery: a turbulent boundary layer thickens downstream while the local friction"), Some(EchoSource::Passage));
+    assert_eq!(
+        echo(" Find papers\nQuery: a turbulent boundary layer thickens downstream while the local friction"),
+        Some(EchoSource::Passage)
+    );
     // A short phrase shared with the passage is not a copy.
     assert!(parse(" Find papers\nQuery: why does skin friction fall along a flat plate?").is_ok());
 }
@@ -276,7 +298,8 @@ async fn requests_are_sent_in_batches_of_batch_size_and_duplicates_once() {
     let recorder = Arc::new(BatchRecorder { inner: ScriptedLlm::new("m"), batches: Mutex::new(Vec::new()) });
     let options = FretOptions { batch_size: 4, batches_in_flight: 2, ..FretOptions::default() };
     let llm = FretLlm::new(recorder.clone(), None, options);
-    let mut passages: Vec<Passage> = (0..10).map(|i| passage(&format!("p{i}"), "", &format!("text number {i} here"))).collect();
+    let mut passages: Vec<Passage> =
+        (0..10).map(|i| passage(&format!("p{i}"), "", &format!("text number {i} here"))).collect();
     passages.push(passages[0].clone());
     let got = llm.generate_queries(&passages).await;
     assert_eq!(got.len(), 11);
@@ -310,7 +333,8 @@ async fn cli_queries_writes_queries_and_dead_letters_and_a_cached_rerun_only_ret
         .with_priority(1)
         .mount(&server)
         .await;
-    let answer = serde_json::json!({"choices": [{"text": " Given a question, find the answer\nQuery: when does a wing stall"}]});
+    let answer =
+        serde_json::json!({"choices": [{"text": " Given a question, find the answer\nQuery: when does a wing stall"}]});
     Mock::given(method("POST"))
         .and(path("/v1/completions"))
         .respond_with(ResponseTemplate::new(200).set_body_json(answer))
@@ -325,15 +349,25 @@ async fn cli_queries_writes_queries_and_dead_letters_and_a_cached_rerun_only_ret
     let args: Vec<String> = ["llm", "queries", "--input", &p(&input), "--output", &p(&output), "--llm"]
         .iter()
         .map(|s| s.to_string())
-        .chain([format!("{}/v1", server.uri()), "--model".into(), "m".into(), "--cache".into(), p(&dir.path().join("c.redb"))])
+        .chain([
+            format!("{}/v1", server.uri()),
+            "--model".into(),
+            "m".into(),
+            "--cache".into(),
+            p(&dir.path().join("c.redb")),
+        ])
         .collect();
     let run = fretflow(args.clone()).await;
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let queries = lines(&output);
     assert_eq!(queries.len(), 1);
-    assert_eq!((queries[0]["seed_id"].as_str(), queries[0]["text"].as_str()), (Some("a"), Some("when does a wing stall")));
+    assert_eq!(
+        (queries[0]["seed_id"].as_str(), queries[0]["text"].as_str()),
+        (Some("a"), Some("when does a wing stall"))
+    );
     let failures = lines(&dir.path().join("queries.failures.jsonl"));
-    let reasons: Vec<(&str, &str)> = failures.iter().map(|f| (f["input"].as_str().unwrap(), f["reason"].as_str().unwrap())).collect();
+    let reasons: Vec<(&str, &str)> =
+        failures.iter().map(|f| (f["input"].as_str().unwrap(), f["reason"].as_str().unwrap())).collect();
     assert!(reasons[0].0.ends_with("passages.jsonl:2") && reasons[0].1 == "malformed_input", "{reasons:?}");
     assert!(reasons[1].0.ends_with("passages.jsonl:3") && reasons[1].1 == "llm_error", "{reasons:?}");
     assert_eq!(server.received_requests().await.unwrap().len(), 2);
@@ -352,12 +386,21 @@ async fn cli_judge_on_a_server_without_ql_writes_rc_only_judgements() {
     let top = serde_json::json!({" 3": 0.7f64.ln(), " 2": 0.2f64.ln(), " 1": 0.1f64.ln()});
     let answer = serde_json::json!({"choices": [{"text": " 3", "logprobs": {"tokens": [" 3"], "token_logprobs": [-0.3],
         "text_offset": [0], "top_logprobs": [top]}}]});
-    Mock::given(method("POST")).and(path("/v1/completions")).respond_with(ResponseTemplate::new(200).set_body_json(answer)).mount(&server).await;
+    Mock::given(method("POST"))
+        .and(path("/v1/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+        .mount(&server)
+        .await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("remote.toml");
-    std::fs::write(&config, format!("base_url = \"{}/v1\"\nmodel = \"m\"\nql = \"unsupported\"\n", server.uri())).unwrap();
+    std::fs::write(&config, format!("base_url = \"{}/v1\"\nmodel = \"m\"\nql = \"unsupported\"\n", server.uri()))
+        .unwrap();
     let input = dir.path().join("pairs.jsonl");
-    std::fs::write(&input, "{\"query_id\":\"q1\",\"query\":\"wing stall\",\"passage\":{\"_id\":\"a\",\"text\":\"stall\"}}\n").unwrap();
+    std::fs::write(
+        &input,
+        "{\"query_id\":\"q1\",\"query\":\"wing stall\",\"passage\":{\"_id\":\"a\",\"text\":\"stall\"}}\n",
+    )
+    .unwrap();
     let output = dir.path().join("judgements.jsonl");
     let args = ["llm", "judge", "--input", &input.display().to_string(), "--output", &output.display().to_string()]
         .iter()

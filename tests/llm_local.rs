@@ -291,7 +291,8 @@ fn seeded_sampling_is_reproducible_and_independent_of_the_batch() {
 
 #[test]
 fn single_token_label_probs_are_the_renormalized_next_token_distribution() {
-    let prompt = Prompt::Chat(vec![ChatMessage { role: "user".into(), content: "Rate from 0 to 3: is the sky blue?".into() }]);
+    let prompt =
+        Prompt::Chat(vec![ChatMessage { role: "user".into(), content: "Rate from 0 to 3: is the sky blue?".into() }]);
     let labels: Vec<String> = ["0", "1", "2", "3"].iter().map(|s| s.to_string()).collect();
     let req = LabelRequest { prompt: prompt.clone(), labels: labels.clone() };
     let dist = block_on(llm().label_probs(vec![req])).remove(0).unwrap();
@@ -379,7 +380,10 @@ fn safetensors_qwen2_with_biases_matches_transformers() {
         }
     }
     let chat = vec![ChatMessage { role: "user".into(), content: "hi".into() }];
-    assert_eq!(qwen.render_prompt(&Prompt::Chat(chat)).unwrap(), "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+    assert_eq!(
+        qwen.render_prompt(&Prompt::Chat(chat)).unwrap(),
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    );
 }
 
 #[test]
@@ -450,7 +454,11 @@ fn ql_prefers_the_seed_passage_over_a_random_one_on_cranfield() {
     for (q, pair) in queries.iter().zip(scores.chunks(2)) {
         println!("{:>8.2} {:>8.2}  {q}", pair[0], pair[1]);
     }
-    println!("QL ranks the seed passage first in {wins}/{} cases ({rate:.2}), {:.1}s", seeds.len(), started.elapsed().as_secs_f32());
+    println!(
+        "QL ranks the seed passage first in {wins}/{} cases ({rate:.2}), {:.1}s",
+        seeds.len(),
+        started.elapsed().as_secs_f32()
+    );
     assert!(rate >= 0.7, "seed passage preferred in only {wins}/{} cases", seeds.len());
 }
 
@@ -462,7 +470,8 @@ fn bf16_precision_stays_within_a_quarter_nat_and_keeps_the_top_token() {
         ..Default::default()
     };
     let bf16 = LocalLlm::load("SmolLM2-135M-Instruct", options).unwrap();
-    let cases: Vec<&Value> = fixture()["next_token"].as_array().unwrap().iter().filter(|c| c.get("text").is_some()).collect();
+    let cases: Vec<&Value> =
+        fixture()["next_token"].as_array().unwrap().iter().filter(|c| c.get("text").is_some()).collect();
     let prompts = cases.iter().map(|c| text(c["text"].as_str().unwrap())).collect();
     let mut worst = 0f32;
     for (case, row) in cases.iter().zip(block_on(bf16.next_token_logprobs(prompts))) {
@@ -484,12 +493,17 @@ fn cli_judge_without_rc_in_bf16_scores_query_likelihood_alone() {
     let input = dir.path().join("pairs.jsonl");
     let query = "at what angle of attack does a wing stall";
     let pairs = [
-        ("stall", "a wing stalls when its angle of attack exceeds the critical angle, about fifteen degrees, and lift drops"),
+        (
+            "stall",
+            "a wing stalls when its angle of attack exceeds the critical angle, about fifteen degrees, and lift drops",
+        ),
         ("bread", "knead the dough for ten minutes, then let the bread rise in a warm place for an hour"),
     ];
     let lines: Vec<String> = pairs
         .iter()
-        .map(|(id, text)| serde_json::json!({"query_id": "q", "query": query, "passage": {"id": id, "text": text}}).to_string())
+        .map(|(id, text)| {
+            serde_json::json!({"query_id": "q", "query": query, "passage": {"id": id, "text": text}}).to_string()
+        })
         .collect();
     std::fs::write(&input, lines.join("\n") + "\n").expect("write pairs");
     let output = dir.path().join("judged.jsonl");
@@ -504,7 +518,11 @@ fn cli_judge_without_rc_in_bf16_scores_query_likelihood_alone() {
     };
     let bad = run("f16");
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("f16"), "the error names the value: {}", String::from_utf8_lossy(&bad.stderr));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("f16"),
+        "the error names the value: {}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 
     let done = run("bf16");
     assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));

@@ -58,7 +58,8 @@ async fn requests(server: &MockServer) -> Vec<Value> {
 #[tokio::test]
 async fn a_429_with_retry_after_is_waited_out_then_retried() {
     let server = MockServer::start().await;
-    mount(&server, "/v1/chat/completions", ResponseTemplate::new(429).insert_header("Retry-After", "1"), Some(1), 1).await;
+    mount(&server, "/v1/chat/completions", ResponseTemplate::new(429).insert_header("Retry-After", "1"), Some(1), 1)
+        .await;
     mount(&server, "/v1/chat/completions", chat_ok("hello"), None, 2).await;
     let started = Instant::now();
     let got = backend(config(&server)).generate(vec![chat("hi")]).await;
@@ -85,7 +86,10 @@ async fn server_errors_beyond_max_retries_fail_the_request() {
     mount(&server, "/v1/chat/completions", ResponseTemplate::new(502).set_body_string("bad gateway"), None, 1).await;
     let got = backend(config(&server)).generate(vec![chat("hi")]).await;
     let err = got[0].as_ref().unwrap_err();
-    assert!(matches!(err, LlmError::Call(m) if m.contains("502") && m.contains("bad gateway") && m.contains("4 attempt")), "{err}");
+    assert!(
+        matches!(err, LlmError::Call(m) if m.contains("502") && m.contains("bad gateway") && m.contains("4 attempt")),
+        "{err}"
+    );
     assert_eq!(requests(&server).await.len(), 4, "1 attempt + max_retries 3");
 }
 
@@ -116,7 +120,8 @@ async fn a_timeout_followed_by_an_answer_succeeds() {
 #[tokio::test]
 async fn garbage_bodies_are_bad_responses_and_not_retried() {
     let server = MockServer::start().await;
-    mount(&server, "/v1/chat/completions", ResponseTemplate::new(200).set_body_string("<html>oops</html>"), None, 1).await;
+    mount(&server, "/v1/chat/completions", ResponseTemplate::new(200).set_body_string("<html>oops</html>"), None, 1)
+        .await;
     mount(&server, "/v1/completions", ResponseTemplate::new(200).set_body_json(json!({"id": 1})), None, 1).await;
     let b = backend(config(&server));
     let got = b.generate(vec![chat("hi")]).await;
@@ -133,14 +138,19 @@ async fn a_rejected_request_is_invalid_and_not_retried() {
     let body = json!({"error": {"message": "prompt is longer than the context"}});
     mount(&server, "/v1/chat/completions", ResponseTemplate::new(400).set_body_json(body), None, 1).await;
     let got = backend(config(&server)).generate(vec![chat("hi")]).await;
-    assert!(matches!(&got[0], Err(LlmError::InvalidRequest(m)) if m.contains("longer than the context")), "{:?}", got[0]);
+    assert!(
+        matches!(&got[0], Err(LlmError::InvalidRequest(m)) if m.contains("longer than the context")),
+        "{:?}",
+        got[0]
+    );
     assert_eq!(requests(&server).await.len(), 1);
 }
 
 #[tokio::test]
 async fn a_retry_after_beyond_the_cap_fails_at_once() {
     let server = MockServer::start().await;
-    mount(&server, "/v1/chat/completions", ResponseTemplate::new(429).insert_header("Retry-After", "600"), None, 1).await;
+    mount(&server, "/v1/chat/completions", ResponseTemplate::new(429).insert_header("Retry-After", "600"), None, 1)
+        .await;
     let got = backend(config(&server)).generate(vec![chat("hi")]).await;
     assert!(matches!(&got[0], Err(LlmError::Call(m)) if m.contains("retry_after_max_secs")), "{:?}", got[0]);
     assert_eq!(requests(&server).await.len(), 1);
@@ -180,7 +190,8 @@ async fn failed_calls_are_never_cached() {
     assert_eq!(cache.len().unwrap(), 0);
 
     server.reset().await;
-    let answer = json!({"choices": [{"text": " Find facts\nQuery: how fast did the x-15 fly", "finish_reason": "stop"}]});
+    let answer =
+        json!({"choices": [{"text": " Find facts\nQuery: how fast did the x-15 fly", "finish_reason": "stop"}]});
     mount(&server, "/v1/completions", ResponseTemplate::new(200).set_body_json(answer), None, 1).await;
     for _ in 0..2 {
         let got = llm.generate_queries(&[passage()]).await;
@@ -208,10 +219,28 @@ async fn ql_sums_the_continuation_tokens_found_by_character_offsets() {
     // Non-ASCII text: byte offsets and character offsets differ, and only characters are right.
     let prompt = "Passage: Überschall — cônes.\nQuestion:";
     let continuation = " warum Überschall?";
-    let tokens = ["Passage", ":", " Über", "schall", " —", " cônes", ".\n", "Question", ":", " warum", " Über", "schall", "?", "\n"];
-    let lps = [None, Some(-0.5), Some(-2.0), Some(-1.0), Some(-0.7), Some(-0.1), Some(-0.3), Some(-0.2), Some(-0.1),
-        Some(-1.5), Some(-2.25), Some(-0.5), Some(-0.25), Some(-3.0)];
-    mount(&server, "/v1/completions", ResponseTemplate::new(200).set_body_json(echo_answer(&tokens, &lps)), None, 1).await;
+    let tokens = [
+        "Passage", ":", " Über", "schall", " —", " cônes", ".\n", "Question", ":", " warum", " Über", "schall", "?",
+        "\n",
+    ];
+    let lps = [
+        None,
+        Some(-0.5),
+        Some(-2.0),
+        Some(-1.0),
+        Some(-0.7),
+        Some(-0.1),
+        Some(-0.3),
+        Some(-0.2),
+        Some(-0.1),
+        Some(-1.5),
+        Some(-2.25),
+        Some(-0.5),
+        Some(-0.25),
+        Some(-3.0),
+    ];
+    mount(&server, "/v1/completions", ResponseTemplate::new(200).set_body_json(echo_answer(&tokens, &lps)), None, 1)
+        .await;
     let request = ScoreRequest { prompt: prompt.into(), continuation: continuation.into() };
     let got = backend(config(&server)).score(vec![request]).await;
     let score = got[0].as_ref().unwrap();
@@ -219,7 +248,10 @@ async fn ql_sums_the_continuation_tokens_found_by_character_offsets() {
     assert!((score.sum_logprob - (-4.5)).abs() < 1e-12, "{}", score.sum_logprob);
     let sent = &requests(&server).await[0];
     assert_eq!(sent["prompt"], json!(format!("{prompt}{continuation}")));
-    assert_eq!((sent["echo"].clone(), sent["logprobs"].clone(), sent["max_tokens"].clone()), (json!(true), json!(1), json!(1)));
+    assert_eq!(
+        (sent["echo"].clone(), sent["logprobs"].clone(), sent["max_tokens"].clone()),
+        (json!(true), json!(1), json!(1))
+    );
 }
 
 #[tokio::test]
@@ -301,7 +333,8 @@ async fn the_api_key_is_sent_as_bearer_and_never_printed_or_logged() {
         .await;
     let logs = LogBuffer::default();
     let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_writer(move || sink.clone()).finish();
+    let subscriber =
+        tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_writer(move || sink.clone()).finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let mut c = config(&server);
@@ -321,7 +354,10 @@ fn a_missing_key_variable_and_unknown_fields_are_config_errors_naming_them() {
     let mut c = RemoteConfig::new("http://127.0.0.1:1/v1", "m");
     c.api_key_env = Some("FRETFLOW_TEST_NO_SUCH_KEY_VAR".into());
     let err = RemoteLlm::new(c).unwrap_err();
-    assert!(matches!(&err, RemoteConfigError::MissingApiKey { var } if var == "FRETFLOW_TEST_NO_SUCH_KEY_VAR"), "{err}");
+    assert!(
+        matches!(&err, RemoteConfigError::MissingApiKey { var } if var == "FRETFLOW_TEST_NO_SUCH_KEY_VAR"),
+        "{err}"
+    );
     let err = toml::from_str::<RemoteConfig>("base_url = 'http://x/v1'\nmodel = 'm'\nmax_retry = 3\n").unwrap_err();
     assert!(err.to_string().contains("max_retry"), "{err}");
     let mut c = RemoteConfig::new("localhost:8000", "m");
@@ -385,7 +421,10 @@ async fn a_real_llama_cpp_python_server_generates_scores_and_labels() {
             break;
         }
         if let Ok(Some(status)) = server.0.try_wait() {
-            panic!("llama_cpp.server exited with {status}: {}", std::fs::read_to_string(log.path()).unwrap_or_default());
+            panic!(
+                "llama_cpp.server exited with {status}: {}",
+                std::fs::read_to_string(log.path()).unwrap_or_default()
+            );
         }
         assert!(Instant::now() < deadline, "llama_cpp.server did not start in 120 s");
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -12,7 +12,7 @@ use fretflow::train::manifest::{read_manifest, CheckpointEvaluator, Metrics, PLO
 use fretflow::train::optim::OptimConfig;
 use fretflow::train::promotion::PromotionConfig;
 use fretflow::train::source::{ChangeSource, FileSource};
-use fretflow::train::{DistillTeacher, GeckoLoss, Trainer, TrainerConfig, TrainError};
+use fretflow::train::{DistillTeacher, GeckoLoss, TrainError, Trainer, TrainerConfig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -76,9 +76,18 @@ fn trained_checkpoint_loads_in_sentence_transformers_with_the_same_embeddings() 
     trainer.run(&mut FileSource::new(&fret())).unwrap();
     let ckpt = out.path().join(LATEST).canonicalize().unwrap();
     assert!(ckpt.ends_with("checkpoint-00000002"), "{}", ckpt.display());
-    for f in ["config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "modules.json",
-        "1_Pooling/config.json", "sentence_bert_config.json", "config_sentence_transformers.json",
-        "fretflow.json", "optimizer.safetensors"] {
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "vocab.txt",
+        "modules.json",
+        "1_Pooling/config.json",
+        "sentence_bert_config.json",
+        "config_sentence_transformers.json",
+        "fretflow.json",
+        "optimizer.safetensors",
+    ] {
         assert!(ckpt.join(f).is_file(), "checkpoint lacks {f}");
     }
     let base = SentenceEncoder::from_name("all-MiniLM-L6-v2", options()).unwrap();
@@ -109,7 +118,8 @@ fn trained_checkpoint_loads_in_sentence_transformers_with_the_same_embeddings() 
     for (i, row) in theirs.iter().enumerate() {
         let t = Tensor::from_slice(row);
         let o = ours.get(i as i64);
-        let cos = (&t * &o).sum(tch::Kind::Float).double_value(&[]) / (t.norm().double_value(&[]) * o.norm().double_value(&[]));
+        let cos = (&t * &o).sum(tch::Kind::Float).double_value(&[])
+            / (t.norm().double_value(&[]) * o.norm().double_value(&[]));
         assert!(cos >= 0.99999, "text {i}: cosine {cos} between sentence-transformers and fretflow");
     }
 }

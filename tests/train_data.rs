@@ -2,9 +2,9 @@
 //! upserts and retractions, batches hold no duplicate query or positive, sampling is a function of the
 //! step, and the pair mix ratio is honoured; teacher scores are read from each example's ranking by passage id
 //! and travel in the batch aligned with their passages and queries.
+use fretflow::records::Passage;
 use fretflow::train::buffer::{sample_batch, ReplayBuffer, SamplerConfig};
 use fretflow::train::data::{read_fret_jsonl, read_pairs_jsonl, Change, FretExample, TrainExample};
-use fretflow::records::Passage;
 use std::collections::HashSet;
 use std::path::Path;
 

@@ -80,21 +80,14 @@ fn grads_of(
         }
     }
     let value = backward(encoder, loss, batch, config, 7).expect("backward runs");
-    let grads = vars
-        .into_iter()
-        .filter(|(_, v)| v.requires_grad())
-        .map(|(n, v)| (n, v.grad().copy()))
-        .collect();
+    let grads = vars.into_iter().filter(|(_, v)| v.requires_grad()).map(|(n, v)| (n, v.grad().copy())).collect();
     (value, grads)
 }
 
 fn compare(reference: &BTreeMap<String, Tensor>, other: &BTreeMap<String, Tensor>) -> f64 {
     let scale = reference.values().map(|g| g.abs().max().double_value(&[])).fold(0.0, f64::max);
     assert!(scale > 0.0, "gradients are all zero: nothing was backpropagated");
-    let worst = reference
-        .iter()
-        .map(|(n, g)| (g - &other[n]).abs().max().double_value(&[]))
-        .fold(0.0, f64::max);
+    let worst = reference.iter().map(|(n, g)| (g - &other[n]).abs().max().double_value(&[])).fold(0.0, f64::max);
     worst / scale
 }
 
@@ -145,7 +138,8 @@ fn flat(grads: &BTreeMap<String, Tensor>) -> Tensor {
 
 #[test]
 fn mixed_precision_gradients_follow_the_f32_ones() {
-    let f32_encoder = SentenceEncoder::from_name("all-MiniLM-L6-v2", EncoderOptions::default()).expect("model installed");
+    let f32_encoder =
+        SentenceEncoder::from_name("all-MiniLM-L6-v2", EncoderOptions::default()).expect("model installed");
     let mixed_options = EncoderOptions { precision: Precision::MixedBf16, ..EncoderOptions::default() };
     let mixed_encoder = SentenceEncoder::from_name("all-MiniLM-L6-v2", mixed_options).expect("model installed");
     let config = BackwardConfig { chunk_tokens: 1 << 20, grad_cache: false, dropout: false, bf16: false };

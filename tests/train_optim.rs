@@ -69,9 +69,7 @@ fn apply_step(opt: &mut AdamW, vars: &HashMap<String, Tensor>, step: &Step) -> (
 }
 
 fn max_diff(vars: &HashMap<String, Tensor>, expected: &HashMap<String, serde_json::Value>) -> f64 {
-    vars.iter()
-        .map(|(n, v)| (v - tensor(&expected[n])).abs().max().double_value(&[]))
-        .fold(0.0, f64::max)
+    vars.iter().map(|(n, v)| (v - tensor(&expected[n])).abs().max().double_value(&[])).fold(0.0, f64::max)
 }
 
 #[test]

@@ -8,7 +8,8 @@ fn write_corpus(dir: &Path) {
     let lines: Vec<String> = (0..24)
         .map(|i| {
             let words: Vec<String> = (0..10).map(|k| format!("w{}", (i * 5 + k * 3) % 31)).collect();
-            serde_json::json!({"id": format!("p{i}"), "title": format!("passage {i}"), "text": words.join(" ")}).to_string()
+            serde_json::json!({"id": format!("p{i}"), "title": format!("passage {i}"), "text": words.join(" ")})
+                .to_string()
         })
         .collect();
     std::fs::write(dir.join("corpus.jsonl"), lines.join("\n") + "\n").unwrap();

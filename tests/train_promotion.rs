@@ -12,7 +12,7 @@ use fretflow::train::manifest::{read_manifest, CheckpointEvaluator, CheckpointEv
 use fretflow::train::optim::OptimConfig;
 use fretflow::train::promotion::PromotionConfig;
 use fretflow::train::source::FileSource;
-use fretflow::train::{GeckoLoss, Trainer, TrainerConfig, TrainError};
+use fretflow::train::{GeckoLoss, TrainError, Trainer, TrainerConfig};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -26,9 +26,11 @@ pub fn records<T: DeserializeOwned>(
             continue;
         }
         return Some(
-            serde_json::from_str::<T>(&line)
-                .map(|record| (line_no, record))
-                .map_err(|e| InputError::Malformed { path: path.clone(), line: line_no, message: e.to_string() }),
+            serde_json::from_str::<T>(&line).map(|record| (line_no, record)).map_err(|e| InputError::Malformed {
+                path: path.clone(),
+                line: line_no,
+                message: e.to_string(),
+            }),
         );
     }))
 }

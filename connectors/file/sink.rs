@@ -158,8 +158,11 @@ impl std::fmt::Debug for ParquetChanges {
 impl ParquetChanges {
     /// Creates (or truncates) `path`.
     pub fn create(path: &Path) -> Result<Self, SinkError> {
-        let mut fields =
-            vec![Field::new("op", DataType::Utf8, false), Field::new("key", DataType::Utf8, false), Field::new("time", DataType::UInt64, false)];
+        let mut fields = vec![
+            Field::new("op", DataType::Utf8, false),
+            Field::new("key", DataType::Utf8, false),
+            Field::new("time", DataType::UInt64, false),
+        ];
         fields.extend(example_fields());
         let schema = Arc::new(Schema::new(fields));
         let writer = parquet_writer(path, create_file(path)?, Arc::clone(&schema))?;
@@ -169,7 +172,9 @@ impl ParquetChanges {
 
 impl ChangeSink for ParquetChanges {
     fn write(&mut self, changes: &[Change]) -> Result<(), SinkError> {
-        let Some(writer) = self.writer.as_mut() else { return Err(format!("{} is already closed", self.path.display())) };
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(format!("{} is already closed", self.path.display()));
+        };
         let mut op = StringBuilder::new();
         let mut key = StringBuilder::new();
         let mut time = UInt64Builder::new();
@@ -190,7 +195,9 @@ impl ChangeSink for ParquetChanges {
 
     fn finish(&mut self, _current: &BTreeMap<String, Example>) -> Result<(), SinkError> {
         match self.writer.take() {
-            Some(writer) => writer.close().map(|_| ()).map_err(|e| format!("cannot close {}: {e}", self.path.display())),
+            Some(writer) => {
+                writer.close().map(|_| ()).map_err(|e| format!("cannot close {}: {e}", self.path.display()))
+            }
             None => Ok(()),
         }
     }

@@ -122,7 +122,12 @@ impl JsonlPassages {
             Ok(text) => text.trim_end_matches('\r'),
             Err(e) => {
                 let lossy = String::from_utf8_lossy(bytes);
-                out.push_back(Err(DeadLetter::new(Stage::Source, format!("line is not UTF-8: {e}"), origin, Some(&lossy))));
+                out.push_back(Err(DeadLetter::new(
+                    Stage::Source,
+                    format!("line is not UTF-8: {e}"),
+                    origin,
+                    Some(&lossy),
+                )));
                 return;
             }
         };
@@ -356,7 +361,8 @@ mod tests {
         let first = reader.poll(2).unwrap();
         let second = reader.poll(2).unwrap();
         assert_eq!((first.records.len(), first.finished, second.records.len(), second.finished), (2, false, 1, true));
-        let ids: Vec<String> = first.records.iter().chain(&second.records).map(|r| r.as_ref().unwrap().id.clone()).collect();
+        let ids: Vec<String> =
+            first.records.iter().chain(&second.records).map(|r| r.as_ref().unwrap().id.clone()).collect();
         assert_eq!(ids, ["p0", "p1", "p2"]);
     }
 

@@ -49,13 +49,19 @@ pub fn ensure_topic(
             if kind == TopicKind::Compacted {
                 let policy = topic_config(connection, topic, "cleanup.policy")?;
                 if policy.as_deref().is_none_or(|p| !p.contains("compact")) {
-                    tracing::warn!(topic, ?policy, "Output topic exists but is not compacted; it will keep \
-                        every superseded record. Set cleanup.policy=compact on it.");
+                    tracing::warn!(
+                        topic,
+                        ?policy,
+                        "Output topic exists but is not compacted; it will keep \
+                        every superseded record. Set cleanup.policy=compact on it."
+                    );
                 }
             }
             Ok(false)
         }
-        Some(Err((_, code))) => Err(KafkaError::Topic { topic: topic.into(), message: format!("cannot create it: {code}") }),
+        Some(Err((_, code))) => {
+            Err(KafkaError::Topic { topic: topic.into(), message: format!("cannot create it: {code}") })
+        }
         None => Err(KafkaError::Topic { topic: topic.into(), message: "the broker returned no result".into() }),
     }
 }
@@ -76,10 +82,8 @@ pub fn topic_config(connection: &ConnectionConfig, topic: &str, key: &str) -> Re
 
 /// The number of partitions of `topic`, or `None` when it does not exist.
 pub fn partition_count(connection: &ConnectionConfig, topic: &str) -> Result<Option<usize>, KafkaError> {
-    let consumer: BaseConsumer = connection
-        .client_config()
-        .create()
-        .map_err(|e| KafkaError::client("creating a metadata client", e))?;
+    let consumer: BaseConsumer =
+        connection.client_config().create().map_err(|e| KafkaError::client("creating a metadata client", e))?;
     let metadata = consumer
         .fetch_metadata(Some(topic), TIMEOUT)
         .map_err(|e| KafkaError::client(format!("reading metadata of topic '{topic}'"), e))?;

@@ -188,9 +188,7 @@ impl ConnectionConfig {
         match table.remove("kafka") {
             None => Ok(Self::default()),
             Some(value) => {
-                let mut kafka = value
-                    .try_into::<toml::Table>()
-                    .map_err(|e| config_error(format!("[kafka]: {e}")))?;
+                let mut kafka = value.try_into::<toml::Table>().map_err(|e| config_error(format!("[kafka]: {e}")))?;
                 // The source and sink tables live under [kafka] too; the connection ignores them.
                 kafka.remove("source");
                 kafka.remove("sink");
@@ -358,10 +356,8 @@ mod tests {
 
     #[test]
     fn sasl_without_password_is_rejected() {
-        let config = ConnectionConfig {
-            security_protocol: Some(SecurityProtocol::SaslSsl),
-            ..ConnectionConfig::default()
-        };
+        let config =
+            ConnectionConfig { security_protocol: Some(SecurityProtocol::SaslSsl), ..ConnectionConfig::default() };
         assert!(config.validate().unwrap_err().to_string().contains("sasl"));
     }
 }

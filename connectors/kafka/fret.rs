@@ -67,7 +67,10 @@ impl Transform for FretTransform {
 
 /// Counts what goes to the sink. Upserts and tombstones of one key are decided on one worker (the
 /// upsert operator exchanges by key), so each worker tracks its own keys and adds its deltas.
-fn count_outputs<'scope>(records: StreamVec<'scope, u64, SinkRecord>, metrics: SharedMetrics) -> StreamVec<'scope, u64, SinkRecord> {
+fn count_outputs<'scope>(
+    records: StreamVec<'scope, u64, SinkRecord>,
+    metrics: SharedMetrics,
+) -> StreamVec<'scope, u64, SinkRecord> {
     // key -> whether its example's positive is not its seed
     let mut live: HashMap<Vec<u8>, bool> = HashMap::new();
     records.inspect(move |record| {

@@ -11,10 +11,10 @@
 //! With [`RunOptions::replay`] (stateful transforms such as the FRet dataflow) each worker reads its
 //! partitions from the beginning on every start and the consumer group's offsets only mark progress;
 //! see [`super::run::ReplayStart`].
+use super::run::ReplayStart;
 use super::sink::SinkRecord;
 use super::source::{PassageChange, SourceRecord};
 use super::timely::SinkOperator;
-use super::run::ReplayStart;
 use super::{ConnectionConfig, KafkaError, KafkaSink, KafkaSource, SinkConfig, SourceConfig};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! `fretflow embed`: texts or a JSONL file of passages in, one vector per text out (JSONL or Parquet).
-use crate::connectors::file::{jsonl, parquet::EmbeddingParquetWriter};
 use super::encoder_args::EncoderArgs;
+use crate::connectors::file::{jsonl, parquet::EmbeddingParquetWriter};
 use crate::embed::{SentenceEncoder, TextEmbedder};
 use crate::records::Passage;
 use anyhow::{bail, Context};

@@ -83,7 +83,10 @@ mod tests {
 
     #[test]
     fn default_report_path_names_dataset_and_model() {
-        assert_eq!(default_report_path("cranfield", "all-MiniLM-L6-v2"), Path::new("out/eval/cranfield-all-MiniLM-L6-v2.json"));
+        assert_eq!(
+            default_report_path("cranfield", "all-MiniLM-L6-v2"),
+            Path::new("out/eval/cranfield-all-MiniLM-L6-v2.json")
+        );
         assert_eq!(default_report_path("adi", "/models/my model/"), Path::new("out/eval/adi-my_model.json"));
         assert_eq!(
             default_report_path("cisi", "sentence-transformers/all-MiniLM-L6-v2"),

@@ -225,14 +225,15 @@ fn parquet_passages(path: &Path) -> anyhow::Result<Vec<Passage>> {
     let mut passages = Vec::new();
     for batch in reader {
         let batch = batch.with_context(|| format!("{}: reading a row group", path.display()))?;
-        let column = |name: &str| -> anyhow::Result<Option<arrow::array::ArrayRef>> {
-            match batch.column_by_name(name) {
-                None => Ok(None),
-                Some(c) => Ok(Some(arrow::compute::cast(c, &DataType::Utf8).with_context(|| {
-                    format!("{}: column `{name}` is {}, not text", path.display(), c.data_type())
-                })?)),
-            }
-        };
+        let column =
+            |name: &str| -> anyhow::Result<Option<arrow::array::ArrayRef>> {
+                match batch.column_by_name(name) {
+                    None => Ok(None),
+                    Some(c) => Ok(Some(arrow::compute::cast(c, &DataType::Utf8).with_context(|| {
+                        format!("{}: column `{name}` is {}, not text", path.display(), c.data_type())
+                    })?)),
+                }
+            };
         let ids = column("id")?.or(column("_id")?);
         let Some(ids) = ids else { bail!("{}: no `id` (or `_id`) column", path.display()) };
         let Some(texts) = column("text")? else { bail!("{}: no `text` column", path.display()) };
@@ -347,7 +348,8 @@ fn run_passthrough(args: PassthroughArgs) -> anyhow::Result<()> {
         ..RunOptions::default()
     };
     let started = Instant::now();
-    let reports = passthrough::run(&connection, &source, &sink, &options, Identity { source_topic: args.input.clone() })?;
+    let reports =
+        passthrough::run(&connection, &source, &sink, &options, Identity { source_topic: args.input.clone() })?;
     let records: u64 = reports.iter().map(|r| r.records).sum();
     let active = reports.iter().map(|r| r.active).max().unwrap_or_default().as_secs_f64();
     let line = serde_json::json!({

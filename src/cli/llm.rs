@@ -100,7 +100,8 @@ pub struct StageArgs {
 
 /// Runs `fretflow llm`.
 pub fn run(args: LlmArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     match args.command {
         LlmCommand::Queries(stage) => {
             let llm = build_llm(&stage)?;
@@ -244,8 +245,8 @@ fn build_llm(args: &StageArgs) -> anyhow::Result<FretLlm> {
     };
     if let Some(path) = &args.examples {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let examples: Vec<FewShotExample> =
-            serde_json::from_str(&text).with_context(|| format!("{}: expected a JSON list of {{title, text, task, query}}", path.display()))?;
+        let examples: Vec<FewShotExample> = serde_json::from_str(&text)
+            .with_context(|| format!("{}: expected a JSON list of {{title, text, task, query}}", path.display()))?;
         if examples.is_empty() {
             bail!("{}: no examples", path.display());
         }
@@ -263,8 +264,10 @@ where
     let failures_path = args.failures.clone().unwrap_or_else(|| default_failures_path(&args.output));
     let mut out = Outputs {
         input: &args.input,
-        output: JsonlWriter::create(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?,
-        failures: JsonlWriter::create(&failures_path).with_context(|| format!("cannot create {}", failures_path.display()))?,
+        output: JsonlWriter::create(&args.output)
+            .with_context(|| format!("cannot create {}", args.output.display()))?,
+        failures: JsonlWriter::create(&failures_path)
+            .with_context(|| format!("cannot create {}", failures_path.display()))?,
         written: 0,
         failed: BTreeMap::new(),
     };
@@ -290,7 +293,8 @@ where
     out.output.finish().context("cannot write the output")?;
     out.failures.finish().context("cannot write the failures file")?;
     let failed: usize = out.failed.values().sum();
-    let cache = llm.cache_stats().map_or("no cache".to_string(), |s| format!("cache hits {}, misses {}", s.hits, s.misses));
+    let cache =
+        llm.cache_stats().map_or("no cache".to_string(), |s| format!("cache hits {}, misses {}", s.hits, s.misses));
     println!(
         "{} records: {} written to {}, {} failed {:?} (see {}); {} model requests, {}; {:.1}s",
         seen,
@@ -310,7 +314,8 @@ where
 fn build_backend(args: &StageArgs) -> anyhow::Result<Arc<dyn LlmBackend>> {
     if let Some(path) = &args.remote_config {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let config: RemoteConfig = toml::from_str(&text).with_context(|| format!("{}: invalid remote config", path.display()))?;
+        let config: RemoteConfig =
+            toml::from_str(&text).with_context(|| format!("{}: invalid remote config", path.display()))?;
         return Ok(Arc::new(RemoteLlm::new(config).with_context(|| path.display().to_string())?));
     }
     if args.llm == "local" {

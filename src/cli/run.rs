@@ -80,7 +80,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let context = || format!("pipeline {}", args.config.display());
     // The in-process trainer runs where the sinks are: process 0.
     let train = match &config.train {
-        Some(t) if args.process == 0 => Some((super::train::options_from_table(&t.options).with_context(context)?, t.after_input)),
+        Some(t) if args.process == 0 => {
+            Some((super::train::options_from_table(&t.options).with_context(context)?, t.after_input))
+        }
         _ => None,
     };
     let (snapshot, trained) = match (config.input(), train) {
@@ -99,7 +101,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 super::train::summary_text(&trainer, &summary, &out)
             };
             if after_input {
-                let snapshot = run_pipeline(&config, timely_config, args.process, vec![Box::new(feed)], hook).with_context(context)?;
+                let snapshot = run_pipeline(&config, timely_config, args.process, vec![Box::new(feed)], hook)
+                    .with_context(context)?;
                 print_summary(&snapshot, &config);
                 write_summary(&config, &snapshot)?;
                 println!("training on the {} examples of the FRet set (`[train] after_input`)", snapshot.examples_live);
@@ -123,7 +126,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         (Input::Kafka { connection, source, sink }, _) => {
             let idle_exit = match args.idle_exit {
-                Some(s) if !(s.is_finite() && s > 0.0) => anyhow::bail!("--idle-exit must be a positive number of seconds, got {s}"),
+                Some(s) if !(s.is_finite() && s > 0.0) => {
+                    anyhow::bail!("--idle-exit must be a positive number of seconds, got {s}")
+                }
                 s => s.map(Duration::from_secs_f64),
             };
             let mut connection = connection.clone();
@@ -145,7 +150,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 fn watch_ctrl_c() -> anyhow::Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
     let set = Arc::clone(&flag);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the signal watcher")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal watcher")?;
     std::thread::Builder::new()
         .name("fretflow-ctrl-c".into())
         .spawn(move || {
@@ -174,11 +182,13 @@ struct Bars {
 }
 
 impl Bars {
-    const NAMES: [&'static str; 6] = ["passages in", "queries", "judged pairs", "examples out", "LLM calls", "dead letters"];
+    const NAMES: [&'static str; 6] =
+        ["passages in", "queries", "judged pairs", "examples out", "LLM calls", "dead letters"];
 
     fn new() -> Self {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4));
-        let style = ProgressStyle::with_template("{spinner} {prefix:>13} {pos:>7} {msg}").expect("valid template. This is a bug.");
+        let style = ProgressStyle::with_template("{spinner} {prefix:>13} {pos:>7} {msg}")
+            .expect("valid template. This is a bug.");
         let lines = Self::NAMES
             .iter()
             .map(|name| {

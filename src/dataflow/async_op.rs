@@ -224,7 +224,8 @@ where
                             }
                             Err(reason) => {
                                 counters(&metrics).failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                let first = waiters.iter().map(|(t, _)| t.clone()).min().expect("no waiters. This is a bug.");
+                                let first =
+                                    waiters.iter().map(|(t, _)| t.clone()).min().expect("no waiters. This is a bug.");
                                 let (_, cap, _) = held.get(&first);
                                 err.session(cap).give((key.clone(), reason));
                                 None

@@ -8,14 +8,14 @@ use super::dedup::DedupParams;
 use super::fuse::FusionWeights;
 
 mod recipe;
-pub use recipe::{
-    BatchConfig, BatchOverride, BatchingConfig, DuplicateQueriesConfig, FretConfig, HardNegativesConfig, WeightsConfig,
-    DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_MAX_POSITIVE_RATIO,
-};
 use super::graph::FretParams;
 use super::source::Limits;
 use crate::connectors::kafka::{self, ConnectionConfig};
 use crate::llm::remote::config::RemoteConfig;
+pub use recipe::{
+    BatchConfig, BatchOverride, BatchingConfig, DuplicateQueriesConfig, FretConfig, HardNegativesConfig, WeightsConfig,
+    DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_MAX_POSITIVE_RATIO,
+};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -265,8 +265,7 @@ impl TryFrom<toml::Table> for LlmRoles {
     fn try_from(mut table: toml::Table) -> Result<Self, String> {
         let generator = table.remove("generator").map(|v| backend_table(v, "llm.generator")).transpose()?;
         let judge = table.remove("judge").map(|v| backend_table(v, "llm.judge")).transpose()?;
-        let base =
-            if table.is_empty() { None } else { Some(backend_table(toml::Value::Table(table), "llm")?) };
+        let base = if table.is_empty() { None } else { Some(backend_table(toml::Value::Table(table), "llm")?) };
         match (base, generator, judge) {
             (_, Some(generator), Some(judge)) => Ok(Self { generator, judge, tables: ["llm.generator", "llm.judge"] }),
             (Some(base), generator, judge) => Ok(Self {
@@ -530,7 +529,9 @@ impl PipelineConfig {
                 "kafka.sink",
                 "a file `[source]` writes file `[sinks]`; a Kafka sink needs a `[kafka.source]` topic".into(),
             ),
-            (None, Some(_), None) => bad("kafka.sink", "a `[kafka.source]` pipeline needs a `[kafka.sink]` topic".into()),
+            (None, Some(_), None) => {
+                bad("kafka.sink", "a `[kafka.source]` pipeline needs a `[kafka.sink]` topic".into())
+            }
             (Some(_), None, None) => {
                 if self.sinks.changes.is_empty() && self.sinks.snapshot.is_empty() {
                     return bad("sinks", "name at least one `changes` or `snapshot` file".into());
@@ -649,7 +650,9 @@ impl PipelineConfig {
                 match (key.replace('-', "_").as_str(), value) {
                     ("out", v) => fix_value(v, false),
                     ("model", v) => fix_value(v, true),
-                    ("eval_dataset" | "pairs", toml::Value::Array(items)) => items.iter_mut().for_each(|v| fix_value(v, false)),
+                    ("eval_dataset" | "pairs", toml::Value::Array(items)) => {
+                        items.iter_mut().for_each(|v| fix_value(v, false))
+                    }
                     ("eval_dataset" | "pairs", v) => fix_value(v, false),
                     _ => {}
                 }

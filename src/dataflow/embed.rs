@@ -160,7 +160,11 @@ impl SharedEmbedder {
         let flat = tensor.to_kind(tch::Kind::Float).contiguous().view([-1]);
         let values = Vec::<f32>::try_from(&flat).map_err(|e| e.to_string())?;
         if values.len() != texts.len() * dim {
-            return Err(format!("encoder returned {} values for {} texts of dimension {dim}", values.len(), texts.len()));
+            return Err(format!(
+                "encoder returned {} values for {} texts of dimension {dim}",
+                values.len(),
+                texts.len()
+            ));
         }
         Ok(values.chunks(dim.max(1)).map(|row| Vector::normalized(row.to_vec())).collect())
     }

@@ -88,9 +88,6 @@ impl Labeler for FretLabeler {
     }
 
     fn stats(&self) -> LabelerStats {
-        LabelerStats {
-            model_calls: self.llm.model_calls().total(),
-            cache_hits: self.llm.cache_hits(),
-        }
+        LabelerStats { model_calls: self.llm.model_calls().total(), cache_hits: self.llm.cache_hits() }
     }
 }

@@ -49,7 +49,9 @@ impl Default for FusionWeights {
 fn ranks(judged: &[&Judged], score: impl Fn(&Judged) -> Score) -> Vec<usize> {
     let mut order: Vec<usize> = (0..judged.len()).collect();
     order.sort_by(|&a, &b| {
-        score(judged[b]).cmp(&score(judged[a])).then_with(|| judged[a].candidate.passage.cmp(&judged[b].candidate.passage))
+        score(judged[b])
+            .cmp(&score(judged[a]))
+            .then_with(|| judged[a].candidate.passage.cmp(&judged[b].candidate.passage))
     });
     let mut rank = vec![0; judged.len()];
     for (position, &i) in order.iter().enumerate() {
@@ -69,7 +71,8 @@ pub fn fuse(judged: &[&Judged], params: &FuseParams) -> Example {
         .map(|(i, j)| {
             let ql_rank_i = ql_rank.as_ref().map(|r| r[i]);
             let w = params.weights;
-            let rrf = w.ql / (params.rrf_k + ql_rank_i.unwrap_or(rc_rank[i]) as f64) + w.rc / (params.rrf_k + rc_rank[i] as f64);
+            let rrf = w.ql / (params.rrf_k + ql_rank_i.unwrap_or(rc_rank[i]) as f64)
+                + w.rc / (params.rrf_k + rc_rank[i] as f64);
             let entry = RankedCandidate {
                 id: j.candidate.passage.id.clone(),
                 cosine: j.candidate.cosine,
@@ -111,16 +114,25 @@ pub fn fuse(judged: &[&Judged], params: &FuseParams) -> Example {
 /// Fuses each query's judged candidates into its example.
 pub trait FuseRankings<'scope> {
     /// `(query id, example)` for every query with at least one judged candidate.
-    fn fuse_rankings(self, params: FuseParams, metrics: SharedMetrics) -> VecCollection<'scope, Time, (String, Example), Diff>;
+    fn fuse_rankings(
+        self,
+        params: FuseParams,
+        metrics: SharedMetrics,
+    ) -> VecCollection<'scope, Time, (String, Example), Diff>;
 }
 
 impl<'scope> FuseRankings<'scope> for VecCollection<'scope, Time, Judged, Diff> {
-    fn fuse_rankings(self, params: FuseParams, metrics: SharedMetrics) -> VecCollection<'scope, Time, (String, Example), Diff> {
+    fn fuse_rankings(
+        self,
+        params: FuseParams,
+        metrics: SharedMetrics,
+    ) -> VecCollection<'scope, Time, (String, Example), Diff> {
         self.map(|j| (j.candidate.query.id.clone(), j)).reduce_named("FuseRankings", move |_qid, input, output| {
             let started = Instant::now();
             // A query id has one live query; if a changed query and its predecessor overlap in time,
             // fuse the latest text's candidates only.
-            let latest = &input.iter().map(|(j, _)| &j.candidate.query).max().expect("reduce input is non-empty").clone();
+            let latest =
+                &input.iter().map(|(j, _)| &j.candidate.query).max().expect("reduce input is non-empty").clone();
             let judged: Vec<&Judged> =
                 input.iter().filter(|(j, r)| *r > 0 && &j.candidate.query == latest).map(|(j, _)| *j).collect();
             if !judged.is_empty() {

@@ -143,6 +143,8 @@ pub fn fret_dataflow<'scope>(records: Stream<'scope, Time, Vec<SourceRecord>>, s
     FretStreams { examples, dead_letters }
 }
 
-fn records_scope<'scope>(c: &VecCollection<'scope, Time, (String, Example), Diff>) -> timely::dataflow::Scope<'scope, Time> {
+fn records_scope<'scope>(
+    c: &VecCollection<'scope, Time, (String, Example), Diff>,
+) -> timely::dataflow::Scope<'scope, Time> {
     c.inner.scope()
 }

@@ -2,11 +2,11 @@
 //! the sinks. Each failure is a typed error naming the config field.
 use super::config::{FileFormat, LlmConfig, PipelineConfig, ReadMode};
 use super::embed::SharedEmbedder;
-use super::graph::Stages;
-use super::progress::Metrics;
 use super::fret_labeler::FretLabeler;
+use super::graph::Stages;
 use super::instant::{HashingEmbedder, OverlapLabeler, WithLatency};
 use super::labeler::{Labeler, SplitLabeler};
+use super::progress::Metrics;
 use super::sink::{ChangeSink, DeadLetterSink};
 use crate::connectors::file::sink::{change_sink, JsonlDeadLetters, Snapshot};
 use crate::connectors::file::source::{JsonlPassages, Limited, ParquetPassages, PassageReader, SourceError};
@@ -203,18 +203,17 @@ fn role_labeler(
 pub fn embedder(config: &PipelineConfig) -> Result<SharedEmbedder, ResourceError> {
     let e = &config.embedder;
     if let Some(dim) = e.model.strip_prefix("hashing:") {
-        let dim: usize = dim
-            .parse()
-            .ok()
-            .filter(|d| *d > 0)
-            .ok_or_else(|| ResourceError::Embedder(format!("model: `hashing:DIM` needs a positive DIM, got {dim:?}")))?;
+        let dim: usize = dim.parse().ok().filter(|d| *d > 0).ok_or_else(|| {
+            ResourceError::Embedder(format!("model: `hashing:DIM` needs a positive DIM, got {dim:?}"))
+        })?;
         return Ok(SharedEmbedder::new(e.model.clone(), HashingEmbedder::new(dim)));
     }
     let device = DeviceChoice::from_str(&e.device)
         .and_then(|d| d.resolve())
         .map_err(|err| ResourceError::Embedder(format!("device: {err}")))?;
     let options = EncoderOptions { device, token_budget: e.batch_tokens, ..EncoderOptions::default() };
-    let encoder = SentenceEncoder::from_name(&e.model, options).map_err(|err| ResourceError::Embedder(err.to_string()))?;
+    let encoder =
+        SentenceEncoder::from_name(&e.model, options).map_err(|err| ResourceError::Embedder(err.to_string()))?;
     Ok(SharedEmbedder::new(e.model.clone(), encoder))
 }
 

@@ -149,8 +149,12 @@ fn admit(
         return;
     }
     // Merge: (entry, is new), best first; the first n stay.
-    let mut merged: Vec<((Score, Passage), bool)> =
-        state.top.drain(..).map(|e| (e, false)).chain(entrants.into_iter().map(|(s, p)| ((s, p.clone()), true))).collect();
+    let mut merged: Vec<((Score, Passage), bool)> = state
+        .top
+        .drain(..)
+        .map(|e| (e, false))
+        .chain(entrants.into_iter().map(|(s, p)| ((s, p.clone()), true)))
+        .collect();
     merged.sort_by(|a, b| rank_order(&a.0, &b.0));
     for (k, ((cosine, passage), is_new)) in merged.into_iter().enumerate() {
         match (k < n, is_new) {

@@ -85,38 +85,46 @@ impl<'scope> SinkChanges<'scope> for VecCollection<'scope, Time, (String, Exampl
         let mut current: BTreeMap<String, Example> = BTreeMap::new();
         let mut positive_not_seed = 0usize;
         let mut finished = false;
-        self.inner.sink(Exchange::new(|_: &((String, Example), Time, Diff)| 0), "SinkChanges", move |(input, frontier)| {
-            input.for_each(|_cap, data| {
-                for (record, time, diff) in data.drain(..) {
-                    pending.entry(time).or_default().push((record, diff));
+        self.inner.sink(
+            Exchange::new(|_: &((String, Example), Time, Diff)| 0),
+            "SinkChanges",
+            move |(input, frontier)| {
+                input.for_each(|_cap, data| {
+                    for (record, time, diff) in data.drain(..) {
+                        pending.entry(time).or_default().push((record, diff));
+                    }
+                });
+                let started = Instant::now();
+                while let Some(entry) = pending.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let (time, mut updates) = entry.remove_entry();
+                    differential_dataflow::consolidation::consolidate(&mut updates);
+                    let changes = changes_at(time, updates, &mut current, &mut positive_not_seed);
+                    metrics.example_changes.fetch_add(changes.len() as u64, Ordering::Relaxed);
+                    metrics.examples_live.store(current.len() as u64, Ordering::Relaxed);
+                    metrics.positive_not_seed.store(positive_not_seed as u64, Ordering::Relaxed);
+                    if !changes.is_empty() {
+                        write_all(&mut sinks, &errors, |s| s.write(&changes));
+                    }
                 }
-            });
-            let started = Instant::now();
-            while let Some(entry) = pending.first_entry() {
-                if frontier.less_equal(entry.key()) {
-                    break;
+                if frontier.is_empty() && !finished {
+                    finished = true;
+                    write_all(&mut sinks, &errors, |s| s.finish(&current));
                 }
-                let (time, mut updates) = entry.remove_entry();
-                differential_dataflow::consolidation::consolidate(&mut updates);
-                let changes = changes_at(time, updates, &mut current, &mut positive_not_seed);
-                metrics.example_changes.fetch_add(changes.len() as u64, Ordering::Relaxed);
-                metrics.examples_live.store(current.len() as u64, Ordering::Relaxed);
-                metrics.positive_not_seed.store(positive_not_seed as u64, Ordering::Relaxed);
-                if !changes.is_empty() {
-                    write_all(&mut sinks, &errors, |s| s.write(&changes));
-                }
-            }
-            if frontier.is_empty() && !finished {
-                finished = true;
-                write_all(&mut sinks, &errors, |s| s.finish(&current));
-            }
-            metrics.sink.add_operator_time(started.elapsed());
-        });
+                metrics.sink.add_operator_time(started.elapsed());
+            },
+        );
     }
 }
 
 /// Calls `f` on every sink; on the first error, records it and drops all sinks.
-fn write_all(sinks: &mut Vec<Box<dyn ChangeSink>>, errors: &ErrorSlot, mut f: impl FnMut(&mut dyn ChangeSink) -> Result<(), SinkError>) {
+fn write_all(
+    sinks: &mut Vec<Box<dyn ChangeSink>>,
+    errors: &ErrorSlot,
+    mut f: impl FnMut(&mut dyn ChangeSink) -> Result<(), SinkError>,
+) {
     for sink in sinks.iter_mut() {
         if let Err(e) = f(sink.as_mut()) {
             record_error(errors, e);

@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::core::OkErr;
+use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
@@ -139,8 +139,8 @@ impl<'scope> Upsert<'scope> for Stream<'scope, Time, Vec<SourceRecord>> {
         metrics: SharedMetrics,
     ) -> (VecCollection<'scope, Time, Passage, Diff>, Stream<'scope, Time, Vec<DeadLetter>>) {
         let counted = metrics.clone();
-        let (events, dead): (Stream<'scope, Time, Vec<PassageEvent>>, Stream<'scope, Time, Vec<DeadLetter>>) =
-            self.ok_err(move |record: SourceRecord| {
+        let (events, dead): (Stream<'scope, Time, Vec<PassageEvent>>, Stream<'scope, Time, Vec<DeadLetter>>) = self
+            .ok_err(move |record: SourceRecord| {
                 counted.records_in.fetch_add(1, Ordering::Relaxed);
                 record.and_then(|event| match limits.check(&event) {
                     None => Ok(event),
@@ -159,11 +159,7 @@ impl<'scope> Upsert<'scope> for Stream<'scope, Time, Vec<SourceRecord>> {
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
                         let time = *cap.least().expect("source records carry a time. This is a bug.");
-                        pending
-                            .entry(time)
-                            .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
-                            .1
-                            .append(data);
+                        pending.entry(time).or_insert_with(|| (cap.delayed(&time, 0), Vec::new())).1.append(data);
                     });
                     let started = Instant::now();
                     while let Some(entry) = pending.first_entry() {

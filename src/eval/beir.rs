@@ -243,8 +243,7 @@ struct QrelLine {
 
 /// Parses a qrels TSV file (see the module docs), failing on a malformed or repeated line.
 fn read_qrels(path: &Path) -> Result<Vec<QrelLine>, BeirError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| InputError::Open { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| InputError::Open { path: path.to_path_buf(), source })?;
     let malformed = |line: usize, message: String| InputError::Malformed { path: path.to_path_buf(), line, message };
     let mut out = Vec::new();
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
@@ -285,8 +284,10 @@ fn read_qrels(path: &Path) -> Result<Vec<QrelLine>, BeirError> {
 mod tests {
     use super::*;
 
-    const CORPUS: &str = "{\"_id\": \"d1\", \"title\": \"T\", \"text\": \"one\"}\n\n{\"_id\": \"d2\", \"text\": \"two\"}\n";
-    const QUERIES: &str = "{\"_id\": \"q1\", \"text\": \"first\", \"metadata\": {}}\n{\"_id\": \"q2\", \"text\": \"second\"}\n";
+    const CORPUS: &str =
+        "{\"_id\": \"d1\", \"title\": \"T\", \"text\": \"one\"}\n\n{\"_id\": \"d2\", \"text\": \"two\"}\n";
+    const QUERIES: &str =
+        "{\"_id\": \"q1\", \"text\": \"first\", \"metadata\": {}}\n{\"_id\": \"q2\", \"text\": \"second\"}\n";
     const QRELS: &str = "query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td2\t0\r\n\nq2\td2\t1\n";
 
     /// Writes a dataset directory with the given files and returns it.

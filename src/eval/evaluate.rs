@@ -90,7 +90,12 @@ pub fn evaluate(
         let ids: Vec<&str> = chunk.iter().map(|p| p.id.as_str()).collect();
         index.upsert(&ids, &vectors)?;
         let done = (i * opts.encode_chunk + chunk.len()).min(dataset.corpus.len());
-        tracing::info!(done, total = dataset.corpus.len(), elapsed_s = started.elapsed().as_secs_f64(), "Encoded passages.");
+        tracing::info!(
+            done,
+            total = dataset.corpus.len(),
+            elapsed_s = started.elapsed().as_secs_f64(),
+            "Encoded passages."
+        );
     }
     timings.encode_passages_s = started.elapsed().as_secs_f64();
     timings.passages_per_s = dataset.corpus.len() as f64 / timings.encode_passages_s.max(1e-9);

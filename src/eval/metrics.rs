@@ -182,8 +182,11 @@ mod tests {
     #[test]
     fn hand_computed_query() {
         // Order: a (0.9), then the 0.5 tie by id descending: c, b.
-        let m = query_metrics(&judged(&[("a", 0), ("b", 3), ("c", 1), ("z", 2)]), &run(&[("b", 0.5), ("a", 0.9), ("c", 0.5)]))
-            .unwrap();
+        let m = query_metrics(
+            &judged(&[("a", 0), ("b", 3), ("c", 1), ("z", 2)]),
+            &run(&[("b", 0.5), ("a", 0.9), ("c", 0.5)]),
+        )
+        .unwrap();
         let dcg = 1.0 / 3f64.log2() + 3.0 / 4f64.log2();
         let idcg = 3.0 + 2.0 / 3f64.log2() + 1.0 / 4f64.log2();
         assert!(close(m.ndcg_at_10, dcg / idcg, 1e-12), "{m:?}");

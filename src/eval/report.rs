@@ -98,7 +98,15 @@ impl EvalReport {
         let mut out = String::new();
         let _ = writeln!(out, "dataset  {} ({}, split {})", self.dataset, self.dataset_path, self.split);
         let s = &self.settings;
-        let _ = writeln!(out, "model    {} (dim {}, {}, top {} on {})", self.model, s.dim, s.similarity.name(), s.k, s.device);
+        let _ = writeln!(
+            out,
+            "model    {} (dim {}, {}, top {} on {})",
+            self.model,
+            s.dim,
+            s.similarity.name(),
+            s.k,
+            s.device
+        );
         let _ = writeln!(
             out,
             "counts   {} passages, {} queries: {} evaluated, {} without relevant judgments; {} judgments ({} relevant)",

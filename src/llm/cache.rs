@@ -118,7 +118,8 @@ impl LlmCache {
     /// Opens the cache file, creating it (not its directory) when absent.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, CacheError> {
         let path = path.as_ref().to_path_buf();
-        let db = Database::create(&path).map_err(|source| CacheError::Open { path: path.clone(), source: Box::new(source) })?;
+        let db = Database::create(&path)
+            .map_err(|source| CacheError::Open { path: path.clone(), source: Box::new(source) })?;
         let cache = Self { db, path, hits: AtomicU64::new(0), misses: AtomicU64::new(0), writes: AtomicU64::new(0) };
         // Create the table now, so that readers never meet a missing table.
         cache.write(|_| Ok(()))?;
@@ -191,7 +192,10 @@ impl LlmCache {
         }
     }
 
-    fn write(&self, f: impl FnOnce(&mut redb::Table<&[u8], &[u8]>) -> Result<(), redb::StorageError>) -> Result<(), CacheError> {
+    fn write(
+        &self,
+        f: impl FnOnce(&mut redb::Table<&[u8], &[u8]>) -> Result<(), redb::StorageError>,
+    ) -> Result<(), CacheError> {
         let txn = self.db.begin_write().map_err(|e| self.storage(e))?;
         {
             let mut table = txn.open_table(TABLE).map_err(|e| self.storage(e))?;
@@ -218,7 +222,10 @@ mod tests {
         let base = CacheKey::new(&backend("m"), "v1", "relevance", b"input");
         assert_eq!(base, CacheKey::new(&backend("m"), "v1", "relevance", b"input"));
         assert_ne!(base, CacheKey::new(&backend("m2"), "v1", "relevance", b"input"));
-        assert_ne!(base, CacheKey::new(&BackendId { backend: "remote:x".into(), model: "m".into() }, "v1", "relevance", b"input"));
+        assert_ne!(
+            base,
+            CacheKey::new(&BackendId { backend: "remote:x".into(), model: "m".into() }, "v1", "relevance", b"input")
+        );
         assert_ne!(base, CacheKey::new(&backend("m"), "v2", "relevance", b"input"));
         assert_ne!(base, CacheKey::new(&backend("m"), "v1", "query_likelihood", b"input"));
         assert_ne!(base, CacheKey::new(&backend("m"), "v1", "relevance", b"input2"));

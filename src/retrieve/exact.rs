@@ -72,9 +72,7 @@ pub(super) fn scan_block<K: Ord>(
     let kk = kk as usize;
     for q in 0..n_queries as usize {
         let candidates: Vec<Scored<K>> = if at_least_kth[q] == kk as i64 {
-            (q * kk..(q + 1) * kk)
-                .map(|i| Scored { score: values[i], key: key_of(indices[i] as usize) })
-                .collect()
+            (q * kk..(q + 1) * kk).map(|i| Scored { score: values[i], key: key_of(indices[i] as usize) }).collect()
         } else {
             let row = to_vec::<f32>(&scores.f_get(q as i64)?)?;
             let kth = values[(q + 1) * kk - 1];
@@ -137,7 +135,11 @@ mod tests {
         for (k, query_batch, block_rows) in [(10, 256, 8192), (10, 4, 16), (1, 7, 1), (40, 23, 50), (200, 5, 64)] {
             let opts = SearchOptions { k, similarity: Similarity::Dot, query_batch, block_rows };
             let got = exact_search(&queries, &corpus, &opts).unwrap();
-            assert_eq!(got, brute_force(&query_rows, &corpus_rows, k), "k {k}, batch {query_batch}, block {block_rows}");
+            assert_eq!(
+                got,
+                brute_force(&query_rows, &corpus_rows, k),
+                "k {k}, batch {query_batch}, block {block_rows}"
+            );
         }
     }
 
@@ -146,7 +148,8 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(5);
         let corpus_rows: Vec<Vec<f32>> =
             (0..300).map(|_| (0..16).map(|_| rng.random_range(-1.0..1.0)).collect()).collect();
-        let query_rows: Vec<Vec<f32>> = (0..9).map(|_| (0..16).map(|_| rng.random_range(-1.0..1.0)).collect()).collect();
+        let query_rows: Vec<Vec<f32>> =
+            (0..9).map(|_| (0..16).map(|_| rng.random_range(-1.0..1.0)).collect()).collect();
         let unit = |v: &Vec<f32>| {
             let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
             v.iter().map(|x| x / n).collect::<Vec<f32>>()

@@ -48,7 +48,11 @@ pub struct ExactIndex {
 impl ExactIndex {
     /// An empty index of `dim`-dimensional vectors.
     pub fn new(dim: usize, opts: IndexOptions) -> Result<Self, RetrieveError> {
-        check_sizes(&SearchOptions { block_rows: opts.block_rows, query_batch: opts.query_batch, ..Default::default() })?;
+        check_sizes(&SearchOptions {
+            block_rows: opts.block_rows,
+            query_batch: opts.query_batch,
+            ..Default::default()
+        })?;
         if dim == 0 {
             return Err(RetrieveError::ZeroSize { what: "embedding dimension" });
         }
@@ -119,7 +123,11 @@ impl ExactIndex {
             }
             let take = (self.opts.block_rows - offset).min(new_rows.len() - copied);
             let block = self.blocks.last().expect("a block was just ensured. This is a bug.");
-            block.f_narrow(0, offset as i64, take as i64)?.f_copy_(&fresh.f_narrow(0, copied as i64, take as i64)?)?;
+            block.f_narrow(0, offset as i64, take as i64)?.f_copy_(&fresh.f_narrow(
+                0,
+                copied as i64,
+                take as i64,
+            )?)?;
             for &i in &new_rows[copied..copied + take] {
                 let id = ids[i as usize].as_ref().to_string();
                 self.rows.insert(id.clone(), self.ids.len());

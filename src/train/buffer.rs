@@ -140,7 +140,10 @@ impl Batch {
     fn try_push(&mut self, e: &TrainExample, hard_negatives: usize, seen: &mut Seen) -> bool {
         let query = e.normalized_query();
         let claimed = std::iter::once(&e.positive.id).chain(e.seed_id.as_ref());
-        if seen.keys.contains(&e.key) || seen.queries.contains(&query) || claimed.clone().any(|id| seen.passages.contains(id)) {
+        if seen.keys.contains(&e.key)
+            || seen.queries.contains(&query)
+            || claimed.clone().any(|id| seen.passages.contains(id))
+        {
             return false;
         }
         seen.keys.insert(e.key.clone());

@@ -131,10 +131,9 @@ impl Change {
         match (record.op, record.example) {
             (Op::Retract, _) => Ok(Change::Retract(record.key)),
             (Op::Upsert, None) => Err(format!("upsert of '{}' has no 'example'", record.key)),
-            (Op::Upsert, Some(example)) if example.query_id != record.key => Err(format!(
-                "upsert key '{}' differs from the example's query_id '{}'",
-                record.key, example.query_id
-            )),
+            (Op::Upsert, Some(example)) if example.query_id != record.key => {
+                Err(format!("upsert key '{}' differs from the example's query_id '{}'", record.key, example.query_id))
+            }
             (Op::Upsert, Some(example)) => Ok(Change::Upsert(example)),
         }
     }
@@ -150,7 +149,11 @@ pub fn read_fret_jsonl(path: &Path) -> Result<Vec<Change>, InputError> {
     jsonl::records::<serde_json::Value>(path)?
         .map(|r| {
             let (line, value) = r?;
-            Change::from_json(value).map_err(|message| InputError::Malformed { path: path.to_path_buf(), line, message })
+            Change::from_json(value).map_err(|message| InputError::Malformed {
+                path: path.to_path_buf(),
+                line,
+                message,
+            })
         })
         .collect()
 }
@@ -244,6 +247,11 @@ impl TrainExample {
     /// words (letters and digits) joined by single spaces. "What is lift?" and "what is lift" are one query.
     pub fn normalized_query(&self) -> String {
         let query = self.query.rsplit_once("| query: ").map_or(self.query.as_str(), |(_, q)| q);
-        query.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect::<Vec<_>>().join(" ")
+        query
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }

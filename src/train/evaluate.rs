@@ -32,8 +32,11 @@ impl CheckpointEvaluator for BeirEvaluator {
         let opts = EvalOptions { model: model_dir.display().to_string(), per_query: false, ..EvalOptions::default() };
         let mut out = BTreeMap::new();
         for ds in &self.datasets {
-            let report = evaluate(&encoder, ds, &opts)
-                .map_err(|source| TrainError::Eval { step, dataset: ds.name.clone(), source: Box::new(source) })?;
+            let report = evaluate(&encoder, ds, &opts).map_err(|source| TrainError::Eval {
+                step,
+                dataset: ds.name.clone(),
+                source: Box::new(source),
+            })?;
             let m = report.metrics;
             let values = [m.ndcg_at_10, m.recall_at_10, m.recall_at_100, m.mrr_at_10, m.map_at_100];
             let metrics: Metrics = Self::METRICS.iter().map(|name| name.to_string()).zip(values).collect();

@@ -68,7 +68,8 @@ pub fn backward(
         }
         encoder.forward_tokens_t(&tokens.input_ids, &tokens.attention_mask, config.dropout)
     };
-    let rows = |chunk: &[usize]| Tensor::from_slice(&chunk.iter().map(|&i| i as i64).collect::<Vec<_>>()).to_device(device);
+    let rows =
+        |chunk: &[usize]| Tensor::from_slice(&chunk.iter().map(|&i| i as i64).collect::<Vec<_>>()).to_device(device);
 
     // Embeddings of all texts in input order: detached leaves (GradCache) or graph-carrying chunks.
     let mut parts: Vec<(Tensor, Tensor)> = Vec::with_capacity(chunks.len());

@@ -245,9 +245,8 @@ impl GeckoLoss {
         check_ids("positives", inputs.positive_ids.len(), inputs.positives.size2()?.0)?;
         check_ids("negatives", inputs.negative_ids.len(), m)?;
         let device = inputs.queries.device();
-        let mask = Tensor::from_slice(&self.mask(inputs.positive_ids, inputs.negative_ids))
-            .view([b, -1])
-            .to_device(device);
+        let mask =
+            Tensor::from_slice(&self.mask(inputs.positive_ids, inputs.negative_ids)).view([b, -1]).to_device(device);
         let targets = Tensor::arange(b, (Kind::Int64, device));
         let dims = self.dims_and_weights(dim as usize)?;
         let distill = match inputs.teacher {
@@ -270,13 +269,7 @@ impl GeckoLoss {
             let candidates = Tensor::f_cat(&candidates, 0)?;
             let logits = q.f_matmul(&candidates.f_transpose(0, 1)?)? / self.temperature;
             let logits = logits.f_masked_fill(&mask, f64::NEG_INFINITY)?;
-            let loss = logits.f_cross_entropy_loss::<Tensor>(
-                &targets,
-                None,
-                tch::Reduction::Mean,
-                -100,
-                0.0,
-            )?;
+            let loss = logits.f_cross_entropy_loss::<Tensor>(&targets, None, tch::Reduction::Mean, -100, 0.0)?;
             let loss = match &distill {
                 Some(lists) => loss + lists.kl(&q, &p, &n, self.temperature)? * self.distill_weight,
                 None => loss,

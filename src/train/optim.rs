@@ -133,8 +133,7 @@ impl AdamW {
     /// An optimizer with zero moments for every trainable variable of `vs`.
     pub fn new(vs: &VarStore, config: OptimConfig) -> Result<Self, OptimError> {
         config.validate()?;
-        let mut vars: Vec<(String, Tensor)> =
-            vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let decay = vars.iter().map(|(n, _)| !(n.ends_with("bias") || n.contains("LayerNorm"))).collect();
         let exp_avg = vars.iter().map(|(_, t)| t.zeros_like()).collect();

@@ -12,15 +12,15 @@ const LEFT: usize = 64;
 const RIGHT: usize = 190;
 const TOP: usize = 36;
 const BOTTOM: usize = 44;
-const COLORS: [[u8; 3]; 6] = [[31, 119, 180], [214, 39, 40], [44, 160, 44], [255, 127, 14], [148, 103, 189], [23, 190, 207]];
+const COLORS: [[u8; 3]; 6] =
+    [[31, 119, 180], [214, 39, 40], [44, 160, 44], [255, 127, 14], [148, 103, 189], [23, 190, 207]];
 
 /// Writes `path`: `series` maps a dataset name to its `(step, value)` points; `title` goes on top.
 pub fn write_metric_plot(path: &Path, title: &str, series: &BTreeMap<String, Vec<(u64, f64)>>) -> std::io::Result<()> {
     let mut canvas = Canvas { px: vec![255; W * H * 3] };
     let points: Vec<&(u64, f64)> = series.values().flatten().collect();
-    let (x_max, mut y_min, mut y_max) = points.iter().fold((1u64, f64::MAX, f64::MIN), |(x, lo, hi), (s, v)| {
-        (x.max(*s), lo.min(*v), hi.max(*v))
-    });
+    let (x_max, mut y_min, mut y_max) =
+        points.iter().fold((1u64, f64::MAX, f64::MIN), |(x, lo, hi), (s, v)| (x.max(*s), lo.min(*v), hi.max(*v)));
     if points.is_empty() {
         (y_min, y_max) = (0.0, 1.0);
     }

@@ -224,10 +224,10 @@ mod tests {
     #[test]
     fn a_checkpoint_is_promoted_only_when_it_beats_the_promoted_one_by_more_than_the_margin() {
         let better = decide(&gate(0.0), true, Some(0.3912), Some((0.3817, "base")));
-        assert_eq!(better, Decision {
-            promoted: true,
-            reason: "ndcg@10 0.3912 > promoted 0.3817 (base) + margin 0.0000".into()
-        });
+        assert_eq!(
+            better,
+            Decision { promoted: true, reason: "ndcg@10 0.3912 > promoted 0.3817 (base) + margin 0.0000".into() }
+        );
         let worse = decide(&gate(0.0), true, Some(0.38), Some((0.3817, "step 4")));
         assert!(!worse.promoted);
         assert_eq!(worse.reason, "not promoted: ndcg@10 0.3800 <= promoted 0.3817 (step 4) + margin 0.0000");

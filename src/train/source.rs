@@ -6,13 +6,13 @@
 use super::data::{read_fret_jsonl, Change};
 use super::TrainError;
 use crate::connectors::file::InputError;
+use crate::dataflow::example::Example;
+use crate::dataflow::sink::{Change as StreamChange, ChangeOp, ChangeSink, SinkError};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::{Field, Row};
 use serde_json::{Map, Value};
-use std::path::{Path, PathBuf};
-use crate::dataflow::example::Example;
-use crate::dataflow::sink::{Change as StreamChange, ChangeOp, ChangeSink, SinkError};
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
@@ -96,7 +96,8 @@ impl ChangeSink for ChannelFeed {
     fn write(&mut self, changes: &[StreamChange]) -> Result<(), SinkError> {
         let tx = self.tx.as_ref().ok_or_else(|| "the trainer feed was already closed. This is a bug.".to_string())?;
         for change in changes {
-            tx.send(Self::convert(change)?).map_err(|_| "the in-process trainer has stopped (its error follows)".to_string())?;
+            tx.send(Self::convert(change)?)
+                .map_err(|_| "the in-process trainer has stopped (its error follows)".to_string())?;
         }
         Ok(())
     }
@@ -155,14 +156,17 @@ pub fn read_fret_parquet(path: &Path) -> Result<Vec<Change>, TrainError> {
     let mut changes = Vec::new();
     for (k, row) in rows.enumerate() {
         let row = row.map_err(|e| malformed(k + 1, format!("row {}: {e}", k + 1)))?;
-        let change = Change::from_json(row_to_json(&row)).map_err(|m| malformed(k + 1, format!("row {}: {m}", k + 1)))?;
+        let change =
+            Change::from_json(row_to_json(&row)).map_err(|m| malformed(k + 1, format!("row {}: {m}", k + 1)))?;
         changes.push(change);
     }
     Ok(changes)
 }
 
 fn row_to_json(row: &Row) -> Value {
-    Value::Object(row.get_column_iter().map(|(name, field)| (name.clone(), field_to_json(field))).collect::<Map<_, _>>())
+    Value::Object(
+        row.get_column_iter().map(|(name, field)| (name.clone(), field_to_json(field))).collect::<Map<_, _>>(),
+    )
 }
 
 fn field_to_json(field: &Field) -> Value {

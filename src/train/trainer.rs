@@ -19,7 +19,7 @@ use super::manifest::{
     append_manifest, apply_retention, read_manifest, write_plot, CheckpointEvaluator, CheckpointEvent, Metrics,
 };
 use super::optim::{AdamW, OptimConfig};
-use super::promotion::{self, Decision, PromotionConfig, Promoted};
+use super::promotion::{self, Decision, Promoted, PromotionConfig};
 use super::source::ChangeSource;
 use super::{GeckoLoss, TrainError};
 use crate::embed::{EncoderOptions, Precision, SentenceEncoder};
@@ -491,8 +491,13 @@ impl Trainer {
             examples += report.batch_size as u64;
             if last_log.elapsed() >= Duration::from_secs(10) || Some(report.step) == limit {
                 tracing::info!(
-                    step = report.step, loss = report.loss, grad_norm = report.grad_norm, lr = report.lr,
-                    batch = report.batch_size, buffer = self.buffer.len(), "Training."
+                    step = report.step,
+                    loss = report.loss,
+                    grad_norm = report.grad_norm,
+                    lr = report.lr,
+                    batch = report.batch_size,
+                    buffer = self.buffer.len(),
+                    "Training."
                 );
                 last_log = Instant::now();
             }

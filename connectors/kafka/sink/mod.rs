@@ -48,7 +48,12 @@ impl SinkRecord {
     /// An upsert of `key` in the output topic with `value` as JSON.
     pub fn upsert<T: Serialize + ?Sized>(key: &str, value: &T) -> Self {
         let value = serde_json::to_vec(value).expect("records serialize to JSON. This is a bug.");
-        Self { destination: Destination::Output, key: Some(key.as_bytes().to_vec()), value: Some(value), headers: Vec::new() }
+        Self {
+            destination: Destination::Output,
+            key: Some(key.as_bytes().to_vec()),
+            value: Some(value),
+            headers: Vec::new(),
+        }
     }
 
     /// A tombstone for `key` in the output topic: the record it keyed is retracted.
@@ -98,7 +103,10 @@ pub struct KafkaSink {
 
 impl std::fmt::Debug for KafkaSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaSink").field("topic", &self.topic).field("dead_letter_topic", &self.dead_letter_topic).finish()
+        f.debug_struct("KafkaSink")
+            .field("topic", &self.topic)
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .finish()
     }
 }
 
@@ -146,7 +154,8 @@ impl KafkaSink {
         for (name, value) in &record.headers {
             headers = headers.insert(Header { key: name, value: Some(value) });
         }
-        let mut base: BaseRecord<'_, [u8], [u8], Box<u64>> = BaseRecord::with_opaque_to(topic, Box::new(epoch)).headers(headers);
+        let mut base: BaseRecord<'_, [u8], [u8], Box<u64>> =
+            BaseRecord::with_opaque_to(topic, Box::new(epoch)).headers(headers);
         if let Some(key) = &record.key {
             base = base.key(key.as_slice());
         }
@@ -158,7 +167,9 @@ impl KafkaSink {
         loop {
             match self.producer.send(base) {
                 Ok(()) => return Ok(()),
-                Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) if Instant::now() < deadline => {
+                Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned))
+                    if Instant::now() < deadline =>
+                {
                     base = returned;
                     std::thread::sleep(Duration::from_millis(5));
                 }

@@ -57,10 +57,13 @@ pub(super) fn connect(setup: &Setup) -> Result<BaseConsumer<SourceContext>, Kafk
         .set("group.id", &config.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", match config.start_from {
-            super::StartFrom::Earliest => "earliest",
-            super::StartFrom::Latest => "latest",
-        })
+        .set(
+            "auto.offset.reset",
+            match config.start_from {
+                super::StartFrom::Earliest => "earliest",
+                super::StartFrom::Latest => "latest",
+            },
+        )
         .set("client.id", format!("{}-source-{worker}", connection.client_id));
     let context = SourceContext { topic: topic.clone(), worker: *worker };
     let consumer: BaseConsumer<SourceContext> = client
@@ -175,7 +178,11 @@ fn set_paused(consumer: &BaseConsumer<SourceContext>, topic: &str, paused: bool)
                 return;
             }
         };
-        if paused { consumer.pause(&assignment) } else { consumer.resume(&assignment) }
+        if paused {
+            consumer.pause(&assignment)
+        } else {
+            consumer.resume(&assignment)
+        }
         // `assignment` is dropped here, before the consumer can be.
     };
     if let Err(e) = result {

@@ -19,12 +19,12 @@
 //!   record of every epoch `<= e`. Call it only when every output derived from those epochs is
 //!   acknowledged by the sink (in timely: a probe after [`super::timely::SinkOperator`] has passed `e`).
 //!   A crash before the commit replays those records: at-least-once, never lost.
-mod consumer;
 pub mod config;
+mod consumer;
 pub mod decode;
 
-pub(crate) use consumer::{commit, partition_count};
 pub use config::{Partitioning, SourceConfig, StartFrom};
+pub(crate) use consumer::{commit, partition_count};
 pub use decode::{DecodeError, PassageChange};
 
 use super::{ConnectionConfig, KafkaError};
@@ -170,9 +170,10 @@ impl KafkaSource {
             Err(_) => Err(self.stopped()),
             Ok(()) => match answer.recv_timeout(Duration::from_secs(60)) {
                 Ok(result) => result,
-                Err(RecvTimeoutError::Timeout) => {
-                    Err(KafkaError::Timeout { operation: format!("committing offsets of '{}'", self.topic), seconds: 60 })
-                }
+                Err(RecvTimeoutError::Timeout) => Err(KafkaError::Timeout {
+                    operation: format!("committing offsets of '{}'", self.topic),
+                    seconds: 60,
+                }),
                 Err(RecvTimeoutError::Disconnected) => Err(self.stopped()),
             },
         };

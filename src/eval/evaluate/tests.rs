@@ -14,10 +14,8 @@ impl TextEmbedder for KeywordEmbedder {
         WORDS.len()
     }
     fn embed(&self, texts: &[&str]) -> Result<Tensor, EmbedError> {
-        let flat: Vec<f32> = texts
-            .iter()
-            .flat_map(|t| WORDS.map(|w| t.split_whitespace().filter(|x| *x == w).count() as f32))
-            .collect();
+        let flat: Vec<f32> =
+            texts.iter().flat_map(|t| WORDS.map(|w| t.split_whitespace().filter(|x| *x == w).count() as f32)).collect();
         Ok(Tensor::from_slice(&flat).reshape([texts.len() as i64, WORDS.len() as i64]))
     }
 }
@@ -40,14 +38,20 @@ fn passage(id: &str, title: &str, text: &str) -> Passage {
 
 fn dataset() -> BeirDataset {
     let corpus = vec![
-        passage("d1", "alpha", "zeta"),          // alpha only in the title
-        passage("d2", "", "delta gamma"),        // cos 0.707 with "delta"
-        passage("d3", "", "beta beta"),          // cos 1 with "beta"
-        passage("d4", "", "beta gamma"),         // cos 0.707 with "beta"
-        passage("d5", "", "delta"),              // cos 1 with "delta"
+        passage("d1", "alpha", "zeta"),   // alpha only in the title
+        passage("d2", "", "delta gamma"), // cos 0.707 with "delta"
+        passage("d3", "", "beta beta"),   // cos 1 with "beta"
+        passage("d4", "", "beta gamma"),  // cos 0.707 with "beta"
+        passage("d5", "", "delta"),       // cos 1 with "delta"
     ];
     let query = |id: &str, text: &str| BeirQuery { id: id.into(), text: text.into() };
-    let queries = vec![query("q1", "alpha"), query("q2", "beta"), query("q3", "delta"), query("q4", "alpha"), query("q5", "beta")];
+    let queries = vec![
+        query("q1", "alpha"),
+        query("q2", "beta"),
+        query("q3", "delta"),
+        query("q4", "alpha"),
+        query("q5", "beta"),
+    ];
     let mut qrels = Qrels::new();
     let mut judge = |q: &str, d: &str, g: i32| qrels.entry(q.to_string()).or_default().insert(d.to_string(), g);
     judge("q1", "d1", 1);

@@ -94,7 +94,10 @@ where
 }
 
 /// Cache lookup off the async threads; an unreadable cache counts as all misses.
-async fn lookup<Resp: DeserializeOwned + Send + 'static>(cache: &Arc<LlmCache>, keys: Vec<CacheKey>) -> Vec<Option<Resp>> {
+async fn lookup<Resp: DeserializeOwned + Send + 'static>(
+    cache: &Arc<LlmCache>,
+    keys: Vec<CacheKey>,
+) -> Vec<Option<Resp>> {
     let n = keys.len();
     let cache = Arc::clone(cache);
     match tokio::task::spawn_blocking(move || cache.get_many::<Resp>(&keys)).await {
@@ -118,7 +121,9 @@ async fn store<Resp: Serialize + Send + 'static>(cache: &Arc<LlmCache>, entries:
     let cache = Arc::clone(cache);
     match tokio::task::spawn_blocking(move || cache.put_many(&entries)).await {
         Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::warn!(%error, "LLM cache write failed; these results will be recomputed after a restart."),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "LLM cache write failed; these results will be recomputed after a restart.")
+        }
         Err(error) => tracing::warn!(%error, "LLM cache write panicked."),
     }
 }

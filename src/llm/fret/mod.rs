@@ -226,7 +226,8 @@ impl FretLlm {
                 .map(|&i| {
                     let mut request = self.prompts.query_generation(&passages[i]);
                     if attempt > 0 {
-                        request.sampling = Sampling { temperature: RETRY_TEMPERATURE, top_p: 0.95, seed: attempt as u64 };
+                        request.sampling =
+                            Sampling { temperature: RETRY_TEMPERATURE, top_p: 0.95, seed: attempt as u64 };
                     }
                     request
                 })

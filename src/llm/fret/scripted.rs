@@ -9,8 +9,8 @@
 //!
 //! Each behaviour can be replaced by a closure, and every request is counted.
 use crate::llm::{
-    BackendId, ContinuationScore, FinishReason, GenerateRequest, Generation, LabelDistribution, LabelRequest, LlmBackend,
-    LlmError, Prompt, ScoreRequest,
+    BackendId, ContinuationScore, FinishReason, GenerateRequest, Generation, LabelDistribution, LabelRequest,
+    LlmBackend, LlmError, Prompt, ScoreRequest,
 };
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,13 +45,19 @@ impl ScriptedLlm {
     }
 
     /// Replaces the generation behaviour.
-    pub fn with_generate(mut self, f: impl Fn(&GenerateRequest) -> Result<Generation, LlmError> + Send + Sync + 'static) -> Self {
+    pub fn with_generate(
+        mut self,
+        f: impl Fn(&GenerateRequest) -> Result<Generation, LlmError> + Send + Sync + 'static,
+    ) -> Self {
         self.generate = Box::new(f);
         self
     }
 
     /// Replaces the scoring behaviour.
-    pub fn with_score(mut self, f: impl Fn(&ScoreRequest) -> Result<ContinuationScore, LlmError> + Send + Sync + 'static) -> Self {
+    pub fn with_score(
+        mut self,
+        f: impl Fn(&ScoreRequest) -> Result<ContinuationScore, LlmError> + Send + Sync + 'static,
+    ) -> Self {
         self.score = Box::new(f);
         self
     }
@@ -131,7 +137,11 @@ fn lexical_labels(request: &LabelRequest) -> LabelDistribution {
     let text = prompt_text(&request.prompt);
     let query = words(last_field(&text, "Query:"));
     let passage: HashSet<String> = words(last_field(&text, "Passage:")).into_iter().collect();
-    let overlap = if query.is_empty() { 0.0 } else { query.iter().filter(|w| passage.contains(*w)).count() as f32 / query.len() as f32 };
+    let overlap = if query.is_empty() {
+        0.0
+    } else {
+        query.iter().filter(|w| passage.contains(*w)).count() as f32 / query.len() as f32
+    };
     // Mass centred on the grade closest to `overlap * top grade`.
     let n = request.labels.len().max(1);
     let centre = overlap * (n - 1) as f32;

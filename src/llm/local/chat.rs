@@ -123,7 +123,8 @@ impl ChatTemplate {
 
     /// Renders `messages`, ending with the assistant's turn header when `add_generation_prompt`.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, ChatTemplateError> {
-        let template = self.env.get_template(NAME).expect("the chat template was added at construction. This is a bug.");
+        let template =
+            self.env.get_template(NAME).expect("the chat template was added at construction. This is a bug.");
         let ctx = minijinja::context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,

@@ -105,8 +105,8 @@ impl ModelConfig {
 
     /// Reads a Hugging Face `config.json` (`model_type` llama, mistral or qwen2).
     pub fn from_hf_config(path: &Path) -> Result<Self, ModelFileError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ModelFileError::Io { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ModelFileError::Io { path: path.to_path_buf(), source })?;
         let json: Json = serde_json::from_str(&text)
             .map_err(|e| ModelFileError::Format { path: path.to_path_buf(), message: e.to_string() })?;
         let uint = |k: &str| -> Result<usize, ModelFileError> {
@@ -123,7 +123,10 @@ impl ModelConfig {
         if let Some(scaling) = scaling {
             let kind = scaling.get("rope_type").or_else(|| scaling.get("type")).and_then(Json::as_str);
             if kind != Some("default") {
-                return Err(ModelFileError::Unsupported { path: path.to_path_buf(), what: format!("RoPE scaling {scaling}") });
+                return Err(ModelFileError::Unsupported {
+                    path: path.to_path_buf(),
+                    what: format!("RoPE scaling {scaling}"),
+                });
             }
         }
         let rope_theta = json
@@ -142,7 +145,10 @@ impl ModelConfig {
             num_heads,
             num_kv_heads: uint("num_key_value_heads").unwrap_or(num_heads),
             head_dim: uint("head_dim").unwrap_or(hidden_size / num_heads.max(1)),
-            rms_norm_eps: json.get("rms_norm_eps").and_then(Json::as_f64).ok_or_else(|| missing(path, "rms_norm_eps"))?,
+            rms_norm_eps: json
+                .get("rms_norm_eps")
+                .and_then(Json::as_f64)
+                .ok_or_else(|| missing(path, "rms_norm_eps"))?,
             rope_theta,
             max_positions: uint("max_position_embeddings").unwrap_or(2048),
             tie_word_embeddings: json.get("tie_word_embeddings").and_then(Json::as_bool).unwrap_or(false),

@@ -145,7 +145,11 @@ impl Engine {
         }
         let job = ScoreJob { prompt: prompt_ids, continuation };
         if job.len() > self.context() {
-            return Err(invalid(format!("prompt + continuation of {} tokens exceed the context of {}", job.len(), self.context())));
+            return Err(invalid(format!(
+                "prompt + continuation of {} tokens exceed the context of {}",
+                job.len(),
+                self.context()
+            )));
         }
         Ok(job)
     }
@@ -157,12 +161,20 @@ impl Engine {
             .map(|r| {
                 let prompt = self.prompt_ids(&r.prompt)?;
                 let room = self.context() - prompt.len();
-                Ok(GenJob { max_new_tokens: r.max_new_tokens.min(room), prompt, stop: r.stop.clone(), sampling: r.sampling })
+                Ok(GenJob {
+                    max_new_tokens: r.max_new_tokens.min(room),
+                    prompt,
+                    stop: r.stop.clone(),
+                    sampling: r.sampling,
+                })
             })
             .collect();
-        run_batched(jobs, |j: &GenJob| j.prompt.len() + j.max_new_tokens, self.limits, |b| {
-            generate_batch(&self.model, &self.tokenizer, b)
-        })
+        run_batched(
+            jobs,
+            |j: &GenJob| j.prompt.len() + j.max_new_tokens,
+            self.limits,
+            |b| generate_batch(&self.model, &self.tokenizer, b),
+        )
     }
 
     /// Scores every continuation.
@@ -185,7 +197,10 @@ impl Engine {
         run_batched(jobs, Vec::len, self.limits, |b| {
             let rows = next_token_logprobs(&self.model, self.tokenizer.pad_id(), b)?;
             (0..b.len() as i64)
-                .map(|i| Vec::<f32>::try_from(rows.get(i).to_device(tch::Device::Cpu)).map_err(|e| LlmError::Model(e.to_string())))
+                .map(|i| {
+                    Vec::<f32>::try_from(rows.get(i).to_device(tch::Device::Cpu))
+                        .map_err(|e| LlmError::Model(e.to_string()))
+                })
                 .collect()
         })
     }
@@ -211,18 +226,25 @@ impl Engine {
             })
             .collect();
         let pad = self.tokenizer.pad_id();
-        let mut single_out = run_batched(single.clone(), |js: &Vec<ScoreJob>| js[0].prompt.len(), self.limits, |b| {
-            let prompts: Vec<Vec<u32>> = b.iter().map(|js| js[0].prompt.clone()).collect();
-            let rows = next_token_logprobs(&self.model, pad, &prompts)?;
-            b.iter()
-                .enumerate()
-                .map(|(i, js)| {
-                    let ids: Vec<i64> = js.iter().map(|s| i64::from(s.continuation[0])).collect();
-                    let picked = rows.get(i as i64).index_select(0, &tch::Tensor::from_slice(&ids).to_device(rows.device()));
-                    Vec::<f32>::try_from(picked.to_device(tch::Device::Cpu)).map_err(|e| LlmError::Model(e.to_string()))
-                })
-                .collect()
-        });
+        let mut single_out = run_batched(
+            single.clone(),
+            |js: &Vec<ScoreJob>| js[0].prompt.len(),
+            self.limits,
+            |b| {
+                let prompts: Vec<Vec<u32>> = b.iter().map(|js| js[0].prompt.clone()).collect();
+                let rows = next_token_logprobs(&self.model, pad, &prompts)?;
+                b.iter()
+                    .enumerate()
+                    .map(|(i, js)| {
+                        let ids: Vec<i64> = js.iter().map(|s| i64::from(s.continuation[0])).collect();
+                        let picked =
+                            rows.get(i as i64).index_select(0, &tch::Tensor::from_slice(&ids).to_device(rows.device()));
+                        Vec::<f32>::try_from(picked.to_device(tch::Device::Cpu))
+                            .map_err(|e| LlmError::Model(e.to_string()))
+                    })
+                    .collect()
+            },
+        );
         // Multi-token labels: every (prompt, label) sequence scored in shared batches.
         let multi: Vec<Result<ScoreJob, LlmError>> = jobs
             .iter()

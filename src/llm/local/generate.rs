@@ -119,7 +119,11 @@ pub(crate) fn generate_batch(model: &Llama, tok: &LlmTokenizer, jobs: &[GenJob])
             job: i,
             generated: Vec::new(),
             rng: rand::rngs::StdRng::seed_from_u64(j.sampling.seed),
-            done: (j.max_new_tokens == 0).then(|| Generation { text: String::new(), tokens: 0, finish: FinishReason::Length }),
+            done: (j.max_new_tokens == 0).then(|| Generation {
+                text: String::new(),
+                tokens: 0,
+                finish: FinishReason::Length,
+            }),
         })
         .collect();
     if max_new == 0 || b == 0 {
@@ -154,12 +158,9 @@ pub(crate) fn generate_batch(model: &Llama, tok: &LlmTokenizer, jobs: &[GenJob])
     let keys = valid.narrow(1, 0, p + t).view([b, 1, 1, p + t]);
     let eye = Tensor::cat(&[Tensor::zeros([t, p], (Kind::Bool, dev)), Tensor::eye(t, (Kind::Bool, dev))], 1);
     let mask = causal.logical_and(&keys).logical_or(&eye);
-    let mut cache = if shared == 0 {
-        model.new_cache(b, width)
-    } else {
-        model.prefix_cache(&jobs[0].prompt[..shared], b, width)
-    }
-    .map_err(tch_err)?;
+    let mut cache =
+        if shared == 0 { model.new_cache(b, width) } else { model.prefix_cache(&jobs[0].prompt[..shared], b, width) }
+            .map_err(tch_err)?;
     let hidden = model.forward(&ids, &positions, Attention::Mask(&mask), Some(&mut cache)).map_err(tch_err)?;
     let mut logits = model.logits(&hidden.select(1, t - 1)).map_err(tch_err)?;
     let mut live: Vec<usize> = (0..rows.len()).filter(|&r| rows[r].done.is_none()).collect();

@@ -97,10 +97,10 @@ fn load_gguf(path: &Path) -> Result<LoadedModel, LoadError> {
 fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>, ModelFileError> {
     let index_path = dir.join("model.safetensors.index.json");
     if let Some(index) = read_json(&index_path)? {
-        let map = index.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| ModelFileError::MissingKey {
-            path: index_path.clone(),
-            key: "weight_map".into(),
-        })?;
+        let map = index
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| ModelFileError::MissingKey { path: index_path.clone(), key: "weight_map".into() })?;
         let mut files: Vec<PathBuf> = map.values().filter_map(|v| v.as_str()).map(|f| dir.join(f)).collect();
         files.sort();
         files.dedup();
@@ -121,7 +121,8 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>, ModelFileError> {
 fn hf_chat_template(dir: &Path) -> Result<Option<(String, PathBuf)>, ModelFileError> {
     let jinja = dir.join("chat_template.jinja");
     if jinja.is_file() {
-        let src = std::fs::read_to_string(&jinja).map_err(|source| ModelFileError::Io { path: jinja.clone(), source })?;
+        let src =
+            std::fs::read_to_string(&jinja).map_err(|source| ModelFileError::Io { path: jinja.clone(), source })?;
         return Ok(Some((src, jinja)));
     }
     let cfg_path = dir.join("tokenizer_config.json");

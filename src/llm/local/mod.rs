@@ -95,7 +95,13 @@ pub struct LocalLlmOptions {
 
 impl Default for LocalLlmOptions {
     fn default() -> Self {
-        Self { device: DeviceChoice::Auto, max_batch: 16, max_batch_tokens: 8192, threads: None, precision: Precision::F32 }
+        Self {
+            device: DeviceChoice::Auto,
+            max_batch: 16,
+            max_batch_tokens: 8192,
+            threads: None,
+            precision: Precision::F32,
+        }
     }
 }
 
@@ -166,7 +172,8 @@ impl LocalLlm {
             message: e.to_string(),
         };
         let config = loaded.config.clone();
-        let llama = model::Llama::new(loaded.config, loaded.weights, device, options.precision.kind()).map_err(placement)?;
+        let llama =
+            model::Llama::new(loaded.config, loaded.weights, device, options.precision.kind()).map_err(placement)?;
         let tokenizer = Arc::new(loaded.tokenizer);
         let chat = loaded.chat.map(Arc::new);
         tracing::info!(model = %name, path = %path.display(), device = ?device, precision = ?options.precision,
@@ -258,9 +265,10 @@ impl LocalLlm {
         match prompt {
             Prompt::Text(t) => Ok(t.clone()),
             Prompt::Chat(messages) => {
-                let chat = self.chat.as_ref().ok_or_else(|| {
-                    LlmError::InvalidRequest(format!("{} has no chat template", self.id.model))
-                })?;
+                let chat = self
+                    .chat
+                    .as_ref()
+                    .ok_or_else(|| LlmError::InvalidRequest(format!("{} has no chat template", self.id.model)))?;
                 chat.render(messages, true).map_err(|e| LlmError::InvalidRequest(e.to_string()))
             }
         }

@@ -102,12 +102,16 @@ impl Llama {
         };
         let d = cfg.head_dim as i64;
         let exponent = Tensor::f_arange_start_step(0, d, 2, (Kind::Int64, device))?.f_to_kind(Kind::Float)? / d as f64;
-        let inv_freq = Tensor::f_full([d / 2], cfg.rope_theta, (Kind::Float, device))?.f_pow(&exponent)?.f_reciprocal()?;
+        let inv_freq =
+            Tensor::f_full([d / 2], cfg.rope_theta, (Kind::Float, device))?.f_pow(&exponent)?.f_reciprocal()?;
         let pos = Tensor::f_arange(cfg.max_positions as i64, (Kind::Float, device))?;
         let freqs = pos.f_outer(&inv_freq)?;
         let emb = Tensor::f_cat(&[&freqs, &freqs], -1)?;
         let sin = emb.f_sin()?;
-        let sign = Tensor::f_cat(&[Tensor::f_full([d / 2], -1.0, (Kind::Float, device))?, Tensor::f_ones([d / 2], (Kind::Float, device))?], 0)?;
+        let sign = Tensor::f_cat(
+            &[Tensor::f_full([d / 2], -1.0, (Kind::Float, device))?, Tensor::f_ones([d / 2], (Kind::Float, device))?],
+            0,
+        )?;
         let sin = sin.f_mul(&sign)?;
         Ok(Self { cos: emb.f_cos()?.f_to_kind(kind)?, sin: sin.f_to_kind(kind)?, cfg, w, device, kind })
     }
@@ -219,7 +223,8 @@ impl Llama {
 
     /// Final norm and output projection of `hidden` rows (`[..., hidden]`), as f32 logits `[..., vocab]`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor, TchError> {
-        let normed = hidden.f_rms_norm([self.cfg.hidden_size as i64], Some(&self.w.final_norm), self.cfg.rms_norm_eps)?;
+        let normed =
+            hidden.f_rms_norm([self.cfg.hidden_size as i64], Some(&self.w.final_norm), self.cfg.rms_norm_eps)?;
         let head = self.w.lm_head.as_ref().unwrap_or(&self.w.embed);
         normed.f_linear::<&Tensor>(head, None)?.f_to_kind(Kind::Float)
     }

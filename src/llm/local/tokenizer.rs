@@ -28,10 +28,12 @@ use super::gguf::GgufMetadata;
 use super::weights::ModelFileError;
 
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// Control tokens that end a turn or a document in common chat formats; generation stops on any present.
-const END_TOKENS: &[&str] = &["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<|end|>", "<end_of_turn>"];
+const END_TOKENS: &[&str] =
+    &["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<|end|>", "<end_of_turn>"];
 
 /// Why a tokenizer could not be built or used.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +85,10 @@ fn bytes_to_unicode() -> HashMap<u8, char> {
             n += 1;
         }
     }
-    bs.into_iter().zip(cs).map(|(b, c)| (b, char::from_u32(c).expect("GPT-2 byte map is valid. This is a bug."))).collect()
+    bs.into_iter()
+        .zip(cs)
+        .map(|(b, c)| (b, char::from_u32(c).expect("GPT-2 byte map is valid. This is a bug.")))
+        .collect()
 }
 
 fn pre_tokenizer(pre: &str) -> Result<PreTokenizerWrapper, tokenizers::Error> {
@@ -99,7 +104,10 @@ fn pre_tokenizer(pre: &str) -> Result<PreTokenizerWrapper, tokenizers::Error> {
         "qwen2" | "deepseek-r1-qwen" | "megrez" => split(QWEN2_SPLIT),
         other => {
             if !matches!(other, "default" | "gpt2" | "gpt-2") {
-                tracing::warn!(pre = other, "Unknown tokenizer.ggml.pre; using GPT-2's byte-level regex as transformers does.");
+                tracing::warn!(
+                    pre = other,
+                    "Unknown tokenizer.ggml.pre; using GPT-2's byte-level regex as transformers does."
+                );
             }
             Ok(ByteLevel::new(false, true, true).into())
         }
@@ -140,13 +148,18 @@ impl LlmTokenizer {
             .collect::<Result<Vec<_>, _>>()?;
         let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(build)?;
         let mut inner = Tokenizer::new(bpe);
-        inner.with_pre_tokenizer(Some(pre_tokenizer(meta.opt_string("tokenizer.ggml.pre")?.unwrap_or("default")).map_err(build)?));
+        inner.with_pre_tokenizer(Some(
+            pre_tokenizer(meta.opt_string("tokenizer.ggml.pre")?.unwrap_or("default")).map_err(build)?,
+        ));
         inner.with_decoder(Some(ByteLevelDecoder::new(true, true, true)));
         let typed = |want: i64| tokens.iter().zip(&types).filter(move |(_, &ty)| ty == want).map(|(t, _)| *t);
-        let control: Vec<AddedToken> =
-            typed(3).filter(|t| in_alphabet(t)).map(|t| AddedToken::from(t.to_string(), true).normalized(false)).collect();
+        let control: Vec<AddedToken> = typed(3)
+            .filter(|t| in_alphabet(t))
+            .map(|t| AddedToken::from(t.to_string(), true).normalized(false))
+            .collect();
         inner.add_special_tokens(&control);
-        let user: Vec<AddedToken> = typed(4).map(|t| AddedToken::from(t.to_string(), false).normalized(false)).collect();
+        let user: Vec<AddedToken> =
+            typed(4).map(|t| AddedToken::from(t.to_string(), false).normalized(false)).collect();
         inner.add_tokens(&user);
 
         let special = |key: &str| -> Result<Option<(u32, String)>, TokenizerError> {
@@ -188,7 +201,9 @@ impl LlmTokenizer {
         let mut stop_ids: Vec<u32> = eos.iter().map(|(id, _)| *id).collect();
         if let Some(gen) = super::load::read_json(&dir.join("generation_config.json"))? {
             match gen.get("eos_token_id") {
-                Some(serde_json::Value::Array(ids)) => stop_ids.extend(ids.iter().filter_map(|v| v.as_u64()).map(|v| v as u32)),
+                Some(serde_json::Value::Array(ids)) => {
+                    stop_ids.extend(ids.iter().filter_map(|v| v.as_u64()).map(|v| v as u32))
+                }
                 Some(v) => stop_ids.extend(v.as_u64().map(|v| v as u32)),
                 None => {}
             }

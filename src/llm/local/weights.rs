@@ -293,9 +293,10 @@ fn read_safetensors(files: &[PathBuf]) -> Result<HashMap<String, Tensor>, ModelF
                 _ => continue,
             };
             let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-            let t = Tensor::f_from_data_size(view.data(), &shape, kind)
-                .and_then(|t| t.f_to_kind(Kind::Float))
-                .map_err(|e| ModelFileError::Tensor { path: path.clone(), name: name.clone(), message: e.to_string() })?;
+            let t =
+                Tensor::f_from_data_size(view.data(), &shape, kind).and_then(|t| t.f_to_kind(Kind::Float)).map_err(
+                    |e| ModelFileError::Tensor { path: path.clone(), name: name.clone(), message: e.to_string() },
+                )?;
             out.insert(name, t);
         }
     }

@@ -173,10 +173,13 @@ impl FretPrompts {
     /// The request that asks for a task and a query for `passage` (greedy; stops at a blank line or at the
     /// next `Passage:`).
     pub fn query_generation(&self, passage: &Passage) -> GenerateRequest {
-        let text = self.render(PromptKind::QueryGeneration, context! {
-            examples => &self.examples,
-            passage => self.passage_text(passage),
-        });
+        let text = self.render(
+            PromptKind::QueryGeneration,
+            context! {
+                examples => &self.examples,
+                passage => self.passage_text(passage),
+            },
+        );
         GenerateRequest {
             prompt: Prompt::Text(text),
             max_new_tokens: self.options.max_new_tokens,
@@ -192,20 +195,26 @@ impl FretPrompts {
 
     /// The request for the relevance-label distribution of `(query, passage)`.
     pub fn relevance(&self, query: &str, passage: &Passage) -> LabelRequest {
-        let text = self.render(PromptKind::Relevance, context! {
-            query => collapse_whitespace(query),
-            passage => self.passage_text(passage),
-        });
+        let text = self.render(
+            PromptKind::Relevance,
+            context! {
+                query => collapse_whitespace(query),
+                passage => self.passage_text(passage),
+            },
+        );
         LabelRequest { prompt: Prompt::Text(text), labels: RELEVANCE_LABELS.iter().map(|l| l.to_string()).collect() }
     }
 
     /// The request that scores `" " + query` after the QL prompt for `passage`.
     pub fn query_likelihood(&self, query: &str, passage: &Passage) -> ScoreRequest {
         let n = self.options.ql_examples.min(self.examples.len());
-        let prompt = self.render(PromptKind::QueryLikelihood, context! {
-            examples => &self.examples[..n],
-            passage => self.passage_text(passage),
-        });
+        let prompt = self.render(
+            PromptKind::QueryLikelihood,
+            context! {
+                examples => &self.examples[..n],
+                passage => self.passage_text(passage),
+            },
+        );
         ScoreRequest { prompt, continuation: format!(" {}", collapse_whitespace(query)) }
     }
 

@@ -32,10 +32,11 @@ impl HttpClient {
         config.validate()?;
         let mut headers = HeaderMap::new();
         if let Some(key) = config.read_api_key()? {
-            let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| RemoteConfigError::Invalid {
-                field: "api_key_env",
-                message: "the key holds characters that cannot go in an HTTP header".to_string(),
-            })?;
+            let mut value =
+                HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| RemoteConfigError::Invalid {
+                    field: "api_key_env",
+                    message: "the key holds characters that cannot go in an HTTP header".to_string(),
+                })?;
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
@@ -54,7 +55,11 @@ impl HttpClient {
     }
 
     /// POSTs `body` to `{api_base}/{endpoint}` and parses the answer, retrying as the policy says.
-    pub async fn post<B: Serialize + ?Sized, R: DeserializeOwned>(&self, endpoint: &str, body: &B) -> Result<R, LlmError> {
+    pub async fn post<B: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        body: &B,
+    ) -> Result<R, LlmError> {
         let url = format!("{}/{}", self.api_base, endpoint);
         let mut retries = 0u32;
         loop {

@@ -25,8 +25,8 @@ pub mod wire;
 pub use config::{QlMode, RemoteConfig, RemoteConfigError};
 
 use crate::llm::{
-    BackendId, ContinuationScore, FinishReason, GenerateRequest, Generation, LabelDistribution, LabelRequest, LlmBackend,
-    LlmError, Prompt, ScoreRequest,
+    BackendId, ContinuationScore, FinishReason, GenerateRequest, Generation, LabelDistribution, LabelRequest,
+    LlmBackend, LlmError, Prompt, ScoreRequest,
 };
 use client::HttpClient;
 use wire::{ChatRequest, ChatResponse, CompletionRequest, CompletionResponse};
@@ -146,9 +146,12 @@ impl RemoteLlm {
                 };
                 let response: ChatResponse = self.client.post("chat/completions", &body).await?;
                 let choice = response.choices.into_iter().next().ok_or_else(no_choice)?;
-                let first = choice.logprobs.and_then(|l| l.content).and_then(|c| c.into_iter().next()).ok_or_else(|| {
-                    LlmError::Unsupported("the server returned no `logprobs.content` for chat completions".to_string())
-                })?;
+                let first =
+                    choice.logprobs.and_then(|l| l.content).and_then(|c| c.into_iter().next()).ok_or_else(|| {
+                        LlmError::Unsupported(
+                            "the server returned no `logprobs.content` for chat completions".to_string(),
+                        )
+                    })?;
                 logprobs::label_distribution(
                     &request.labels,
                     first.top_logprobs.iter().map(|t| (t.token.as_str(), t.logprob)),
@@ -174,7 +177,9 @@ impl RemoteLlm {
                     .and_then(|l| l.top_logprobs)
                     .and_then(|t| t.into_iter().next().flatten())
                     .ok_or_else(|| {
-                        LlmError::Unsupported("the server returned no `logprobs.top_logprobs` for completions".to_string())
+                        LlmError::Unsupported(
+                            "the server returned no `logprobs.top_logprobs` for completions".to_string(),
+                        )
                     })?;
                 logprobs::label_distribution(&request.labels, top.iter().map(|(t, lp)| (t.as_str(), *lp)))
             }
