@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/debug/fretflow
 
-.PHONY: all setup setup-kafka setup-llama-server setup-model build demo test test-rust kafka-up kafka-down bench bench-deps clean
+.PHONY: all setup setup-kafka setup-llama-server setup-model build check demo test test-rust kafka-up kafka-down bench bench-deps clean
 
 all: build
 
@@ -28,6 +28,11 @@ build: setup
 
 demo: build
 	scripts/demo.sh
+
+# Formatting (rustfmt.toml) and lints (Cargo.toml [lints] plus clippy's defaults), as CI checks them.
+check: setup
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
 
 # Tests need the Python reference tools (parity fixtures are committed, but some tests call Python), the
 # llama.cpp server and a local Kafka broker, which is started for the run and stopped afterwards. Nothing
