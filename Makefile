@@ -32,7 +32,7 @@ demo: build
 # Formatting (rustfmt.toml) and lints (Cargo.toml [lints] plus clippy's defaults), as CI checks them.
 check: setup
 	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # Tests need the Python reference tools (parity fixtures are committed, but some tests call Python), the
 # llama.cpp server and a local Kafka broker, which is started for the run and stopped afterwards. Nothing
@@ -40,9 +40,9 @@ check: setup
 # at the end. TEST_ARGS goes to cargo test (e.g. TEST_ARGS="-- --test-threads=1").
 TEST_ARGS ?=
 test: setup setup-kafka setup-llama-server
-	$(CARGO) build --bins --tests
+	$(CARGO) build --workspace --bins --tests
 	rm -f target/tmp/skipped-tests.txt
-	rc=0; scripts/with-kafka.sh $(CARGO) test --no-fail-fast $(TEST_ARGS) || rc=$$?; \
+	rc=0; scripts/with-kafka.sh $(CARGO) test --workspace --no-fail-fast $(TEST_ARGS) || rc=$$?; \
 	  scripts/report-skips.sh; exit $$rc
 
 kafka-up: setup-kafka

@@ -3,9 +3,10 @@
 mod dataflow_support;
 
 use dataflow_support::{delete, shape, upsert, Captured, Run};
-use fretflow::dataflow::deadletter::Stage;
 use fretflow::dataflow::instant::OverlapLabeler;
-use fretflow::dataflow::source::{decode_json_passage, Limits};
+use fretflow::dataflow::source::Limits;
+use fretflow::records::decode_json_passage;
+use fretflow::records::Stage;
 use std::sync::Arc;
 
 const SEED: &str = "alpha beta gamma delta epsilon zeta eta theta";

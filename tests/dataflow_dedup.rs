@@ -3,11 +3,11 @@
 mod dataflow_support;
 
 use dataflow_support::{delete, shape, upsert, Captured, Run};
-use fretflow::dataflow::deadletter::Stage;
 use fretflow::dataflow::dedup::{DedupParams, DuplicateAction};
 use fretflow::dataflow::graph::FretParams;
 use fretflow::dataflow::instant::OverlapLabeler;
-use fretflow::dataflow::source::SourceRecord;
+use fretflow::records::SourceRecord;
+use fretflow::records::Stage;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 

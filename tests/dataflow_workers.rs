@@ -7,7 +7,7 @@ use fretflow::dataflow::async_op::BatchPolicy;
 use fretflow::dataflow::example::NegativeStrategy;
 use fretflow::dataflow::graph::FretParams;
 use fretflow::dataflow::instant::OverlapLabeler;
-use fretflow::dataflow::source::SourceRecord;
+use fretflow::records::SourceRecord;
 use std::sync::Arc;
 use std::time::Duration;
 

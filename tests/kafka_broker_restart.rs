@@ -3,8 +3,8 @@
 //! 19092 (started and wiped by this test) so the shared one on 9092 stays up for the other tests.
 mod kafka_support;
 
-use fretflow::connectors::kafka::passthrough::{self, Identity, RunOptions};
 use fretflow::connectors::kafka::{SinkConfig, SourceConfig};
+use fretflow::pipeline::kafka::passthrough::{self, Identity, RunOptions};
 use kafka_support::*;
 use std::collections::BTreeSet;
 use std::process::Command;

@@ -6,8 +6,6 @@
 mod dataflow_support;
 mod kafka_support;
 
-use fretflow::connectors::kafka::fret::FretTransform;
-use fretflow::connectors::kafka::passthrough::{self, RunOptions};
 use fretflow::connectors::kafka::{SinkConfig, SourceConfig};
 use fretflow::dataflow::async_op::BatchPolicy;
 use fretflow::dataflow::embed::SharedEmbedder;
@@ -15,6 +13,8 @@ use fretflow::dataflow::graph::{FretParams, Stages};
 use fretflow::dataflow::instant::OverlapLabeler;
 use fretflow::dataflow::progress::Metrics;
 use fretflow::dataflow::source::Limits;
+use fretflow::pipeline::kafka::fret::FretTransform;
+use fretflow::pipeline::kafka::passthrough::{self, RunOptions};
 use kafka_support::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -4,9 +4,9 @@
 mod kafka_support;
 
 use fretflow::connectors::kafka::admin::topic_config;
-use fretflow::connectors::kafka::passthrough::{self, Identity, RunOptions};
 use fretflow::connectors::kafka::sink::SinkRecord;
 use fretflow::connectors::kafka::{KafkaSink, KafkaSource, SinkConfig, SourceConfig};
+use fretflow::pipeline::kafka::passthrough::{self, Identity, RunOptions};
 use kafka_support::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -144,7 +144,7 @@ fn a_consumer_dropped_before_the_sink_acknowledged_resumes_from_committed_offset
         let epoch1 = poll_until(&mut source, 1, 120);
         assert_eq!(epoch1.len(), 120);
         for r in &epoch1 {
-            sink.send(1, &SinkRecord::upsert(r.change.as_ref().unwrap().id(), "v")).unwrap();
+            sink.send(1, &SinkRecord::upsert(&r.event.as_ref().unwrap().id, "v")).unwrap();
         }
         sink.flush(Duration::from_secs(30)).unwrap();
         assert_eq!(sink.unacked_through(1), 0);

@@ -5,10 +5,11 @@
 //! best; the manifest and plot are written; a run with the distillation term adds it to the loss and records
 //! its settings in `fretflow.json`.
 use fretflow::embed::{EncoderOptions, SentenceEncoder, TextEmbedder};
+use fretflow::records::Metrics;
 use fretflow::train::buffer::SamplerConfig;
 use fretflow::train::checkpoint::{read_state, LATEST};
 use fretflow::train::gradcache::BackwardConfig;
-use fretflow::train::manifest::{read_manifest, CheckpointEvaluator, Metrics, PLOT};
+use fretflow::train::manifest::{read_manifest, CheckpointEvaluator, PLOT};
 use fretflow::train::optim::OptimConfig;
 use fretflow::train::promotion::PromotionConfig;
 use fretflow::train::source::{ChangeSource, FileSource};

@@ -2,9 +2,10 @@
 //! upserts and retractions, batches hold no duplicate query or positive, sampling is a function of the
 //! step, and the pair mix ratio is honoured; teacher scores are read from each example's ranking by passage id
 //! and travel in the batch aligned with their passages and queries.
-use fretflow::records::Passage;
+use fretflow::connectors::file::fret::read_jsonl as read_fret_jsonl;
+use fretflow::records::{Change, Example, Passage, RankedCandidate, Score};
 use fretflow::train::buffer::{sample_batch, ReplayBuffer, SamplerConfig};
-use fretflow::train::data::{read_fret_jsonl, read_pairs_jsonl, Change, FretExample, TrainExample};
+use fretflow::train::data::{read_pairs_jsonl, TrainExample};
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -12,16 +13,16 @@ fn fixture() -> Vec<Change> {
     read_fret_jsonl(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/train/fret_small.jsonl"))).unwrap()
 }
 
-fn example(q: &str, pos: &str) -> FretExample {
-    FretExample {
+fn example(q: &str, pos: &str) -> Example {
+    Example {
         query_id: q.into(),
         task: "search".into(),
         query: format!("query {q}"),
         seed_id: pos.into(),
         positive: Passage { id: pos.into(), title: "T".into(), text: format!("text {pos}") },
         negatives: vec![Passage { id: format!("n-{q}"), title: String::new(), text: "neg".into() }],
-        ranking: serde_json::Value::Null,
-        provenance: serde_json::Value::Null,
+        ranking: Vec::new(),
+        provenance: Default::default(),
     }
 }
 
@@ -38,16 +39,16 @@ fn batches_keep_seeds_apart_from_other_rows_and_drop_near_duplicate_queries() {
     // s1's judge chose P9 over its seed S1; r1's positive is S1: they cannot share a batch.
     let mut s1 = example("s1", "P9");
     s1.seed_id = "S1".into();
-    buffer.apply(&Change::Upsert(s1));
-    buffer.apply(&Change::Upsert(example("r1", "S1")));
+    buffer.apply(&Change::upsert(s1, 0));
+    buffer.apply(&Change::upsert(example("r1", "S1"), 0));
     // Two spellings of one query with different positives: only one of them per batch.
     let mut d1 = example("d1", "D1");
     d1.query = "What is the lift of a wing?".into();
     let mut d2 = example("d2", "D2");
     d2.query = "what  is the LIFT of a wing".into();
-    buffer.apply(&Change::Upsert(d1));
-    buffer.apply(&Change::Upsert(d2));
-    buffer.apply(&Change::Upsert(example("free", "F")));
+    buffer.apply(&Change::upsert(d1, 0));
+    buffer.apply(&Change::upsert(d2, 0));
+    buffer.apply(&Change::upsert(example("free", "F"), 0));
     let as_set = |b: &fretflow::train::buffer::Batch| b.keys.iter().cloned().collect::<HashSet<String>>();
     let mut seen_pairs = HashSet::new();
     for step in 1..40 {
@@ -73,7 +74,7 @@ fn buffer_follows_upserts_and_retractions_of_the_stream() {
     assert!(buffer.get("q3").unwrap().query.contains("replaced query"), "the later upsert wins");
     let q0 = buffer.get("q0").unwrap();
     assert!(q0.query.starts_with("task: Given a query, find a passage that has the answer to the query | query: "));
-    assert!(!buffer.apply(&Change::Retract("absent".into())), "retracting an absent key changes nothing");
+    assert!(!buffer.apply(&Change::retract("absent", 0)), "retracting an absent key changes nothing");
     // Retracted examples are never sampled again.
     for step in 1..50 {
         assert!(!sample_batch(&buffer, &[], &config(8), step).keys.contains(&"q5".to_string()));
@@ -85,12 +86,12 @@ fn batches_have_no_duplicate_queries_or_positives() {
     let mut buffer = ReplayBuffer::new();
     // Ten queries share two positives, five share query text: at most 2 + distinct ones fit.
     for i in 0..10 {
-        buffer.apply(&Change::Upsert(example(&format!("a{i}"), if i % 2 == 0 { "P0" } else { "P1" })));
+        buffer.apply(&Change::upsert(example(&format!("a{i}"), if i % 2 == 0 { "P0" } else { "P1" }), 0));
     }
     for i in 0..5 {
         let mut e = example(&format!("b{i}"), &format!("B{i}"));
         e.query = "same text".into();
-        buffer.apply(&Change::Upsert(e));
+        buffer.apply(&Change::upsert(e, 0));
     }
     for step in 1..30 {
         let batch = sample_batch(&buffer, &[], &config(8), step);
@@ -148,10 +149,18 @@ fn malformed_records_name_file_line_and_field() {
     std::fs::write(&path, mismatch).unwrap();
     let err = read_fret_jsonl(&path).unwrap_err().to_string();
     assert!(err.contains("other") && err.contains("q1"), "{err}");
+
+    // A ranking that does not parse is an error naming the field's path, not an example trained without it.
+    let mut bad = serde_json::to_value(example("q1", "p1")).unwrap();
+    bad["ranking"] = serde_json::json!([{"id": "P", "cosine": 0.5, "ql": null, "rc": 0.1, "rrf": "high"}]);
+    std::fs::write(&path, format!("{bad}\n")).unwrap();
+    let err = read_fret_jsonl(&path).unwrap_err().to_string();
+    assert!(err.contains("fret.jsonl:1") && err.contains("ranking[0].rrf"), "{err}");
 }
 
-fn ranked(id: &str, cosine: f64, ql: Option<f64>, rc: f64, rrf: f64) -> serde_json::Value {
-    serde_json::json!({"id": id, "cosine": cosine, "ql": ql, "rc": rc, "ql_rank": null, "rc_rank": 1, "rrf": rrf})
+fn ranked(id: &str, cosine: f64, ql: Option<f64>, rc: f64, rrf: f64) -> RankedCandidate {
+    let (cosine, ql, rc, rrf) = (Score(cosine), ql.map(Score), Score(rc), Score(rrf));
+    RankedCandidate { id: id.into(), cosine, ql, rc, ql_rank: None, rc_rank: 1, rrf }
 }
 
 #[test]
@@ -159,12 +168,12 @@ fn teacher_scores_come_from_the_ranking_by_passage_id() {
     let mut e = example("q", "P");
     e.negatives.push(Passage { id: "unranked".into(), title: String::new(), text: "not judged".into() });
     // Best first by rrf; by cosine the order is c, n-q, P, x.
-    e.ranking = serde_json::json!([
+    e.ranking = vec![
         ranked("P", 0.5, Some(-70.0), 0.9, 0.0328),
         ranked("x", 0.1, Some(-75.0), 0.6, 0.0320),
         ranked("c", 0.9, Some(-80.0), 0.4, 0.0310),
         ranked("n-q", 0.6, None, 0.2, 0.0300),
-    ]);
+    ];
     let t = TrainExample::from_fret(&e);
     let rrf = |fused: f64, cosine: f64| 1.0 / (60.0 + fused) + 1.0 / (60.0 + cosine);
     let p = t.positive.teacher.expect("the positive is ranked");
@@ -175,9 +184,9 @@ fn teacher_scores_come_from_the_ranking_by_passage_id() {
     assert!((n.rrf_student - rrf(4.0, 2.0)).abs() < 1e-15);
     assert_eq!(t.negatives[1].teacher, None, "a passage missing from the ranking has no teacher score");
 
-    e.ranking = serde_json::json!([{"id": "P", "rrf": "high"}]);
+    e.ranking.clear();
     let t = TrainExample::from_fret(&e);
-    assert_eq!(t.positive.teacher, None, "a ranking that does not parse gives no scores, the example still trains");
+    assert_eq!(t.positive.teacher, None, "an example without a ranking trains without distillation");
     assert_eq!(t.negatives.len(), 2);
 }
 
@@ -192,8 +201,8 @@ fn batches_carry_teacher_scores_and_owners_aligned_with_their_passages() {
             .collect();
         let mut ranking = vec![ranked(&format!("P{i}"), 0.5, Some(-1.0), 0.5, 1.0 / (10.0 + i as f64))];
         ranking.extend((0..i % 3).map(|k| ranked(&format!("N{i}-{k}"), 0.1, None, 0.1, 1.0 / (20.0 + k as f64))));
-        e.ranking = serde_json::Value::Array(ranking);
-        buffer.apply(&Change::Upsert(e));
+        e.ranking = ranking;
+        buffer.apply(&Change::upsert(e, 0));
     }
     let pairs_path = tempfile::tempdir().unwrap();
     let path = pairs_path.path().join("pairs.jsonl");

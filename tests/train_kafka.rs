@@ -6,10 +6,11 @@
 //! Run with the broker up: `scripts/with-kafka.sh cargo test --test train_kafka`.
 mod kafka_support;
 
+use fretflow::records::CheckpointEvent;
+use fretflow::records::Example;
 use fretflow::records::Passage;
 use fretflow::train::checkpoint::{checkpoint_name, read_state, LATEST};
-use fretflow::train::data::FretExample;
-use fretflow::train::manifest::{read_manifest, CheckpointEvent};
+use fretflow::train::manifest::read_manifest;
 use kafka_support::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -18,22 +19,22 @@ use std::time::{Duration, Instant};
 const TOPICS: [&str; 8] = ["wing", "shear", "heat", "plate", "shock", "vortex", "nozzle", "panel"];
 
 /// A small FRet example whose query, positive and negative are distinct texts.
-fn example(i: usize) -> FretExample {
+fn example(i: usize) -> Example {
     let (topic, other) = (TOPICS[i % TOPICS.len()], TOPICS[(i + 3) % TOPICS.len()]);
     let passage = |id: String, text: String| Passage { id, title: String::new(), text };
-    FretExample {
+    Example {
         query_id: format!("q{i}"),
         task: "Given a query, find a passage that has the answer to the query".into(),
         query: format!("{topic} experiment number {i}"),
         seed_id: format!("p{i}"),
         positive: passage(format!("p{i}"), format!("measurements of the {topic} in experiment {i} at several speeds")),
         negatives: vec![passage(format!("n{i}"), format!("a theory of the {other} unrelated to experiment {i}"))],
-        ranking: serde_json::Value::Null,
-        provenance: serde_json::Value::Null,
+        ranking: Vec::new(),
+        provenance: Default::default(),
     }
 }
 
-fn upsert(e: &FretExample) -> Raw {
+fn upsert(e: &Example) -> Raw {
     (Some(e.query_id.as_bytes().to_vec()), Some(serde_json::to_vec(e).unwrap()))
 }
 

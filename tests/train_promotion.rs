@@ -5,10 +5,11 @@
 //! real training run with a destructive learning rate, evaluated on a tiny BEIR dataset, leaves no `latest`,
 //! and the same run with margin -1 promotes every checkpoint.
 use fretflow::embed::EncoderOptions;
+use fretflow::records::{CheckpointEvent, Metrics};
 use fretflow::train::buffer::SamplerConfig;
 use fretflow::train::checkpoint::{checkpoint_name, find_latest, point_latest, read_state, LATEST, NEWEST};
 use fretflow::train::gradcache::BackwardConfig;
-use fretflow::train::manifest::{read_manifest, CheckpointEvaluator, CheckpointEvent, Metrics};
+use fretflow::train::manifest::{read_manifest, CheckpointEvaluator};
 use fretflow::train::optim::OptimConfig;
 use fretflow::train::promotion::PromotionConfig;
 use fretflow::train::source::FileSource;

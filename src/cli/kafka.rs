@@ -5,8 +5,8 @@
 //! environment variables, then `--bootstrap`.
 use crate::connectors::file::jsonl;
 use crate::connectors::kafka::admin::{ensure_topic, TopicKind};
-use crate::connectors::kafka::passthrough::{self, Identity, RunOptions};
 use crate::connectors::kafka::{ConnectionConfig, SinkConfig, SourceConfig};
+use crate::pipeline::kafka::passthrough::{self, Identity, RunOptions};
 use crate::records::Passage;
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};

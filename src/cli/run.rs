@@ -6,11 +6,11 @@
 //! A file pipeline with a `[train]` table also fine-tunes the encoder in this process: its FRet change
 //! stream goes over a channel to a trainer ([`crate::train::source::channel`]), which trains while
 //! examples stream in (on its own thread) or, with `after_input`, once the input has ended.
-use crate::connectors::kafka::run::{run_fret, FretRunOptions};
 use crate::dataflow::config::{Input, PipelineConfig};
 use crate::dataflow::dedup::DuplicateAction;
 use crate::dataflow::progress::Snapshot;
 use crate::dataflow::run::{run_pipeline, ProgressHook};
+use crate::pipeline::kafka::run::{run_fret, FretRunOptions};
 use crate::train::source::channel;
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};

@@ -32,11 +32,11 @@
 //! ```
 mod greedy;
 
-use super::deadletter::{DeadLetter, Stage};
 use super::embed::Vector;
 use super::generate::Query;
 use super::progress::SharedMetrics;
 use super::{Diff, Time};
+use crate::records::{DeadLetter, Stage};
 use differential_dataflow::{AsCollection, VecCollection};
 use greedy::{Queries, Status, Transition};
 use serde::Deserialize;

@@ -1,12 +1,12 @@
 //! The embedding stages: passages and queries to unit vectors, through the async-batch operator (the
 //! encoder runs on the runtime's blocking threads, never on a timely worker).
 use super::async_op::{AsyncMap, BatchFn, BatchFuture};
-use super::deadletter::{DeadLetter, Stage};
 use super::generate::Query;
 use super::graph::Stages;
 use super::{Diff, Time};
 use crate::embed::TextEmbedder;
 use crate::records::Passage;
+use crate::records::{DeadLetter, Stage};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;

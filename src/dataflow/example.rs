@@ -1,78 +1,9 @@
-//! FRet examples: a query with its positive, its hard negatives, the full fused ranking, and
-//! provenance. [`select`] picks the positive and negatives from a fused ranking.
-use super::labeler::ModelProvenance;
-use super::score::Score;
-use crate::records::Passage;
+//! Choosing an example's positive and hard negatives from its fused ranking ([`select`]), with the
+//! positive-aware false-negative filter ([`eligible_negative`]). The example itself is
+//! [`crate::records::Example`].
+use crate::records::RankedCandidate;
 use differential_dataflow::Hashable;
 use serde::{Deserialize, Serialize};
-
-/// A passage as it appears in an example.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct ExamplePassage {
-    /// Passage id.
-    pub id: String,
-    /// Title (may be empty).
-    pub title: String,
-    /// Text.
-    pub text: String,
-}
-
-impl From<&Passage> for ExamplePassage {
-    fn from(p: &Passage) -> Self {
-        Self { id: p.id.clone(), title: p.title.clone(), text: p.text.clone() }
-    }
-}
-
-/// One candidate in the fused ranking, best first.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct RankedCandidate {
-    /// Passage id.
-    pub id: String,
-    /// Cosine of the query and the passage under the retrieval embedder.
-    pub cosine: Score,
-    /// Query likelihood (`None` when the backend cannot score continuations).
-    pub ql: Option<Score>,
-    /// Relevance classification score.
-    pub rc: Score,
-    /// 1-based rank by QL (`None` without QL scores: the ranking is by RC alone).
-    pub ql_rank: Option<usize>,
-    /// 1-based rank by RC.
-    pub rc_rank: usize,
-    /// Reciprocal rank fusion: `1/(k + ql_rank) + 1/(k + rc_rank)` (`2/(k + rc_rank)` without QL).
-    pub rrf: Score,
-}
-
-/// Who made an example.
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Provenance {
-    /// Model and prompt version that wrote the query.
-    pub generator: ModelProvenance,
-    /// Model and prompt version that judged the pairs.
-    pub judge: ModelProvenance,
-    /// Embedder used for retrieval.
-    pub embedder: String,
-}
-
-/// One FRet training example. Its key in the output stream is `query_id`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Example {
-    /// Query id (derived from the seed passage id).
-    pub query_id: String,
-    /// Task description.
-    pub task: String,
-    /// Query text.
-    pub query: String,
-    /// The passage the query was written for.
-    pub seed_id: String,
-    /// Top of the fused ranking.
-    pub positive: ExamplePassage,
-    /// Hard negatives, best ranked first.
-    pub negatives: Vec<ExamplePassage>,
-    /// All candidates, best first.
-    pub ranking: Vec<RankedCandidate>,
-    /// Models and prompt versions.
-    pub provenance: Provenance,
-}
 
 /// How hard negatives are chosen from the fused ranking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -122,6 +53,7 @@ pub fn select(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::Score;
 
     fn ranking(n: usize) -> Vec<RankedCandidate> {
         (0..n)

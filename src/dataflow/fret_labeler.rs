@@ -1,11 +1,12 @@
 //! The [`Labeler`] over the LLM layer's [`FretLlm`]: FRet prompts, answer parsing, durable cache and call
 //! counters come from there; this adapter only maps types.
 use super::labeler::{
-    GeneratedQuery, JudgeRequest, LabelFailure, Labeler, LabelerProvenance, LabelerStats, ModelProvenance, PairScores,
+    GeneratedQuery, JudgeRequest, LabelFailure, Labeler, LabelerProvenance, LabelerStats, PairScores,
 };
 use crate::llm::fret::{FretLlm, QueryGenFailure};
 use crate::llm::prompts::PromptKind;
 use crate::llm::LlmError;
+use crate::records::ModelProvenance;
 use crate::records::Passage;
 use std::sync::Arc;
 

@@ -1,11 +1,12 @@
 //! The fusion stage: per query, rank the judged candidates by QL and by RC, fuse the two rankings with
 //! reciprocal rank fusion, and build the FRet [`Example`] (a differential `reduce` keyed by query id, so
 //! when a candidate or a score changes, the query's example is retracted and rebuilt).
-use super::example::{select, Example, ExamplePassage, NegativeStrategy, Provenance, RankedCandidate};
+use super::example::{select, NegativeStrategy};
 use super::judge::Judged;
 use super::progress::SharedMetrics;
-use super::score::Score;
 use super::{Diff, Time};
+use crate::records::Score;
+use crate::records::{Example, Provenance, RankedCandidate};
 use differential_dataflow::VecCollection;
 use std::cmp::Ordering;
 use std::time::Instant;
@@ -98,7 +99,7 @@ pub fn fuse(judged: &[&Judged], params: &FuseParams) -> Example {
     let query = &judged[0].candidate.query;
     let ranking: Vec<RankedCandidate> = fused.iter().map(|(r, _)| r.clone()).collect();
     let picks = select(&query.id, &ranking, params.negatives, params.negatives_count, params.max_positive_ratio);
-    let passage_at = |position: usize| ExamplePassage::from(&judged[fused[position].1].candidate.passage);
+    let passage_at = |position: usize| judged[fused[position].1].candidate.passage.clone();
     Example {
         query_id: query.id.clone(),
         task: query.task.clone(),

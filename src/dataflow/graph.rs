@@ -1,17 +1,17 @@
 //! Assembles the FRet dataflow from its stages.
 use super::async_op::{AsyncStage, BatchFn, BatchPolicy};
-use super::deadletter::DeadLetter;
 use super::dedup::{DedupParams, DedupQueries, DuplicateAction};
 use super::embed::{EmbedPassages, EmbedQueries, SharedEmbedder};
-use super::example::{Example, NegativeStrategy, Provenance};
+use super::example::NegativeStrategy;
 use super::fuse::{FuseParams, FuseRankings, FusionWeights};
 use super::generate::GenerateQueries;
 use super::judge::JudgeCandidates;
 use super::labeler::Labeler;
 use super::progress::{Metrics, SharedMetrics, StageMetrics};
 use super::retrieve::RetrieveTopN;
-use super::source::{Limits, SourceRecord, Upsert};
+use super::source::{Limits, Upsert};
 use super::{Diff, Time};
+use crate::records::{DeadLetter, Example, Provenance, SourceRecord};
 use differential_dataflow::VecCollection;
 use std::sync::Arc;
 use timely::dataflow::operators::Concatenate;

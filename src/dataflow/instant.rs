@@ -4,8 +4,9 @@
 //! so a test controls which passage is preferred by choosing the words. [`WithLatency`] adds a fixed delay
 //! per batch to any labeler, to simulate a real model's latency.
 use super::labeler::{
-    GeneratedQuery, JudgeRequest, LabelFailure, Labeler, LabelerProvenance, LabelerStats, ModelProvenance, PairScores,
+    GeneratedQuery, JudgeRequest, LabelFailure, Labeler, LabelerProvenance, LabelerStats, PairScores,
 };
+use crate::records::ModelProvenance;
 use crate::records::Passage;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -4,7 +4,7 @@
 //! Keeping this trait here decouples the dataflow from the LLM layer: [`crate::llm`] provides the real
 //! implementation (prompts, parsing, cache) behind an adapter, and [`crate::dataflow::instant`] provides
 //! instantly answering deterministic labelers for tests and benchmarks.
-use crate::records::Passage;
+use crate::records::{ModelProvenance, Passage};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -55,15 +55,6 @@ pub enum LabelFailure {
     /// The input cannot be sent (e.g. too long for the model's context).
     #[error("invalid LLM request: {0}")]
     Invalid(String),
-}
-
-/// Model and prompt version behind one kind of answer, recorded in every example.
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct ModelProvenance {
-    /// Backend and model, e.g. `local:SmolLM2-135M-Instruct`.
-    pub model: String,
-    /// Version of the prompt template (a hash of it).
-    pub prompt_version: String,
 }
 
 /// Provenance of a labeler's two capabilities.

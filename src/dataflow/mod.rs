@@ -16,7 +16,7 @@
 //!   no call and only new inputs (new passages, new query–candidate pairs) are sent to a model.
 //! - Retrieval is incremental in both directions ([`retrieve`]); a deleted or changed passage retracts
 //!   everything derived from it, down to the examples.
-//! - Bad records are values, not panics: they travel as [`deadletter::DeadLetter`]s to their own sink.
+//! - Bad records are values, not panics: they travel as [`crate::records::DeadLetter`]s to their own sink.
 //!
 //! [`graph::fret_dataflow`] assembles the stages; [`run::run_pipeline`] drives them from a
 //! [`config::PipelineConfig`] with file sources and sinks.
@@ -24,7 +24,6 @@
 
 pub mod async_op;
 pub mod config;
-pub mod deadletter;
 pub mod dedup;
 pub mod embed;
 pub mod example;
@@ -39,16 +38,12 @@ pub mod progress;
 pub mod resources;
 pub mod retrieve;
 pub mod run;
-pub mod score;
 pub mod sink;
 pub mod source;
 
 /// Logical time of the dataflow: the epoch in which a source record was read.
-pub type Time = u64;
+pub use crate::records::Time;
 /// Multiplicity change of a record (+1 insert, −1 retract).
 pub type Diff = isize;
 
-pub use deadletter::DeadLetter;
-pub use example::Example;
 pub use labeler::Labeler;
-pub use score::Score;

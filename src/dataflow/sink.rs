@@ -5,12 +5,11 @@
 //! time's updates per key, and emits at most one [`Change`] per key: an upsert with the key's new
 //! example, or a retraction when the key has none left. It keeps the current set for snapshots, written
 //! when the input ends.
-use super::deadletter::DeadLetter;
-use super::example::Example;
 use super::progress::SharedMetrics;
 use super::{Diff, Time};
+pub use crate::connectors::{ChangeSink, DeadLetterSink, SinkError};
+use crate::records::{Change, DeadLetter, Example};
 use differential_dataflow::VecCollection;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -18,49 +17,6 @@ use std::time::Instant;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
-
-/// What happened to a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ChangeOp {
-    /// The key now has this example (new or replacing the previous one).
-    Upsert,
-    /// The key has no example any more (a tombstone).
-    Retract,
-}
-
-/// One change of the FRet set.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Change {
-    /// Upsert or retraction.
-    pub op: ChangeOp,
-    /// The query id.
-    pub key: String,
-    /// Logical time (epoch) of the change.
-    pub time: Time,
-    /// The new example (`None` for a retraction).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub example: Option<Example>,
-}
-
-/// A sink error, in words (the writer names its file).
-pub type SinkError = String;
-
-/// Where changes go. Called on worker 0 only.
-pub trait ChangeSink: Send {
-    /// Writes the changes of one time (consolidated, at most one per key, sorted by key).
-    fn write(&mut self, changes: &[Change]) -> Result<(), SinkError>;
-    /// The input has ended; `current` is the final FRet set by key. Flush and close.
-    fn finish(&mut self, current: &BTreeMap<String, Example>) -> Result<(), SinkError>;
-}
-
-/// Where dead letters go. Called on worker 0 only.
-pub trait DeadLetterSink: Send {
-    /// Writes dead letters.
-    fn write(&mut self, letters: &[DeadLetter]) -> Result<(), SinkError>;
-    /// Flushes (called after each batch and at the end).
-    fn flush(&mut self) -> Result<(), SinkError>;
-}
 
 /// The first sink error of a run; the driver stops when it is set.
 pub type ErrorSlot = Arc<Mutex<Option<SinkError>>>;
@@ -160,13 +116,13 @@ pub fn changes_at(
                 if let Some(old) = current.insert(key.clone(), example.clone()) {
                     *positive_not_seed -= moved(&old);
                 }
-                changes.push(Change { op: ChangeOp::Upsert, key, time, example: Some(example) });
+                changes.push(Change::upsert(example, time));
             }
             None => {
                 if let Some(old) = current.remove(&key) {
                     *positive_not_seed -= moved(&old);
                 }
-                changes.push(Change { op: ChangeOp::Retract, key, time, example: None });
+                changes.push(Change::retract(key, time));
             }
         }
     }

@@ -1,15 +1,14 @@
 //! The source stage: decoded records in, the current passage set out.
 //!
-//! Sources (files, Kafka) emit [`SourceRecord`]s: a [`PassageEvent`] (an upsert or delete keyed by
+//! Sources (files, Kafka) emit [`SourceRecord`]s (see [`crate::records`]): a [`PassageEvent`] (an upsert or delete keyed by
 //! passage id, with a sequence number that orders events of one source) or a [`DeadLetter`] for a record
 //! that could not be decoded. [`Upsert::upsert_passages`] checks the [`Limits`], exchanges events by id
 //! and keeps, per id, the latest version: an upsert of a known id retracts the old version and inserts
 //! the new one, a delete retracts it. Events of one time apply in sequence order once the frontier has
 //! passed that time.
-use super::deadletter::{DeadLetter, Stage};
 use super::progress::SharedMetrics;
 use super::{Diff, Time};
-use crate::records::Passage;
+use crate::records::{DeadLetter, Passage, PassageEvent, SourceRecord, Stage};
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -20,22 +19,6 @@ use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
-
-/// An upsert or delete of one passage.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct PassageEvent {
-    /// The passage id (the key).
-    pub id: String,
-    /// Orders the events of one source (line number, offset); later wins within one time.
-    pub seq: u64,
-    /// The new version, or `None` for a delete.
-    pub passage: Option<Passage>,
-    /// Where the event came from (`file:line`), for dead letters.
-    pub origin: String,
-}
-
-/// A decoded source record, or why it could not be decoded.
-pub type SourceRecord = Result<PassageEvent, DeadLetter>;
 
 /// Size limits on passages; a passage beyond them is a dead letter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,57 +50,6 @@ impl Limits {
                 over("text", &p.text, self.max_text_chars).or_else(|| over("title", &p.title, self.max_title_chars))
             })
         })
-    }
-}
-
-/// Decodes one JSON record of a passage source: `{"id" | "_id": .., "title"?: .., "text": ..}`, or
-/// `{"id": .., "op": "delete"}`. `op` is `"upsert"` (default) or `"delete"`. Numeric ids become strings.
-/// Every failure is a dead letter naming the field.
-pub fn decode_json_passage(line: &str, seq: u64, origin: &str) -> SourceRecord {
-    let dead = |reason: String| DeadLetter::new(Stage::Source, reason, origin, Some(line));
-    let value: serde_json::Value = serde_json::from_str(line).map_err(|e| dead(format!("malformed JSON: {e}")))?;
-    let Some(object) = value.as_object() else {
-        return Err(dead("expected a JSON object".into()));
-    };
-    let string_field = |name: &str| -> Result<Option<String>, DeadLetter> {
-        match object.get(name) {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-            Some(serde_json::Value::Number(n)) if name.ends_with("id") => Ok(Some(n.to_string())),
-            Some(other) => Err(dead(format!("field `{name}` must be a string, found {}", json_kind(other)))),
-        }
-    };
-    let id = match string_field("id")? {
-        Some(id) => id,
-        None => string_field("_id")?.ok_or_else(|| dead("missing field `id`".into()))?,
-    };
-    if id.trim().is_empty() {
-        return Err(dead("field `id` is empty".into()));
-    }
-    let op = string_field("op")?.unwrap_or_else(|| "upsert".into());
-    let passage = match op.as_str() {
-        "delete" => None,
-        "upsert" => {
-            let text = string_field("text")?.ok_or_else(|| dead("missing field `text`".into()))?;
-            if text.trim().is_empty() {
-                return Err(dead("field `text` is empty".into()));
-            }
-            let title = string_field("title")?.unwrap_or_default();
-            Some(Passage { id: id.clone(), title, text })
-        }
-        other => return Err(dead(format!("field `op` must be \"upsert\" or \"delete\", found {other:?}"))),
-    };
-    Ok(PassageEvent { id, seq, passage, origin: origin.to_string() })
-}
-
-fn json_kind(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
     }
 }
 
@@ -205,29 +137,7 @@ impl<'scope> Upsert<'scope> for Stream<'scope, Time, Vec<SourceRecord>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn reason(line: &str) -> String {
-        decode_json_passage(line, 1, "c.jsonl:1").unwrap_err().reason
-    }
-
-    #[test]
-    fn decoding_accepts_beir_ids_numbers_and_deletes() {
-        let e = decode_json_passage(r#"{"_id": 7, "title": "T", "text": "x"}"#, 3, "f:3").unwrap();
-        assert_eq!((e.id.as_str(), e.seq, e.passage.unwrap().title.as_str()), ("7", 3, "T"));
-        let d = decode_json_passage(r#"{"id": "a", "op": "delete"}"#, 4, "f:4").unwrap();
-        assert!(d.passage.is_none());
-    }
-
-    #[test]
-    fn decoding_failures_name_the_field() {
-        assert!(reason("{not json").starts_with("malformed JSON"));
-        assert_eq!(reason(r#"{"text": "x"}"#), "missing field `id`");
-        assert_eq!(reason(r#"{"id": "a"}"#), "missing field `text`");
-        assert_eq!(reason(r#"{"id": "a", "text": "  "}"#), "field `text` is empty");
-        assert_eq!(reason(r#"{"id": "a", "text": 3}"#), "field `text` must be a string, found a number");
-        assert_eq!(reason(r#"[1]"#), "expected a JSON object");
-        assert!(reason(r#"{"id": "a", "text": "x", "op": "merge"}"#).contains("field `op`"));
-    }
+    use crate::records::decode_json_passage;
 
     #[test]
     fn limits_name_the_field_and_count_characters_not_bytes() {

@@ -5,8 +5,9 @@
 //! from the buffer (and, with a mix ratio, from extra pair datasets) with a generator seeded by
 //! `(seed, step)`: the same buffer and step give the same batch, which is what lets a restarted trainer
 //! repeat exactly the steps it would have taken.
-use super::data::{Change, TrainExample};
+use super::data::TrainExample;
 use super::loss::{TeacherInputs, TeacherScores};
+use crate::records::Change;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{HashMap, HashSet};
@@ -28,8 +29,8 @@ impl ReplayBuffer {
 
     /// Applies one change; returns whether the buffer changed (retracting an absent key does not).
     pub fn apply(&mut self, change: &Change) -> bool {
-        match change {
-            Change::Upsert(example) => {
+        match change.upserted() {
+            Some(example) => {
                 self.upserts += 1;
                 let example = TrainExample::from_fret(example);
                 match self.index.get(&example.key) {
@@ -41,8 +42,8 @@ impl ReplayBuffer {
                 }
                 true
             }
-            Change::Retract(key) => {
-                let Some(i) = self.index.remove(key) else { return false };
+            None => {
+                let Some(i) = self.index.remove(change.key()) else { return false };
                 self.retractions += 1;
                 self.examples.swap_remove(i);
                 if let Some(moved) = self.examples.get(i) {

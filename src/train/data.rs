@@ -2,10 +2,11 @@
 //! encoder input gets.
 //!
 //! A FRet file or topic carries either bare examples (each an upsert) or change records
-//! `{"op": "upsert" | "retract", "key": <query id>, "example": {...}}` (a retraction needs no example).
+//! `{"op": "upsert" | "retract", "key": <query id>, "time"?: <epoch>, "example": {...}}` (a retraction needs
+//! no example): [`crate::records::Change`], read by [`crate::connectors::file::fret`].
 use super::loss::TeacherScores;
 use crate::connectors::file::{jsonl, InputError};
-use crate::records::Passage;
+use crate::records::{Example, Passage, RankedCandidate};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -14,146 +15,30 @@ use std::path::Path;
 /// `k` of the reciprocal rank fusion behind [`TeacherScores::rrf_student`].
 pub const RRF_STUDENT_K: f64 = 60.0;
 
-/// A FRet training example (DESIGN.md, "Records"): a task-prefixed query with its LLM-relabelled positive
-/// and hard negatives. `ranking` and `provenance` are kept opaque; the trainer reads the teacher scores of
-/// `ranking` leniently ([`FretExample::teacher_scores`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FretExample {
-    /// Unique query id; the key of the change stream.
-    pub query_id: String,
-    /// The generated task description.
-    pub task: String,
-    /// The generated query.
-    pub query: String,
-    /// The seed passage the query was generated from.
-    #[serde(default)]
-    pub seed_id: String,
-    /// The positive passage (top of the fused ranking).
-    pub positive: Passage,
-    /// Hard negatives, best first.
-    #[serde(default)]
-    pub negatives: Vec<Passage>,
-    /// The fused ranking, as produced.
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub ranking: serde_json::Value,
-    /// Who produced it (generator, judge, embedder, created).
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub provenance: serde_json::Value,
-}
-
-impl FretExample {
-    /// The query side's encoder input: `task: {task} | query: {query}` (Gecko).
-    pub fn query_text(&self) -> String {
-        format!("task: {} | query: {}", self.task, self.query)
-    }
-
-    /// The judge's scores of the candidates in `ranking` (`[{id, cosine, ql, rc, rrf, ...}]`, best first),
-    /// by passage id, with [`TeacherScores::rrf_student`] computed over the whole ranking: the RRF
-    /// (`k` = [`RRF_STUDENT_K`]) of each candidate's rank by `rrf` and its rank by `cosine` (higher first,
-    /// ties in list order). Empty when there is no ranking; an error names what does not parse.
-    pub fn teacher_scores(&self) -> Result<HashMap<String, TeacherScores>, String> {
-        #[derive(Deserialize)]
-        struct Entry {
-            id: String,
-            cosine: f64,
-            ql: Option<f64>,
-            rc: f64,
-            rrf: f64,
+/// The judge's scores of the candidates in an example's `ranking` (best first), by passage id, with
+/// [`TeacherScores::rrf_student`] computed over the whole ranking: the RRF (`k` = [`RRF_STUDENT_K`]) of
+/// each candidate's rank by `rrf` and its rank by `cosine` (higher first, ties in list order). Empty when
+/// there is no ranking.
+pub fn teacher_scores(example: &Example) -> HashMap<String, TeacherScores> {
+    let entries = &example.ranking;
+    let ranks = |key: &dyn Fn(&RankedCandidate) -> f64| {
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        order.sort_by(|&a, &b| key(&entries[b]).total_cmp(&key(&entries[a])));
+        let mut rank = vec![0usize; entries.len()];
+        for (position, &i) in order.iter().enumerate() {
+            rank[i] = position + 1;
         }
-        if self.ranking.is_null() {
-            return Ok(HashMap::new());
-        }
-        let entries = Vec::<Entry>::deserialize(&self.ranking).map_err(|e| format!("ranking: {e}"))?;
-        let ranks = |key: &dyn Fn(&Entry) -> f64| {
-            let mut order: Vec<usize> = (0..entries.len()).collect();
-            order.sort_by(|&a, &b| key(&entries[b]).total_cmp(&key(&entries[a])));
-            let mut rank = vec![0usize; entries.len()];
-            for (position, &i) in order.iter().enumerate() {
-                rank[i] = position + 1;
-            }
-            rank
-        };
-        let (fused, cosine) = (ranks(&|e| e.rrf), ranks(&|e| e.cosine));
-        let rrf = |rank: usize| 1.0 / (RRF_STUDENT_K + rank as f64);
-        Ok(entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                let rrf_student = rrf(fused[i]) + rrf(cosine[i]);
-                (e.id.clone(), TeacherScores { rrf: e.rrf, ql: e.ql, rc: e.rc, rrf_student })
-            })
-            .collect())
-    }
-}
-
-/// One change to the FRet set.
-// Changes are applied as they arrive, never stored in bulk: boxing the example would buy nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq)]
-pub enum Change {
-    /// Insert or replace the example with this query id.
-    Upsert(FretExample),
-    /// Remove the example with this query id.
-    Retract(String),
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Op {
-    Upsert,
-    Retract,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ChangeRecord {
-    op: Op,
-    key: String,
-    #[serde(default)]
-    example: Option<FretExample>,
-}
-
-impl Change {
-    /// The query id the change is about.
-    pub fn key(&self) -> &str {
-        match self {
-            Change::Upsert(e) => &e.query_id,
-            Change::Retract(k) => k,
-        }
-    }
-
-    /// Parses a change record or a bare example (an upsert); the message names the missing or bad field.
-    pub fn from_json(value: serde_json::Value) -> Result<Self, String> {
-        if value.get("op").is_none() {
-            return serde_json::from_value::<FretExample>(value).map(Change::Upsert).map_err(|e| e.to_string());
-        }
-        let record: ChangeRecord = serde_json::from_value(value).map_err(|e| e.to_string())?;
-        match (record.op, record.example) {
-            (Op::Retract, _) => Ok(Change::Retract(record.key)),
-            (Op::Upsert, None) => Err(format!("upsert of '{}' has no 'example'", record.key)),
-            (Op::Upsert, Some(example)) if example.query_id != record.key => {
-                Err(format!("upsert key '{}' differs from the example's query_id '{}'", record.key, example.query_id))
-            }
-            (Op::Upsert, Some(example)) => Ok(Change::Upsert(example)),
-        }
-    }
-
-    /// Parses one line of a FRet JSONL file or one Kafka message value.
-    pub fn from_slice(bytes: &[u8]) -> Result<Self, String> {
-        Self::from_json(serde_json::from_slice(bytes).map_err(|e| e.to_string())?)
-    }
-}
-
-/// Reads a FRet JSONL file (examples or change records), failing at the first bad line with file and line.
-pub fn read_fret_jsonl(path: &Path) -> Result<Vec<Change>, InputError> {
-    jsonl::records::<serde_json::Value>(path)?
-        .map(|r| {
-            let (line, value) = r?;
-            Change::from_json(value).map_err(|message| InputError::Malformed {
-                path: path.to_path_buf(),
-                line,
-                message,
-            })
+        rank
+    };
+    let (fused, cosine) = (ranks(&|e| e.rrf.get()), ranks(&|e| e.cosine.get()));
+    let rrf = |rank: usize| 1.0 / (RRF_STUDENT_K + rank as f64);
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let rrf_student = rrf(fused[i]) + rrf(cosine[i]);
+            let scores = TeacherScores { rrf: e.rrf.get(), ql: e.ql.map(|s| s.get()), rc: e.rc.get(), rrf_student };
+            (e.id.clone(), scores)
         })
         .collect()
 }
@@ -211,13 +96,9 @@ pub struct TrainExample {
 
 impl TrainExample {
     /// From a FRet example: task-prefixed query, passages as `title + " " + text`, each with its teacher
-    /// scores. A ranking that does not parse is logged and leaves the passages without scores (the
-    /// example still trains, without distillation).
-    pub fn from_fret(e: &FretExample) -> Self {
-        let scores = e.teacher_scores().unwrap_or_else(|message| {
-            tracing::warn!(query_id = %e.query_id, %message, "No teacher scores: the ranking does not parse.");
-            HashMap::new()
-        });
+    /// scores ([`teacher_scores`]; none when the example has no ranking).
+    pub fn from_fret(e: &Example) -> Self {
+        let scores = teacher_scores(e);
         Self {
             key: e.query_id.clone(),
             query: e.query_text(),

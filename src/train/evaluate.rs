@@ -1,8 +1,9 @@
 //! Evaluation of checkpoints on BEIR datasets with the project's evaluator ([`crate::eval::evaluate`]).
-use super::manifest::{CheckpointEvaluator, Metrics};
+use super::manifest::CheckpointEvaluator;
 use super::TrainError;
 use crate::embed::{EncoderOptions, SentenceEncoder};
 use crate::eval::{evaluate, BeirDataset, EvalOptions, LoadOptions};
+use crate::records::Metrics;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -15,7 +16,7 @@ pub struct BeirEvaluator {
 }
 
 impl BeirEvaluator {
-    /// The metrics measured on each dataset, the names [`super::manifest::Metrics`] holds.
+    /// The metrics measured on each dataset, the names [`crate::records::Metrics`] holds.
     pub const METRICS: [&'static str; 5] = ["ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100"];
 
     /// Loads the dataset directories (`corpus.jsonl`, `queries.jsonl`, `qrels/test.tsv`); `options` says

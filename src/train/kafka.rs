@@ -28,13 +28,13 @@
 //! order, and waits for the broker's acknowledgement before training goes on. An event is published after
 //! `latest` moved to a promoted checkpoint, so a consumer that sees `promoted: true` finds `latest` there.
 use super::checkpoint::checkpoint_name;
-use super::data::Change;
-use super::manifest::CheckpointEvent;
 use super::source::ChangeSource;
 use super::trainer::CheckpointListener;
 use super::TrainError;
 use crate::connectors::kafka::admin::{ensure_topic, partition_count, TopicKind};
 use crate::connectors::kafka::{headers, ConnectionConfig, KafkaError};
+use crate::records::CheckpointEvent;
+use crate::records::{Change, ChangeOp};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
@@ -153,9 +153,9 @@ impl FretTopicSource {
         stats.records += 1;
         match decode(message.key(), message.payload()) {
             Ok(change) => {
-                match change {
-                    Change::Upsert(_) => stats.upserts += 1,
-                    Change::Retract(_) => stats.retractions += 1,
+                match change.op {
+                    ChangeOp::Upsert => stats.upserts += 1,
+                    ChangeOp::Retract => stats.retractions += 1,
                 }
                 out.push(change);
             }
@@ -246,7 +246,7 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Change, String
     };
     let Some(value) = value else {
         return match key {
-            Some(key) if !key.is_empty() => Ok(Change::Retract(key.to_owned())),
+            Some(key) if !key.is_empty() => Ok(Change::retract(key, 0)),
             _ => Err("tombstone (null value) without a key".to_owned()),
         };
     };
@@ -354,8 +354,8 @@ mod tests {
     #[test]
     fn value_is_an_upsert_and_tombstone_retracts_the_key() {
         let change = decode(Some(b"q1"), Some(EXAMPLE.as_bytes())).unwrap();
-        assert!(matches!(&change, Change::Upsert(e) if e.query_id == "q1"));
-        assert_eq!(decode(Some(b"q1"), None).unwrap(), Change::Retract("q1".into()));
+        assert!(matches!(change.upserted(), Some(e) if e.query_id == "q1"));
+        assert_eq!(decode(Some(b"q1"), None).unwrap(), Change::retract("q1", 0));
         assert!(decode(None, Some(EXAMPLE.as_bytes())).is_ok(), "a keyless value carries its query id");
     }
 

@@ -7,7 +7,7 @@
 //! the last `keep_last`, the best by the configured metric, the promoted one (`latest`), the newest.
 use super::checkpoint::{link_target, remove_checkpoint, LATEST, NEWEST};
 use super::TrainError;
-use serde::{Deserialize, Serialize};
+use crate::records::{CheckpointEvent, Metrics};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,45 +16,6 @@ use std::path::{Path, PathBuf};
 pub const MANIFEST: &str = "checkpoints.jsonl";
 /// Plot file name in the output directory.
 pub const PLOT: &str = "ndcg_at_10.png";
-
-/// Metric name → value for one dataset (`ndcg@10`, `recall@100`, `mrr@10`, ...).
-pub type Metrics = BTreeMap<String, f64>;
-
-/// A checkpoint has landed (DESIGN.md, "Records"): one line of `checkpoints.jsonl`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CheckpointEvent {
-    /// Optimizer steps taken.
-    pub step: u64,
-    /// Training examples consumed.
-    pub examples_seen: u64,
-    /// The checkpoint directory.
-    pub path: PathBuf,
-    /// Dataset name → metrics, empty when no evaluation is configured.
-    pub metrics: BTreeMap<String, Metrics>,
-    /// Mean training loss since the previous checkpoint.
-    pub mean_loss: Option<f64>,
-    /// Unix time (seconds) the checkpoint was written.
-    pub created: f64,
-    /// `latest` moved to this checkpoint (the promotion gate let it through); for the baseline entry: the
-    /// base model is the first promoted model. `false` in manifests written before the gate existed.
-    #[serde(default)]
-    pub promoted: bool,
-    /// Why it was or was not promoted, e.g. `ndcg@10 0.3912 > promoted 0.3817 (base) + margin 0.0000`,
-    /// `not promoted: ...`, `gate off`, `no evaluation configured`; empty before the gate existed.
-    #[serde(default)]
-    pub promotion: String,
-    /// This entry is the base model's evaluation before the first step (step 0, the base model's
-    /// directory as path), not a checkpoint.
-    #[serde(default)]
-    pub baseline: bool,
-}
-
-impl CheckpointEvent {
-    /// `metric` averaged over the evaluated datasets; `None` without evaluation.
-    pub fn mean_metric(&self, metric: &str) -> Option<f64> {
-        super::promotion::mean_metric(&self.metrics, metric)
-    }
-}
 
 /// Evaluates a freshly written checkpoint (loading it from disk, as its users will).
 pub trait CheckpointEvaluator {

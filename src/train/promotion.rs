@@ -16,8 +16,8 @@
 //! The promotion state lives in the manifest only: the promoted model is its last entry with
 //! `promoted: true` (see [`recorded_promoted`]), so it survives restarts. A checkpoint's `fretflow.json`
 //! does not say whether it was promoted: it is written before the checkpoint is evaluated.
-use super::manifest::{CheckpointEvent, Metrics};
 use super::TrainError;
+use crate::records::{mean_metric, CheckpointEvent, Metrics};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -104,12 +104,6 @@ impl Promoted {
     pub fn mean_metric(&self, metric: &str) -> Option<f64> {
         mean_metric(&self.metrics, metric)
     }
-}
-
-/// `metric` averaged over the datasets of `metrics` that have it; `None` when none has.
-pub fn mean_metric(metrics: &BTreeMap<String, Metrics>, metric: &str) -> Option<f64> {
-    let values: Vec<f64> = metrics.values().filter_map(|m| m.get(metric).copied()).collect();
-    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
 /// Decides whether a checkpoint is promoted. `evaluated`: an evaluation is configured; `candidate`: the

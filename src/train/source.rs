@@ -3,14 +3,10 @@
 //!
 //! A source hands over whatever changes are available; the trainer applies them to its replay buffer
 //! between optimizer steps, so training never waits on the stream once it has enough examples.
-use super::data::{read_fret_jsonl, Change};
 use super::TrainError;
-use crate::connectors::file::InputError;
-use crate::dataflow::example::Example;
-use crate::dataflow::sink::{Change as StreamChange, ChangeOp, ChangeSink, SinkError};
-use parquet::file::reader::{FileReader, SerializedFileReader};
-use parquet::record::{Field, Row};
-use serde_json::{Map, Value};
+use crate::connectors::file::fret::{read_jsonl, read_parquet};
+use crate::connectors::{ChangeSink, SinkError};
+use crate::records::{Change, Example};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -48,7 +44,7 @@ impl ChangeSource for FileSource {
             return Ok(Vec::new());
         }
         let is_parquet = self.path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
-        let changes = if is_parquet { read_fret_parquet(&self.path)? } else { read_fret_jsonl(&self.path)? };
+        let changes = if is_parquet { read_parquet(&self.path)? } else { read_jsonl(&self.path)? };
         self.done = true;
         tracing::info!(path = %self.path.display(), changes = changes.len(), "Read FRet file.");
         Ok(changes)
@@ -71,32 +67,18 @@ pub fn channel() -> (ChannelFeed, ChannelSource) {
     (ChannelFeed { tx: Some(tx) }, ChannelSource::new(rx))
 }
 
-/// The pipeline's side of [`channel`]: a change sink that forwards each change to the trainer, converted
-/// as a file or topic reader would convert its JSON. Fails (stopping the pipeline) once the trainer has
-/// stopped.
+/// The pipeline's side of [`channel`]: a change sink that forwards each change, as the typed record, to
+/// the trainer. Fails (stopping the pipeline) once the trainer has stopped.
 #[derive(Debug)]
 pub struct ChannelFeed {
     tx: Option<Sender<Change>>,
 }
 
-impl ChannelFeed {
-    fn convert(change: &StreamChange) -> Result<Change, SinkError> {
-        match (change.op, &change.example) {
-            (ChangeOp::Retract, _) => Ok(Change::Retract(change.key.clone())),
-            (ChangeOp::Upsert, Some(example)) => {
-                let json = serde_json::to_value(example).map_err(|e| format!("example '{}': {e}", change.key))?;
-                Change::from_json(json).map_err(|e| format!("example '{}' is not a training example: {e}", change.key))
-            }
-            (ChangeOp::Upsert, None) => Err(format!("upsert of '{}' has no example. This is a bug.", change.key)),
-        }
-    }
-}
-
 impl ChangeSink for ChannelFeed {
-    fn write(&mut self, changes: &[StreamChange]) -> Result<(), SinkError> {
+    fn write(&mut self, changes: &[Change]) -> Result<(), SinkError> {
         let tx = self.tx.as_ref().ok_or_else(|| "the trainer feed was already closed. This is a bug.".to_string())?;
         for change in changes {
-            tx.send(Self::convert(change)?)
+            tx.send(change.clone())
                 .map_err(|_| "the in-process trainer has stopped (its error follows)".to_string())?;
         }
         Ok(())
@@ -144,58 +126,5 @@ impl ChangeSource for ChannelSource {
 
     fn describe(&self) -> String {
         "in-process channel".to_string()
-    }
-}
-
-/// Reads a FRet Parquet file: each row, converted to JSON by column name, is an example or change record.
-pub fn read_fret_parquet(path: &Path) -> Result<Vec<Change>, TrainError> {
-    let malformed = |line: usize, message: String| InputError::Malformed { path: path.to_path_buf(), line, message };
-    let file = std::fs::File::open(path).map_err(|source| InputError::Open { path: path.to_path_buf(), source })?;
-    let reader = SerializedFileReader::new(file).map_err(|e| malformed(0, e.to_string()))?;
-    let rows = reader.get_row_iter(None).map_err(|e| malformed(0, e.to_string()))?;
-    let mut changes = Vec::new();
-    for (k, row) in rows.enumerate() {
-        let row = row.map_err(|e| malformed(k + 1, format!("row {}: {e}", k + 1)))?;
-        let change =
-            Change::from_json(row_to_json(&row)).map_err(|m| malformed(k + 1, format!("row {}: {m}", k + 1)))?;
-        changes.push(change);
-    }
-    Ok(changes)
-}
-
-fn row_to_json(row: &Row) -> Value {
-    Value::Object(
-        row.get_column_iter().map(|(name, field)| (name.clone(), field_to_json(field))).collect::<Map<_, _>>(),
-    )
-}
-
-fn field_to_json(field: &Field) -> Value {
-    match field {
-        Field::Null => Value::Null,
-        Field::Bool(b) => Value::Bool(*b),
-        Field::Byte(x) => Value::from(*x),
-        Field::Short(x) => Value::from(*x),
-        Field::Int(x) => Value::from(*x),
-        Field::Long(x) => Value::from(*x),
-        Field::UByte(x) => Value::from(*x),
-        Field::UShort(x) => Value::from(*x),
-        Field::UInt(x) => Value::from(*x),
-        Field::ULong(x) => Value::from(*x),
-        Field::Float(x) => Value::from(*x),
-        Field::Double(x) => Value::from(*x),
-        Field::Str(s) => Value::String(s.clone()),
-        Field::Group(row) => row_to_json(row),
-        Field::ListInternal(list) => Value::Array(list.elements().iter().map(field_to_json).collect()),
-        Field::MapInternal(map) => Value::Object(
-            map.entries().iter().map(|(k, v)| (field_to_string(k), field_to_json(v))).collect::<Map<_, _>>(),
-        ),
-        other => Value::String(other.to_string()),
-    }
-}
-
-fn field_to_string(field: &Field) -> String {
-    match field {
-        Field::Str(s) => s.clone(),
-        other => other.to_string(),
     }
 }

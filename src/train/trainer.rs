@@ -13,16 +13,15 @@ use super::checkpoint::{
     checkpoint_name, find_newest, link_target, point_latest, read_state, write_checkpoint, TrainerState, LATEST,
     NEWEST, OPTIMIZER_FILE,
 };
-use super::data::{read_pairs_jsonl, Change, TrainExample};
+use super::data::{read_pairs_jsonl, TrainExample};
 use super::gradcache::{backward, BackwardConfig};
-use super::manifest::{
-    append_manifest, apply_retention, read_manifest, write_plot, CheckpointEvaluator, CheckpointEvent, Metrics,
-};
+use super::manifest::{append_manifest, apply_retention, read_manifest, write_plot, CheckpointEvaluator};
 use super::optim::{AdamW, OptimConfig};
 use super::promotion::{self, Decision, Promoted, PromotionConfig};
 use super::source::ChangeSource;
 use super::{GeckoLoss, TrainError};
 use crate::embed::{EncoderOptions, Precision, SentenceEncoder};
+use crate::records::{mean_metric, Change, CheckpointEvent, Metrics};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -361,7 +360,7 @@ impl Trainer {
         let reference = self.reference(metrics)?;
         let value = reference.mean_metric(&config.metric);
         let label = reference.label();
-        let candidate = promotion::mean_metric(metrics, &config.metric);
+        let candidate = mean_metric(metrics, &config.metric);
         Ok(promotion::decide(&config, true, candidate, value.map(|v| (v, label.as_str()))))
     }
 
@@ -418,7 +417,7 @@ impl Trainer {
     /// otherwise keep every checkpoint from being promoted).
     fn require_metric(&self, metrics: &BTreeMap<String, Metrics>) -> Result<(), TrainError> {
         let metric = &self.config.promotion.metric;
-        if metrics.is_empty() || promotion::mean_metric(metrics, metric).is_some() {
+        if metrics.is_empty() || mean_metric(metrics, metric).is_some() {
             return Ok(());
         }
         let known: std::collections::BTreeSet<&str> =

@@ -1,6 +1,6 @@
 //! The FRet dataflow between the Kafka source and sink: a [`Transform`] for [`super::passthrough::run`].
 //!
-//! Kafka records become the dataflow's passage events (`seq` = offset, which orders the events of one
+//! Kafka records carry the dataflow's passage events (`seq` = offset, which orders the events of one
 //! key since a key lives in one partition; `origin` = `topic/partition/offset`). Undecodable Kafka
 //! records bypass the dataflow and go to the dead-letter topic with their original bytes and reason code;
 //! the dataflow's own dead letters (limits, LLM failures) follow with `fretflow.error` = their stage. The
@@ -16,17 +16,14 @@
 //!
 //! The run's counters ([`crate::dataflow::progress::Metrics`]) that the file sinks keep in a
 //! file pipeline (examples live and changed, p1 != seed, dead letters) are kept here.
-use super::headers;
 use super::passthrough::Transform;
-use super::sink::{Destination, SinkRecord};
-use super::source::{PassageChange, SourceRecord};
 use super::timely::UpsertRecords;
-use crate::dataflow::deadletter::DeadLetter as FlowDeadLetter;
-use crate::dataflow::example::{Example, ExamplePassage};
+use crate::connectors::kafka::sink::Destination;
+use crate::connectors::kafka::{headers, KafkaRecord, SinkRecord};
 use crate::dataflow::generate::query_id;
 use crate::dataflow::graph::{fret_dataflow, Stages};
 use crate::dataflow::progress::SharedMetrics;
-use crate::dataflow::source::{PassageEvent, SourceRecord as FlowRecord};
+use crate::records::{DeadLetter, Example, Passage, SourceRecord};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use timely::container::CapacityContainerBuilder;
@@ -51,12 +48,12 @@ pub struct FretTransform {
 }
 
 impl Transform for FretTransform {
-    fn build<'scope>(&self, input: StreamVec<'scope, u64, SourceRecord>) -> StreamVec<'scope, u64, SinkRecord> {
+    fn build<'scope>(&self, input: StreamVec<'scope, u64, KafkaRecord>) -> StreamVec<'scope, u64, SinkRecord> {
         let topic = self.source_topic.clone();
         let deleted = deleted_query_keys(input.clone());
-        let (events, undecodable) = input.ok_err(move |record| match &record.change {
-            Ok(change) => Ok(to_event(&topic, &record, change)),
-            Err(dead) => Err(SinkRecord::dead_letter(&topic, &record, dead)),
+        let (events, undecodable) = input.ok_err(move |record| match record.event {
+            Ok(event) => Ok::<SourceRecord, _>(Ok(event)),
+            Err(ref dead) => Err(SinkRecord::dead_letter(&topic, &record, dead)),
         });
         let streams = fret_dataflow(events, &self.stages);
         let examples = streams.examples.inner.concat(deleted).upsert_records_with(provenance_headers);
@@ -100,7 +97,7 @@ fn count_outputs<'scope>(
 /// live (it is only retracted), so it makes the key's net update at `t` a tombstone when nothing else is
 /// live there, and changes nothing when the dataflow upserts the key at `t`.
 fn deleted_query_keys<'scope>(
-    input: StreamVec<'scope, u64, SourceRecord>,
+    input: StreamVec<'scope, u64, KafkaRecord>,
 ) -> StreamVec<'scope, u64, ((String, Example), u64, isize)> {
     input.unary::<CapacityContainerBuilder<Vec<_>>, _, _, _>(Pipeline, "DeletedQueryKeys", |_cap, _info| {
         move |input, output| {
@@ -108,8 +105,10 @@ fn deleted_query_keys<'scope>(
                 let time = *cap.least().expect("source records carry a time. This is a bug.");
                 let mut session = output.session(&cap);
                 for record in data.drain(..) {
-                    if let Ok(PassageChange::Delete { id }) = &record.change {
-                        session.give(((query_id(id), placeholder(id)), time, -1));
+                    if let Ok(event) = &record.event {
+                        if event.passage.is_none() {
+                            session.give(((query_id(&event.id), placeholder(&event.id)), time, -1));
+                        }
                     }
                 }
             });
@@ -119,7 +118,7 @@ fn deleted_query_keys<'scope>(
 
 /// An example that no dataflow output can equal (no query, no ranking).
 fn placeholder(seed_id: &str) -> Example {
-    let empty = ExamplePassage { id: String::new(), title: String::new(), text: String::new() };
+    let empty = Passage { id: String::new(), title: String::new(), text: String::new() };
     Example {
         query_id: query_id(seed_id),
         task: String::new(),
@@ -130,19 +129,6 @@ fn placeholder(seed_id: &str) -> Example {
         ranking: Vec::new(),
         provenance: Default::default(),
     }
-}
-
-fn to_event(topic: &str, record: &SourceRecord, change: &PassageChange) -> FlowRecord {
-    let passage = match change {
-        PassageChange::Upsert(passage) => Some(passage.clone()),
-        PassageChange::Delete { .. } => None,
-    };
-    Ok(PassageEvent {
-        id: change.id().to_owned(),
-        seq: record.offset.max(0) as u64,
-        passage,
-        origin: format!("{topic}/{}/{}", record.partition, record.offset),
-    })
 }
 
 fn provenance_headers(example: &Example) -> Vec<(String, String)> {
@@ -156,8 +142,8 @@ fn provenance_headers(example: &Example) -> Vec<(String, String)> {
     ]
 }
 
-fn flow_dead_letter(dead: FlowDeadLetter) -> SinkRecord {
-    let stage = serde_json::to_value(dead.stage).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+fn flow_dead_letter(dead: DeadLetter) -> SinkRecord {
+    let stage = dead.stage.as_str().to_owned();
     SinkRecord {
         destination: Destination::DeadLetter,
         key: Some(dead.input.clone().into_bytes()),

@@ -12,10 +12,10 @@
 //! partitions from the beginning on every start and the consumer group's offsets only mark progress;
 //! see [`super::run::ReplayStart`].
 use super::run::ReplayStart;
-use super::sink::SinkRecord;
-use super::source::{PassageChange, SourceRecord};
 use super::timely::SinkOperator;
-use super::{ConnectionConfig, KafkaError, KafkaSink, KafkaSource, SinkConfig, SourceConfig};
+use crate::connectors::kafka::{
+    ConnectionConfig, KafkaError, KafkaRecord, KafkaSink, KafkaSource, SinkConfig, SinkRecord, SourceConfig,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ use timely::dataflow::StreamVec;
 pub trait Transform: Send + Sync + 'static {
     /// Builds this worker's part of the dataflow from the decoded input records (timestamped with their
     /// epoch) to the records for the sink (at the epochs of the inputs they derive from, or later).
-    fn build<'scope>(&self, input: StreamVec<'scope, u64, SourceRecord>) -> StreamVec<'scope, u64, SinkRecord>;
+    fn build<'scope>(&self, input: StreamVec<'scope, u64, KafkaRecord>) -> StreamVec<'scope, u64, SinkRecord>;
 }
 
 /// Passes every passage through unchanged: upsert in, upsert out (key = passage id, value = the passage
@@ -40,12 +40,14 @@ pub struct Identity {
 }
 
 impl Transform for Identity {
-    fn build<'scope>(&self, input: StreamVec<'scope, u64, SourceRecord>) -> StreamVec<'scope, u64, SinkRecord> {
+    fn build<'scope>(&self, input: StreamVec<'scope, u64, KafkaRecord>) -> StreamVec<'scope, u64, SinkRecord> {
         let topic = self.source_topic.clone();
         input.map(move |record| {
-            let out = match &record.change {
-                Ok(PassageChange::Upsert(passage)) => SinkRecord::upsert(&passage.id, passage),
-                Ok(PassageChange::Delete { id }) => SinkRecord::tombstone(id),
+            let out = match &record.event {
+                Ok(event) => match &event.passage {
+                    Some(passage) => SinkRecord::upsert(&passage.id, passage),
+                    None => SinkRecord::tombstone(&event.id),
+                },
                 Err(dead) => return SinkRecord::dead_letter(&topic, &record, dead),
             };
             out.with_source(&topic, record.partition, record.offset)
@@ -163,7 +165,7 @@ pub fn run_worker<X: Transform>(
         KafkaSource::start(connection, source_config, index, peers)?
     };
     let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
-        let (input, stream) = scope.new_input::<Vec<SourceRecord>>();
+        let (input, stream) = scope.new_input::<Vec<KafkaRecord>>();
         let (probe, _) = transform.build(stream).sink_to_kafka(Arc::clone(&sink)).probe();
         (input, probe)
     });

@@ -22,8 +22,8 @@
 //! (plus recent tombstones) however long the topic has existed.
 use super::fret::FretTransform;
 use super::passthrough::{self, RunOptions};
-use super::source::{commit, partition_count};
-use super::{ConnectionConfig, KafkaError, SinkConfig, SourceConfig};
+use crate::connectors::kafka::source::{commit, partition_count};
+use crate::connectors::kafka::{ConnectionConfig, KafkaError, SinkConfig, SourceConfig};
 use crate::dataflow::config::PipelineConfig;
 use crate::dataflow::progress::Snapshot;
 use crate::dataflow::resources::{self, PipelineParts, ResourceError};

@@ -9,7 +9,7 @@
 //! [`UpsertRecords::upsert_records`] turns a differential-style update stream `((key, value), time, diff)`
 //! into sink records: per key and time, a value with a positive net count becomes an upsert and a key
 //! whose values were only retracted becomes a tombstone.
-use super::sink::{KafkaSink, SinkRecord};
+use crate::connectors::kafka::{KafkaSink, SinkRecord};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

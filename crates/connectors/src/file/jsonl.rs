@@ -69,7 +69,7 @@ impl JsonlWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::Passage;
+    use fretflow_records::Passage;
 
     #[test]
     fn malformed_line_names_file_and_line_and_reading_goes_on() {

@@ -1,4 +1,5 @@
 //! File storage: JSONL and Parquet readers and writers.
+pub mod fret;
 pub mod jsonl;
 pub mod parquet;
 pub mod sink;

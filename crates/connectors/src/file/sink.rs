@@ -7,11 +7,10 @@
 //!
 //! Parquet change files are valid once closed, at the end of the run; JSONL files are flushed after
 //! every time, so `tail -f` follows them live.
-use crate::dataflow::deadletter::DeadLetter;
-use crate::dataflow::example::Example;
-use crate::dataflow::sink::{Change, ChangeOp, ChangeSink, DeadLetterSink, SinkError};
+use crate::{ChangeSink, DeadLetterSink, SinkError};
 use arrow::array::{ArrayRef, ListBuilder, RecordBatch, StringBuilder, UInt64Builder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use fretflow_records::{Change, ChangeOp, DeadLetter, Example};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;

@@ -5,11 +5,9 @@
 //! [`decode_json_passage`] (format). [`ParquetPassages`] reads row groups of a Parquet file. Both yield
 //! [`SourceRecord`]s, so a bad record is a dead letter naming `file:line` (or `file:row`), and reading
 //! goes on.
-use crate::dataflow::deadletter::{DeadLetter, Stage};
-use crate::dataflow::source::{decode_json_passage, PassageEvent, SourceRecord};
-use crate::records::Passage;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::DataType;
+use fretflow_records::{decode_json_passage, DeadLetter, Passage, PassageEvent, SourceRecord, Stage};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};

@@ -8,25 +8,21 @@
 //! - [`sink::KafkaSink`]: the FRet stream out. An idempotent producer (`acks=all`) writes upserts
 //!   (key = query id, value = example JSON) and tombstones (retractions) to a compacted topic it creates
 //!   when missing, and undecodable input records to a dead-letter topic with the reason in a header.
-//! - [`timely`]: the sink as a timely operator that holds each epoch until the broker acknowledged it, so a
-//!   probe after it says which epochs may be committed.
-//! - [`passthrough`]: source → identity → sink on timely workers, the reference driver loop (and the seam
-//!   where the FRet dataflow plugs in).
+//! - [`admin`]: topic creation and inspection; [`config`]: the connection settings (`[kafka]`, environment).
+//!
+//! The timely operators that drive these clients (the sink holding each epoch until the broker acknowledged
+//! it, so that offsets are committed only then) belong to the pipeline, which uses this module.
 //!
 //! Delivery is at-least-once: after a crash the records since the last commit are read again and their
 //! outputs written again; on a compacted topic keyed by query id that converges to the same state.
 pub mod admin;
 pub mod config;
-pub mod fret;
-pub mod passthrough;
-pub mod run;
 pub mod sink;
 pub mod source;
-pub mod timely;
 
 pub use config::ConnectionConfig;
 pub use sink::{KafkaSink, SinkConfig, SinkRecord};
-pub use source::{KafkaSource, SourceConfig, SourceRecord};
+pub use source::{KafkaRecord, KafkaSource, SourceConfig, Undecodable};
 
 /// Header names written by the sink.
 pub mod headers {

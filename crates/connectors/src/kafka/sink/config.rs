@@ -1,5 +1,5 @@
 //! The `[kafka.sink]` table.
-use crate::connectors::kafka::KafkaError;
+use crate::kafka::KafkaError;
 use serde::Deserialize;
 
 /// The `[kafka.sink]` table: the FRet stream out.

@@ -1,6 +1,6 @@
 //! Acknowledgement bookkeeping of the sink: per epoch, how many records are in flight, and the first
 //! delivery failure. Updated from librdkafka's delivery callbacks (on the producer's polling thread).
-use crate::connectors::kafka::KafkaError;
+use crate::kafka::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 use rdkafka::ClientContext;

@@ -12,7 +12,7 @@ pub use config::SinkConfig;
 
 use super::admin::{ensure_topic, TopicKind};
 use super::headers;
-use super::source::{DeadLetter, SourceRecord};
+use super::source::{KafkaRecord, Undecodable};
 use super::{ConnectionConfig, KafkaError};
 use delivery::{DeliveryTracker, SinkContext};
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
@@ -63,7 +63,7 @@ impl SinkRecord {
 
     /// A dead letter for an input record that could not be decoded: its original key and value, with the
     /// reason (`fretflow.error`, `fretflow.error.message`) and origin (`fretflow.source`) in headers.
-    pub fn dead_letter(source_topic: &str, record: &SourceRecord, dead: &DeadLetter) -> Self {
+    pub fn dead_letter(source_topic: &str, record: &KafkaRecord, dead: &Undecodable) -> Self {
         Self {
             destination: Destination::DeadLetter,
             key: dead.key.clone(),

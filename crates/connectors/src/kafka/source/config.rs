@@ -1,5 +1,5 @@
 //! The `[kafka.source]` table.
-use crate::connectors::kafka::KafkaError;
+use crate::kafka::KafkaError;
 use serde::Deserialize;
 
 /// Where a source starts in a partition that its consumer group has no committed offset for.

@@ -5,9 +5,9 @@
 //! librdkafka pitfall: a `TopicPartitionList` returned by `assignment()`, `committed()` or `position()`
 //! must be dropped before the consumer, or dropping the consumer hangs. Every such list here lives in a
 //! block that ends before the consumer does.
-use super::decode::decode;
-use super::{Command, DeadLetter, Partitioning, SourceConfig, SourceRecord};
-use crate::connectors::kafka::{ConnectionConfig, KafkaError};
+use super::decode::{decode, origin};
+use super::{Command, KafkaRecord, Partitioning, SourceConfig, Undecodable};
+use crate::kafka::{ConnectionConfig, KafkaError};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -88,7 +88,7 @@ pub(super) fn connect(setup: &Setup) -> Result<BaseConsumer<SourceContext>, Kafk
 }
 
 /// Partitions of `topic`, waiting up to 30 s for it to exist.
-pub(crate) fn partition_count<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str) -> Result<i32, KafkaError> {
+pub fn partition_count<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str) -> Result<i32, KafkaError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let metadata = consumer
@@ -109,12 +109,12 @@ pub(crate) fn partition_count<C: ConsumerContext>(consumer: &BaseConsumer<C>, to
 pub(super) fn run(
     consumer: BaseConsumer<SourceContext>,
     setup: Setup,
-    records: SyncSender<SourceRecord>,
+    records: SyncSender<KafkaRecord>,
     commands: Receiver<Command>,
 ) {
     let topic = setup.config.topic.clone();
     let max_bytes = setup.config.max_message_bytes;
-    let mut overflow: VecDeque<SourceRecord> = VecDeque::new();
+    let mut overflow: VecDeque<KafkaRecord> = VecDeque::new();
     let mut paused = false;
     let mut last_error_log = Instant::now() - Duration::from_secs(60);
     'outer: loop {
@@ -145,16 +145,20 @@ pub(super) fn run(
         match consumer.poll(Duration::from_millis(if paused { 20 } else { 100 })) {
             None => {}
             Some(Ok(message)) => {
-                let change = decode(message.key(), message.payload(), max_bytes).map_err(|error| DeadLetter {
-                    error,
-                    key: message.key().map(<[u8]>::to_vec),
-                    value: message.payload().map(<[u8]>::to_vec),
-                });
-                if let Err(dead) = &change {
-                    tracing::debug!(topic = %topic, partition = message.partition(), offset = message.offset(),
-                        reason = dead.error.reason(), "Undecodable record goes to the dead-letter topic.");
+                let (partition, offset) = (message.partition(), message.offset());
+                let from = origin(&topic, partition, offset);
+                let seq = offset.max(0) as u64;
+                let event =
+                    decode(message.key(), message.payload(), max_bytes, seq, &from).map_err(|error| Undecodable {
+                        error,
+                        key: message.key().map(<[u8]>::to_vec),
+                        value: message.payload().map(<[u8]>::to_vec),
+                    });
+                if let Err(dead) = &event {
+                    tracing::debug!(topic = %topic, partition, offset, reason = dead.error.reason(),
+                        "Undecodable record goes to the dead-letter topic.");
                 }
-                overflow.push_back(SourceRecord { partition: message.partition(), offset: message.offset(), change });
+                overflow.push_back(KafkaRecord { partition, offset, event });
             }
             // Transport and broker errors are retried by librdkafka; say so at most every 10 s.
             Some(Err(error)) if last_error_log.elapsed() > Duration::from_secs(10) => {
@@ -192,7 +196,7 @@ fn set_paused(consumer: &BaseConsumer<SourceContext>, topic: &str, paused: bool)
 
 /// How long a commit waits for the broker's answer before it is reported as failed (callers keep the
 /// offsets pending and retry them with the next commit).
-pub(crate) const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Commits `(partition, next offset)` pairs of `topic` and waits up to [`COMMIT_TIMEOUT`] for the answer;
 /// nothing to commit is a no-op.
@@ -201,7 +205,7 @@ pub(crate) const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// after a broker restart it was seen waiting forever for a group coordinator (the source thread then never
 /// served another command and the pipeline could not stop). Here the commit goes on a private result queue
 /// that is polled with a deadline.
-pub(crate) fn commit<C: ConsumerContext>(
+pub fn commit<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
     offsets: &[(i32, i64)],

@@ -1,30 +1,8 @@
 //! Passage messages to records: key = passage id, value = JSON `{id, title?, text}` (BEIR's `_id` is
 //! accepted for `id`), null value (tombstone) = delete. A message that breaks these rules becomes a
 //! [`DecodeError`] value that travels on to the dead-letter topic; decoding never panics.
-use crate::records::Passage;
+use fretflow_records::{Passage, PassageEvent};
 use serde::{Deserialize, Serialize};
-
-/// One change to the corpus, keyed by passage id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PassageChange {
-    /// Insert the passage, or replace the passage with the same id.
-    Upsert(Passage),
-    /// Delete the passage with this id (a tombstone).
-    Delete {
-        /// The passage id (the message key).
-        id: String,
-    },
-}
-
-impl PassageChange {
-    /// The passage id this change is about.
-    pub fn id(&self) -> &str {
-        match self {
-            Self::Upsert(passage) => &passage.id,
-            Self::Delete { id } => id,
-        }
-    }
-}
 
 /// Why a message is not a valid passage change. [`DecodeError::reason`] is the stable code written to the
 /// dead-letter topic's `fretflow.error` header; the `Display` text goes to `fretflow.error.message`.
@@ -99,15 +77,28 @@ impl DecodeError {
     }
 }
 
-/// Decodes one message. `max_bytes` bounds the value's size.
-pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>, max_bytes: usize) -> Result<PassageChange, DecodeError> {
+/// Where a message came from: `topic/partition/offset`, the `origin` of its event and dead letter.
+pub fn origin(topic: &str, partition: i32, offset: i64) -> String {
+    format!("{topic}/{partition}/{offset}")
+}
+
+/// Decodes one message into the event it carries (an upsert or a delete of one passage), with `seq` the
+/// message's offset and `origin` where it came from ([`origin`]). `max_bytes` bounds the value's size.
+pub fn decode(
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    max_bytes: usize,
+    seq: u64,
+    origin: &str,
+) -> Result<PassageEvent, DecodeError> {
+    let event = |id: String, passage: Option<Passage>| PassageEvent { id, seq, passage, origin: origin.to_owned() };
     let key = match key {
         Some(bytes) => Some(std::str::from_utf8(bytes).map_err(|_| DecodeError::KeyNotUtf8)?),
         None => None,
     };
     let Some(value) = value else {
         return match key {
-            Some(id) if !id.is_empty() => Ok(PassageChange::Delete { id: id.to_owned() }),
+            Some(id) if !id.is_empty() => Ok(event(id.to_owned(), None)),
             _ => Err(DecodeError::TombstoneWithoutKey),
         };
     };
@@ -142,7 +133,7 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>, max_bytes: usize) -> Res
     if text.trim().is_empty() {
         return Err(DecodeError::EmptyText { id });
     }
-    Ok(PassageChange::Upsert(Passage { id, title, text }))
+    Ok(event(id.clone(), Some(Passage { id, title, text })))
 }
 
 #[cfg(test)]
@@ -150,20 +141,22 @@ mod tests {
     use super::*;
 
     fn reason(key: Option<&str>, value: Option<&str>) -> &'static str {
-        decode(key.map(str::as_bytes), value.map(str::as_bytes), 64).unwrap_err().reason()
+        decode(key.map(str::as_bytes), value.map(str::as_bytes), 64, 0, "t/0/0").unwrap_err().reason()
     }
 
     #[test]
     fn upsert_with_and_without_title_and_beir_id() {
-        let got = decode(Some(b"p1"), Some(br#"{"id":"p1","title":"T","text":"x"}"#), 64).unwrap();
-        assert_eq!(got, PassageChange::Upsert(Passage { id: "p1".into(), title: "T".into(), text: "x".into() }));
-        let got = decode(None, Some(br#"{"_id":"p2","text":"y"}"#), 64).unwrap();
-        assert_eq!(got.id(), "p2");
+        let got = decode(Some(b"p1"), Some(br#"{"id":"p1","title":"T","text":"x"}"#), 64, 5, "t/0/5").unwrap();
+        let passage = Passage { id: "p1".into(), title: "T".into(), text: "x".into() };
+        assert_eq!(got, PassageEvent { id: "p1".into(), seq: 5, passage: Some(passage), origin: "t/0/5".into() });
+        let got = decode(None, Some(br#"{"_id":"p2","text":"y"}"#), 64, 6, "t/0/6").unwrap();
+        assert_eq!(got.id, "p2");
     }
 
     #[test]
     fn tombstone_is_delete_of_key() {
-        assert_eq!(decode(Some(b"p1"), None, 64).unwrap(), PassageChange::Delete { id: "p1".into() });
+        let delete = PassageEvent { id: "p1".into(), seq: 2, passage: None, origin: origin("t", 1, 2) };
+        assert_eq!(decode(Some(b"p1"), None, 64, 2, &origin("t", 1, 2)).unwrap(), delete);
         assert_eq!(reason(None, None), "tombstone_without_key");
     }
 
@@ -178,13 +171,13 @@ mod tests {
         assert_eq!(reason(Some("a"), Some(r#"{"id":"a","text":3}"#)), "bad_field");
         assert_eq!(reason(Some("a"), Some(r#"{"id":"b","text":"x"}"#)), "key_mismatch");
         assert_eq!(reason(Some("a"), Some(&format!(r#"{{"id":"a","text":"{}"}}"#, "x".repeat(80)))), "oversize");
-        let err = decode(Some(&[0xff, 0xfe]), Some(b"{}"), 64).unwrap_err();
+        let err = decode(Some(&[0xff, 0xfe]), Some(b"{}"), 64, 0, "t/0/0").unwrap_err();
         assert_eq!(err.reason(), "key_not_utf8");
     }
 
     #[test]
     fn messages_name_the_passage() {
-        let err = decode(Some(b"a"), Some(br#"{"id":"a","text":""}"#), 64).unwrap_err();
+        let err = decode(Some(b"a"), Some(br#"{"id":"a","text":""}"#), 64, 0, "t/0/0").unwrap_err();
         assert!(err.to_string().contains("'a'"), "{err}");
     }
 }

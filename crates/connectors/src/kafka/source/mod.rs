@@ -3,9 +3,10 @@
 //! # Contract
 //!
 //! - **Records.** Key = passage id, value = JSON `{id, title?, text}`, null value = delete
-//!   ([`decode::decode`]). A message that breaks these rules is not an error of the source: it arrives as
-//!   `Err(DeadLetter)` in [`SourceRecord::change`], so the pipeline can route it to the dead-letter topic
-//!   and go on.
+//!   ([`decode::decode`]), decoded into a [`PassageEvent`] whose origin is `topic/partition/offset`. A
+//!   message that breaks these rules is not an error of the source: it arrives as `Err(Undecodable)` in
+//!   [`KafkaRecord::event`], with its original bytes, so the pipeline can route it to the dead-letter
+//!   topic and go on.
 //! - **Partitions over workers and processes.** Every timely worker (in every process) starts its own
 //!   `KafkaSource` with its global index `i` and the total number of workers `n`. With
 //!   [`Partitioning::Static`] (default) worker `i` reads the partitions `p` with `p % n == i`, fixed for
@@ -17,37 +18,39 @@
 //! - **Epochs and commits.** [`KafkaSource::poll_batch`] tags what it returns with the caller's epoch (its
 //!   timely time). [`KafkaSource::commit_through`]`(e)` commits, per partition, the offset after the last
 //!   record of every epoch `<= e`. Call it only when every output derived from those epochs is
-//!   acknowledged by the sink (in timely: a probe after [`super::timely::SinkOperator`] has passed `e`).
+//!   acknowledged by the sink (in timely: a probe after the pipeline's Kafka sink operator has passed `e`).
 //!   A crash before the commit replays those records: at-least-once, never lost.
 pub mod config;
 mod consumer;
+pub use consumer::COMMIT_TIMEOUT;
 pub mod decode;
 
 pub use config::{Partitioning, SourceConfig, StartFrom};
-pub(crate) use consumer::{commit, partition_count};
-pub use decode::{DecodeError, PassageChange};
+pub use consumer::{commit, partition_count};
+pub use decode::{origin, DecodeError};
 
 use super::{ConnectionConfig, KafkaError};
+use fretflow_records::PassageEvent;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// One message of the source topic, decoded.
+/// One message of the source topic: where it was read, and the passage event it carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceRecord {
+pub struct KafkaRecord {
     /// Partition it was read from.
     pub partition: i32,
     /// Its offset in that partition.
     pub offset: i64,
-    /// The change it carries, or why it could not be decoded.
-    pub change: Result<PassageChange, DeadLetter>,
+    /// The event it carries, or the message itself when it could not be decoded.
+    pub event: Result<PassageEvent, Undecodable>,
 }
 
-/// A message that could not be decoded, kept whole for the dead-letter topic.
+/// A message that could not be decoded, kept whole (its original bytes) for the dead-letter topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeadLetter {
+pub struct Undecodable {
     /// Why.
     pub error: DecodeError,
     /// The original key bytes.
@@ -65,7 +68,7 @@ enum Command {
 /// A Kafka consumer on its own thread; see the module docs for the contract.
 pub struct KafkaSource {
     topic: String,
-    records: Receiver<SourceRecord>,
+    records: Receiver<KafkaRecord>,
     commands: Sender<Command>,
     thread: Option<JoinHandle<()>>,
     /// epoch -> partition -> next offset to read (last offset + 1), for epochs not yet committed.
@@ -120,7 +123,7 @@ impl KafkaSource {
 
     /// Returns up to `max` records, waiting at most `wait` for the first one (never blocks longer), and
     /// remembers their offsets under `epoch`. Epochs must not decrease between calls.
-    pub fn poll_batch(&mut self, epoch: u64, max: usize, wait: Duration) -> Result<Vec<SourceRecord>, KafkaError> {
+    pub fn poll_batch(&mut self, epoch: u64, max: usize, wait: Duration) -> Result<Vec<KafkaRecord>, KafkaError> {
         let mut batch = Vec::new();
         if max == 0 {
             return Ok(batch);
