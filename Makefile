@@ -51,7 +51,7 @@ kafka-up: setup-kafka
 kafka-down:
 	deploy/kafka/stop.sh
 
-# Benchmarks print ratios against the named peers on this machine (see README, "Benchmarks").
+# Benchmarks print ratios against the named peers on this machine (see docs/RESULTS.md, "Benchmarks").
 bench-deps: setup-llama-server
 
 bench: build

@@ -38,7 +38,7 @@
 # full 0.3847 / 0.3776 / 0.3741 vs base 0.3817 (heldout 0.3949 / 0.3885 / 0.3791 vs 0.3911), cisi 0.4309 /
 # 0.4264 / 0.4272 vs 0.4207: the seed decides the sign on cranfield.
 # Mixed-precision training (PRECISION=bf16, DEV_ONLY=1) gives the same dev 0.3721 as f32. Why nothing helps:
-# the judge ranks cranfield's human queries worse than the base embedder (scripts/judge_quality.py, README).
+# the judge ranks cranfield's human queries worse than the base embedder (scripts/judge_quality.py, docs/RESULTS.md).
 #
 # Wall time on 2 cores: about 12 minutes (train ~2.5 min, 8 f32 evals of 60-75 s). Heavy steps run under nice and wait
 # while /tmp/bench.lock exists.

@@ -457,7 +457,7 @@ async fn a_real_llama_cpp_python_server_generates_scores_and_labels() {
     }
     // Not asserted: that the relevant question scores higher. llama-cpp-python's echoed prompt
     // log-probabilities are those of each token under the distribution *after* it (off by one position;
-    // abetlen/llama-cpp-python#1983, open as of 0.3.36; DESIGN.md has the measured table), so its QL ranks
+    // abetlen/llama-cpp-python#1983, open as of 0.3.36; the measured table is in the design notes, ../shared/docs/DESIGN.md), so its QL ranks
     // these two the wrong way round (-79.4 vs -64.8). A remote QL judge needs a server whose prompt
     // log-probabilities are right (vLLM's prompt_logprobs); check it against the local backend first.
 

@@ -124,7 +124,7 @@ struct PairRecord {
     passage: Passage,
 }
 
-/// One line of `queries` output (the Query record of DESIGN.md).
+/// One line of `queries` output (the `llm queries` output format).
 #[derive(Serialize)]
 struct QueryRecord<'a> {
     id: String,
@@ -140,7 +140,7 @@ struct Generator<'a> {
     prompt_version: &'a str,
 }
 
-/// One line of `judge` output (the Judgement record of DESIGN.md).
+/// One line of `judge` output (the `llm judge` output format).
 #[derive(Serialize)]
 struct JudgementRecord<'a> {
     query_id: Option<&'a str>,

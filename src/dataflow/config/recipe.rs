@@ -20,7 +20,7 @@ pub struct FretConfig {
     #[serde(default)]
     pub hard_negatives: HardNegativesConfig,
     /// Weights of the QL and RC rankings in the fusion, `{ ql = 1.0, rc = 1.0 }` (the paper's RRF). Set
-    /// `rc = 0` when the judge model is too small for relevance classification (see the README's cranfield
+    /// `rc = 0` when the judge model is too small for relevance classification (see docs/RESULTS.md, the cranfield
     /// run: SmolLM2-135M's RC ranks the seed passage first for 13% of queries, its QL for 75%, which is 99% of
     /// the queries whose seed was retrieved). With `rc = 0` the judge asks for QL alone, which halves its
     /// model calls; examples then carry `rc = 0`.
