@@ -1,7 +1,7 @@
 //! Pipeline configs: the shipped ones parse, and mistakes are named by field.
-use fretflow::dataflow::config::{ConfigError, Input, LlmConfig, PipelineConfig};
 use fretflow::dataflow::dedup::{DedupParams, DuplicateAction};
-use fretflow::dataflow::resources::{self, RoleLlm};
+use fretflow::pipeline::config::{ConfigError, Input, LlmConfig, PipelineConfig};
+use fretflow::pipeline::resources::{self, RoleLlm};
 use fretflow::records::Passage;
 use std::path::Path;
 use std::sync::Arc;

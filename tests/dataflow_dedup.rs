@@ -175,8 +175,8 @@ fn one_two_and_four_workers_give_identical_examples_and_dead_letters_as_duplicat
 
 #[test]
 fn a_pipeline_config_dead_letters_duplicates_by_default_and_keeps_them_with_action_keep() {
-    use fretflow::dataflow::config::PipelineConfig;
-    use fretflow::dataflow::run::run_pipeline;
+    use fretflow::pipeline::config::PipelineConfig;
+    use fretflow::pipeline::file::run_pipeline;
     let dir = tempfile::tempdir().unwrap();
     // p1 and p2 start with the same four words, so their queries coincide; the others are at most 0.89 apart.
     let texts = [

@@ -1,7 +1,7 @@
 //! End to end through the file connectors: JSONL in, change stream + snapshots (JSONL and Parquet) and
 //! dead letters out, with the instant labeler and the hashing encoder.
-use fretflow::dataflow::config::PipelineConfig;
-use fretflow::dataflow::run::run_pipeline;
+use fretflow::pipeline::config::PipelineConfig;
+use fretflow::pipeline::file::run_pipeline;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use std::path::Path;
 

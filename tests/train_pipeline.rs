@@ -1,6 +1,6 @@
 //! `fretflow run` with a `[train]` table: the pipeline feeds its FRet change stream to a trainer in the same
 //! process (instant LLM and hashing embedder for the FRet side, the real all-MiniLM-L6-v2 being trained).
-use fretflow::dataflow::config::PipelineConfig;
+use fretflow::pipeline::config::PipelineConfig;
 use serde_json::Value;
 use std::path::Path;
 

@@ -1,17 +1,14 @@
 //! `fretflow run PIPELINE.toml`: runs the FRet dataflow of a pipeline config, with progress bars and a
 //! summary at the end. Timely's cluster flags (`-w`, `-n`, `-p`, `-h`) choose threads and processes.
-//! A file `[source]` runs [`run_pipeline`]; a `[kafka.source]` runs [`run_fret`] (topic to topic),
-//! which follows the topic until Ctrl-C or, with `--idle-exit`, until it has been quiet that long.
-//!
-//! A file pipeline with a `[train]` table also fine-tunes the encoder in this process: its FRet change
-//! stream goes over a channel to a trainer ([`crate::train::source::channel`]), which trains while
-//! examples stream in (on its own thread) or, with `after_input`, once the input has ended.
-use crate::dataflow::config::{Input, PipelineConfig};
+//! A file `[source]` reads the file; a `[kafka.source]` follows the topic until Ctrl-C or, with
+//! `--idle-exit`, until it has been quiet that long. With `[train]` (file pipelines) the encoder is also
+//! fine-tuned in this process. All of that is [`crate::pipeline::run`]; this module parses the arguments
+//! and shows progress and the summary.
 use crate::dataflow::dedup::DuplicateAction;
 use crate::dataflow::progress::Snapshot;
-use crate::dataflow::run::{run_pipeline, ProgressHook};
-use crate::pipeline::kafka::run::{run_fret, FretRunOptions};
-use crate::train::source::channel;
+use crate::pipeline::config::{Input, PipelineConfig};
+use crate::pipeline::file::ProgressHook;
+use crate::pipeline::{self, write_summary, InputDoneHook, RunOptions};
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -71,107 +68,48 @@ impl RunArgs {
     }
 }
 
-/// Runs `fretflow run`.
+/// Runs `fretflow run`: the pipeline ([`crate::pipeline::run`]), then its summary.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let config = PipelineConfig::load(&args.config)?;
-    let timely_config = args.timely_config(config.workers)?;
+    let config = Arc::new(PipelineConfig::load(&args.config)?);
+    let idle_exit = match args.idle_exit {
+        Some(s) if !(s.is_finite() && s > 0.0) => {
+            anyhow::bail!("--idle-exit must be a positive number of seconds, got {s}")
+        }
+        s => s.map(Duration::from_secs_f64),
+    };
     let bars = (!args.no_progress && std::io::stderr().is_terminal()).then(Bars::new);
-    let hook: Option<ProgressHook> = bars.map(|mut b| Box::new(move |s: &Snapshot| b.update(s)) as ProgressHook);
-    let context = || format!("pipeline {}", args.config.display());
-    // The in-process trainer runs where the sinks are: process 0.
-    let train = match &config.train {
-        Some(t) if args.process == 0 => {
-            Some((super::train::options_from_table(&t.options).with_context(context)?, t.after_input))
-        }
-        _ => None,
-    };
-    let (snapshot, trained) = match (config.input(), train) {
-        (Input::File(_), None) => {
-            (run_pipeline(&config, timely_config, args.process, Vec::new(), hook).with_context(context)?, None)
-        }
-        (Input::File(_), Some((options, after_input))) => {
-            let (feed, mut source) = channel();
-            let out = options.out.clone();
-            let interrupted = watch_ctrl_c()?;
-            let stop = Arc::clone(&interrupted);
-            let train = move |source: &mut crate::train::source::ChannelSource| -> anyhow::Result<String> {
-                let mut trainer = options.trainer()?;
-                trainer.stop_when(interrupted);
-                let summary = trainer.run(source).context("in-process training failed")?;
-                super::train::summary_text(&trainer, &summary, &out)
-            };
-            if after_input {
-                let snapshot = run_pipeline(&config, timely_config, args.process, vec![Box::new(feed)], hook)
-                    .with_context(context)?;
-                print_summary(&snapshot, &config);
-                write_summary(&config, &snapshot)?;
-                println!("training on the {} examples of the FRet set (`[train] after_input`)", snapshot.examples_live);
-                println!("{}", train(&mut source)?);
-                return Ok(());
+    let progress: Option<ProgressHook> = bars.map(|mut b| Box::new(move |s: &Snapshot| b.update(s)) as ProgressHook);
+    // With `[train] after_input` the run's summary comes when the input has ended, before training.
+    let after_input = config.train.as_ref().is_some_and(|t| t.after_input) && args.process == 0;
+    let summarized = Arc::new(AtomicBool::new(false));
+    let on_input_done = after_input.then(|| {
+        let (config, summarized) = (Arc::clone(&config), Arc::clone(&summarized));
+        Box::new(move |snapshot: &Snapshot| {
+            print_summary(snapshot, &config);
+            if let Err(e) = write_summary(&config, snapshot) {
+                tracing::error!(error = %e, "Could not write the run summary.");
             }
-            let trainer = std::thread::Builder::new()
-                .name("fretflow-train".into())
-                .spawn(move || train(&mut source))
-                .context("cannot start the trainer thread")?;
-            let result = run_pipeline(&config, timely_config, args.process, vec![Box::new(feed)], hook);
-            if result.is_err() {
-                // A failed pipeline: the trainer checkpoints at its next step and stops, rather than
-                // finishing a pass.
-                stop.store(true, Ordering::Relaxed);
-            }
-            let trained = trainer.join().map_err(|_| anyhow::anyhow!("the trainer thread panicked"))?;
-            // A trainer that failed stops the pipeline too: its error is the one to report.
-            let trained = trained.with_context(context)?;
-            (result.with_context(context)?, Some(trained))
-        }
-        (Input::Kafka { connection, source, sink }, _) => {
-            let idle_exit = match args.idle_exit {
-                Some(s) if !(s.is_finite() && s > 0.0) => {
-                    anyhow::bail!("--idle-exit must be a positive number of seconds, got {s}")
-                }
-                s => s.map(Duration::from_secs_f64),
-            };
-            let mut connection = connection.clone();
-            connection.apply_env(|name| std::env::var(name).ok()).with_context(context)?;
-            let options = FretRunOptions { idle_exit, progress: hook };
-            (run_fret(&config, &connection, source, sink, timely_config, options).with_context(context)?, None)
-        }
+            println!("training on the {} examples of the FRet set (`[train] after_input`)", snapshot.examples_live);
+            summarized.store(true, Ordering::Relaxed);
+        }) as InputDoneHook
+    });
+    let options = RunOptions {
+        timely: args.timely_config(config.workers)?,
+        process: args.process,
+        idle_exit,
+        progress,
+        on_input_done,
     };
-    print_summary(&snapshot, &config);
-    if let Some(text) = trained {
+    let outcome = pipeline::run(&config, options).with_context(|| format!("pipeline {}", args.config.display()))?;
+    if summarized.load(Ordering::Relaxed) {
+        println!("{}", outcome.trained.unwrap_or_default());
+        return Ok(());
+    }
+    print_summary(&outcome.snapshot, &config);
+    if let Some(text) = outcome.trained {
         println!("{text}");
     }
-    write_summary(&config, &snapshot)
-}
-
-/// A flag set on Ctrl-C, for the in-process trainer: the pipeline's own handler drains the dataflow, and
-/// once a handler is installed Ctrl-C no longer ends the process, so the trainer must stop by itself (at
-/// its next step, with a checkpoint) rather than run on.
-fn watch_ctrl_c() -> anyhow::Result<Arc<AtomicBool>> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let set = Arc::clone(&flag);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the signal watcher")?;
-    std::thread::Builder::new()
-        .name("fretflow-ctrl-c".into())
-        .spawn(move || {
-            if runtime.block_on(tokio::signal::ctrl_c()).is_ok() {
-                set.store(true, Ordering::Relaxed);
-            }
-        })
-        .context("cannot start the signal watcher")?;
-    Ok(flag)
-}
-
-/// Writes the run's metrics to `sinks.summary` when the config names it.
-fn write_summary(config: &PipelineConfig, snapshot: &Snapshot) -> anyhow::Result<()> {
-    if let Some(path) = &config.sinks.summary {
-        let json = serde_json::to_string_pretty(snapshot).expect("summary serializes. This is a bug.");
-        std::fs::write(path, json).with_context(|| format!("cannot write the summary {}", path.display()))?;
-    }
-    Ok(())
+    write_summary(&config, &outcome.snapshot)
 }
 
 /// One progress line per counter.

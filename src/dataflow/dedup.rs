@@ -50,6 +50,9 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
+/// Default cosine threshold of near-duplicate queries (`[fret] duplicate_queries.threshold`).
+pub const DEFAULT_DUPLICATE_THRESHOLD: f64 = 0.97;
+
 /// What happens to a duplicate query.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

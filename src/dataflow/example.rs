@@ -5,6 +5,9 @@ use crate::records::RankedCandidate;
 use differential_dataflow::Hashable;
 use serde::{Deserialize, Serialize};
 
+/// Default false-negative filter ratio (`[fret.hard_negatives] max_positive_ratio`; NV-Retriever's best setting).
+pub const DEFAULT_MAX_POSITIVE_RATIO: f64 = 0.95;
+
 /// How hard negatives are chosen from the fused ranking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -44,9 +44,9 @@ impl Default for FretParams {
             weights: FusionWeights::default(),
             negatives: NegativeStrategy::Last,
             negatives_count: 1,
-            max_positive_ratio: Some(super::config::DEFAULT_MAX_POSITIVE_RATIO),
+            max_positive_ratio: Some(super::example::DEFAULT_MAX_POSITIVE_RATIO),
             duplicate_queries: Some(DedupParams {
-                threshold: super::config::DEFAULT_DUPLICATE_THRESHOLD,
+                threshold: super::dedup::DEFAULT_DUPLICATE_THRESHOLD,
                 action: DuplicateAction::DeadLetter,
             }),
         }

@@ -18,12 +18,12 @@
 //!   everything derived from it, down to the examples.
 //! - Bad records are values, not panics: they travel as [`crate::records::DeadLetter`]s to their own sink.
 //!
-//! [`graph::fret_dataflow`] assembles the stages; [`run::run_pipeline`] drives them from a
-//! [`config::PipelineConfig`] with file sources and sinks.
+//! [`graph::fret_dataflow`] assembles the stages. The dataflow knows no storage and no config file: the
+//! drivers in [`crate::pipeline`] build its [`graph::Stages`] from a pipeline config and run it between
+//! connectors.
 #![allow(clippy::type_complexity)]
 
 pub mod async_op;
-pub mod config;
 pub mod dedup;
 pub mod embed;
 pub mod example;
@@ -35,9 +35,7 @@ pub mod instant;
 pub mod judge;
 pub mod labeler;
 pub mod progress;
-pub mod resources;
 pub mod retrieve;
-pub mod run;
 pub mod sink;
 pub mod source;
 

@@ -23,6 +23,7 @@ pub mod kafka;
 pub mod loss;
 pub mod manifest;
 pub mod optim;
+pub mod options;
 pub mod plot;
 pub mod promotion;
 pub mod source;

@@ -4,14 +4,14 @@
 //!
 //! Passages come from a file (`[source]`) or from a Kafka topic (`[kafka.source]`, with the FRet stream
 //! going to `[kafka.sink]`); exactly one of the two sources is given ([`PipelineConfig::input`]).
-use super::dedup::DedupParams;
-use super::fuse::FusionWeights;
+use crate::dataflow::dedup::DedupParams;
+use crate::dataflow::fuse::FusionWeights;
 
 mod llm;
 mod recipe;
-use super::graph::FretParams;
-use super::source::Limits;
 use crate::connectors::kafka::{self, ConnectionConfig};
+use crate::dataflow::graph::FretParams;
+use crate::dataflow::source::Limits;
 pub use llm::{InstantLlmConfig, LlmConfig, LlmRoles, LocalLlmConfig};
 pub use recipe::{
     BatchConfig, BatchOverride, BatchingConfig, DuplicateQueriesConfig, FretConfig, HardNegativesConfig, WeightsConfig,

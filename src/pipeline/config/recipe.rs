@@ -1,8 +1,10 @@
 //! The `[fret]` and `[batching]` tables of the pipeline config: the recipe's parameters (N, RRF, fusion
 //! weights, hard negatives, generation attempts, near-duplicate queries) and how model calls are batched.
-use super::super::async_op::BatchPolicy;
-use super::super::dedup::DuplicateAction;
-use super::super::example::NegativeStrategy;
+use crate::dataflow::async_op::BatchPolicy;
+use crate::dataflow::dedup::DuplicateAction;
+pub use crate::dataflow::dedup::DEFAULT_DUPLICATE_THRESHOLD;
+use crate::dataflow::example::NegativeStrategy;
+pub use crate::dataflow::example::DEFAULT_MAX_POSITIVE_RATIO;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -55,9 +57,6 @@ pub struct DuplicateQueriesConfig {
     #[serde(default)]
     pub action: DuplicateAction,
 }
-
-/// Default of [`DuplicateQueriesConfig::threshold`].
-pub const DEFAULT_DUPLICATE_THRESHOLD: f64 = 0.97;
 
 fn default_duplicate_threshold() -> f64 {
     DEFAULT_DUPLICATE_THRESHOLD
@@ -124,9 +123,6 @@ pub struct HardNegativesConfig {
     #[serde(default = "default_max_positive_ratio")]
     pub max_positive_ratio: f64,
 }
-
-/// Default of [`HardNegativesConfig::max_positive_ratio`] (NV-Retriever's best setting).
-pub const DEFAULT_MAX_POSITIVE_RATIO: f64 = 0.95;
 
 fn default_max_positive_ratio() -> f64 {
     DEFAULT_MAX_POSITIVE_RATIO
@@ -232,12 +228,13 @@ impl BatchConfig {
     }
 }
 
+// One set of defaults: the dataflow's own (`FretParams::default`), which the config's keys override.
 fn default_neighbours() -> usize {
-    20
+    crate::dataflow::graph::FretParams::default().neighbours
 }
 
 fn default_rrf_k() -> f64 {
-    60.0
+    crate::dataflow::graph::FretParams::default().rrf_k
 }
 
 fn default_strategy() -> NegativeStrategy {

@@ -1,15 +1,15 @@
 //! Builds what a pipeline config names: the labeler (LLM + cache), the encoder, the passage reader and
 //! the sinks. Each failure is a typed error naming the config field.
 use super::config::{FileFormat, LlmConfig, PipelineConfig, ReadMode};
-use super::embed::SharedEmbedder;
-use super::fret_labeler::FretLabeler;
-use super::graph::Stages;
-use super::instant::{HashingEmbedder, OverlapLabeler, WithLatency};
-use super::labeler::{Labeler, SplitLabeler};
-use super::progress::Metrics;
-use super::sink::{ChangeSink, DeadLetterSink};
 use crate::connectors::file::sink::{change_sink, JsonlDeadLetters, Snapshot};
 use crate::connectors::file::source::{JsonlPassages, Limited, ParquetPassages, PassageReader, SourceError};
+use crate::connectors::{ChangeSink, DeadLetterSink};
+use crate::dataflow::embed::SharedEmbedder;
+use crate::dataflow::fret_labeler::FretLabeler;
+use crate::dataflow::graph::Stages;
+use crate::dataflow::instant::{HashingEmbedder, OverlapLabeler, WithLatency};
+use crate::dataflow::labeler::{Labeler, SplitLabeler};
+use crate::dataflow::progress::Metrics;
 use crate::device::DeviceChoice;
 use crate::embed::{EncoderOptions, SentenceEncoder};
 use crate::llm::cache::LlmCache;

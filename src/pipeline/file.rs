@@ -6,13 +6,13 @@
 //! far ahead of the models. The other workers only step. When the source is exhausted (or Ctrl-C is
 //! pressed while following a file), the input closes and the workers drain the dataflow.
 use super::config::PipelineConfig;
-use super::graph::fret_dataflow;
-use super::labeler::Labeler;
-use super::progress::{SharedMetrics, Snapshot};
 use super::resources::{self, PipelineParts, ResourceError};
-use super::sink::{ChangeSink, ErrorSlot, SinkChanges, SinkDeadLetters};
-use super::Time;
 use crate::connectors::file::source::PassageReader;
+use crate::dataflow::graph::fret_dataflow;
+use crate::dataflow::labeler::Labeler;
+use crate::dataflow::progress::{SharedMetrics, Snapshot};
+use crate::dataflow::sink::{ChangeSink, ErrorSlot, SinkChanges, SinkDeadLetters};
+use crate::dataflow::Time;
 use crate::records::SourceRecord;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
