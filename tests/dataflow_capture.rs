@@ -4,7 +4,7 @@ mod dataflow_support;
 
 use dataflow_support::{delete, shape, upsert, Captured, Run};
 use fretflow::dataflow::instant::OverlapLabeler;
-use fretflow::dataflow::source::Limits;
+use fretflow::dataflow::params::Limits;
 use fretflow::records::decode_json_passage;
 use fretflow::records::Stage;
 use std::sync::Arc;

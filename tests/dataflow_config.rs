@@ -1,5 +1,5 @@
 //! Pipeline configs: the shipped ones parse, and mistakes are named by field.
-use fretflow::dataflow::dedup::{DedupParams, DuplicateAction};
+use fretflow::dataflow::params::{DedupParams, DuplicateAction};
 use fretflow::pipeline::config::{ConfigError, Input, LlmConfig, PipelineConfig};
 use fretflow::pipeline::resources::{self, RoleLlm};
 use fretflow::records::Passage;

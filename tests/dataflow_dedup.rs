@@ -3,9 +3,9 @@
 mod dataflow_support;
 
 use dataflow_support::{delete, shape, upsert, Captured, Run};
-use fretflow::dataflow::dedup::{DedupParams, DuplicateAction};
-use fretflow::dataflow::graph::FretParams;
 use fretflow::dataflow::instant::OverlapLabeler;
+use fretflow::dataflow::params::FretParams;
+use fretflow::dataflow::params::{DedupParams, DuplicateAction};
 use fretflow::records::SourceRecord;
 use fretflow::records::Stage;
 use std::sync::atomic::Ordering;

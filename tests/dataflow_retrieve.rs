@@ -1,10 +1,10 @@
 //! The incremental top-N retrieval operator on hand-made vectors: exact changes in both directions
 //! (new queries search the index; new passages enter a top N by beating its N-th; deletions refill).
 use differential_dataflow::input::InputSession;
-use fretflow::dataflow::embed::Vector;
 use fretflow::dataflow::generate::Query;
 use fretflow::dataflow::progress::Metrics;
 use fretflow::dataflow::retrieve::RetrieveTopN;
+use fretflow::dataflow::vector::Vector;
 use fretflow::dataflow::{Diff, Time};
 use fretflow::records::Passage;
 use std::sync::{mpsc, Arc, Mutex};

@@ -4,9 +4,9 @@ mod dataflow_support;
 
 use dataflow_support::{delete, upsert, Run};
 use fretflow::dataflow::async_op::BatchPolicy;
-use fretflow::dataflow::example::NegativeStrategy;
-use fretflow::dataflow::graph::FretParams;
 use fretflow::dataflow::instant::OverlapLabeler;
+use fretflow::dataflow::params::FretParams;
+use fretflow::dataflow::params::NegativeStrategy;
 use fretflow::records::SourceRecord;
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,11 +8,12 @@ mod kafka_support;
 
 use fretflow::connectors::kafka::{SinkConfig, SourceConfig};
 use fretflow::dataflow::async_op::BatchPolicy;
-use fretflow::dataflow::embed::SharedEmbedder;
-use fretflow::dataflow::graph::{FretParams, Stages};
 use fretflow::dataflow::instant::OverlapLabeler;
+use fretflow::dataflow::params::FretParams;
+use fretflow::dataflow::params::Limits;
 use fretflow::dataflow::progress::Metrics;
-use fretflow::dataflow::source::Limits;
+use fretflow::dataflow::stages::Stages;
+use fretflow::dataflow::vector::SharedEmbedder;
 use fretflow::pipeline::kafka::fret::FretTransform;
 use fretflow::pipeline::kafka::passthrough::{self, RunOptions};
 use kafka_support::*;

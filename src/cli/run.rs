@@ -4,7 +4,7 @@
 //! `--idle-exit`, until it has been quiet that long. With `[train]` (file pipelines) the encoder is also
 //! fine-tuned in this process. All of that is [`crate::pipeline::run`]; this module parses the arguments
 //! and shows progress and the summary.
-use crate::dataflow::dedup::DuplicateAction;
+use crate::dataflow::params::DuplicateAction;
 use crate::dataflow::progress::Snapshot;
 use crate::pipeline::config::{Input, PipelineConfig};
 use crate::pipeline::file::ProgressHook;

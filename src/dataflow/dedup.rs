@@ -32,14 +32,14 @@
 //! ```
 mod greedy;
 
-use super::embed::Vector;
 use super::generate::Query;
+use super::params::{DedupParams, DuplicateAction};
 use super::progress::SharedMetrics;
+use super::vector::Vector;
 use super::{Diff, Time};
 use crate::records::{DeadLetter, Stage};
 use differential_dataflow::{AsCollection, VecCollection};
 use greedy::{Queries, Status, Transition};
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -49,29 +49,6 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
-
-/// Default cosine threshold of near-duplicate queries (`[fret] duplicate_queries.threshold`).
-pub const DEFAULT_DUPLICATE_THRESHOLD: f64 = 0.97;
-
-/// What happens to a duplicate query.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DuplicateAction {
-    /// It leaves the live queries (no retrieval, no judging, no example) and goes to the dead letters.
-    #[default]
-    DeadLetter,
-    /// It stays (and gets its example); duplicates are only counted.
-    Keep,
-}
-
-/// Parameters of the near-duplicate stage.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DedupParams {
-    /// A query whose cosine with a kept query is at least this is a duplicate.
-    pub threshold: f64,
-    /// What happens to duplicates.
-    pub action: DuplicateAction,
-}
 
 /// The reason of a duplicate's dead letter.
 pub fn duplicate_reason(winner_id: &str, cosine: f32, threshold: f64) -> String {

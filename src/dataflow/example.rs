@@ -1,23 +1,9 @@
 //! Choosing an example's positive and hard negatives from its fused ranking ([`select`]), with the
 //! positive-aware false-negative filter ([`eligible_negative`]). The example itself is
 //! [`crate::records::Example`].
+use super::params::NegativeStrategy;
 use crate::records::RankedCandidate;
 use differential_dataflow::Hashable;
-use serde::{Deserialize, Serialize};
-
-/// Default false-negative filter ratio (`[fret.hard_negatives] max_positive_ratio`; NV-Retriever's best setting).
-pub const DEFAULT_MAX_POSITIVE_RATIO: f64 = 0.95;
-
-/// How hard negatives are chosen from the fused ranking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NegativeStrategy {
-    /// The lowest-ranked candidates (`p_N`, then `p_{N-1}`, ...): best in the paper's ablation.
-    Last,
-    /// A pseudo-random pick among ranks 2..N, seeded by query and passage id, so it is reproducible and
-    /// stays put when unrelated candidates come and go.
-    Random,
-}
 
 /// The positive-aware false-negative filter (NV-Retriever's TopK-PercPos): a candidate whose embedder
 /// cosine is above `ratio` of the positive's is too close to the positive to be trusted as a negative (it

@@ -1,8 +1,9 @@
 //! The fusion stage: per query, rank the judged candidates by QL and by RC, fuse the two rankings with
 //! reciprocal rank fusion, and build the FRet [`Example`] (a differential `reduce` keyed by query id, so
 //! when a candidate or a score changes, the query's example is retracted and rebuilt).
-use super::example::{select, NegativeStrategy};
+use super::example::select;
 use super::judge::Judged;
+use super::params::{FusionWeights, NegativeStrategy};
 use super::progress::SharedMetrics;
 use super::{Diff, Time};
 use crate::records::Score;
@@ -28,22 +29,6 @@ pub struct FuseParams {
     pub max_positive_ratio: Option<f64>,
     /// Models and prompt versions, recorded in each example.
     pub provenance: Provenance,
-}
-
-/// Weights of the two rankings in reciprocal rank fusion: `ql / (k + rank_ql) + rc / (k + rank_rc)`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct FusionWeights {
-    /// Weight of the query-likelihood ranking.
-    pub ql: f64,
-    /// Weight of the relevance-classification ranking.
-    pub rc: f64,
-}
-
-impl Default for FusionWeights {
-    /// Equal weights, as in the paper.
-    fn default() -> Self {
-        Self { ql: 1.0, rc: 1.0 }
-    }
 }
 
 /// 1-based ranks of `judged` by `score` (higher first; ties by passage id).

@@ -4,8 +4,8 @@
 //! A query's id is derived from its seed passage's id ([`query_id`]), so when a passage changes, its new
 //! query replaces the old one under the same key, and downstream sinks see an upsert.
 use super::async_op::{AsyncMap, BatchFuture};
-use super::graph::Stages;
 use super::labeler::Labeler;
+use super::stages::Stages;
 use super::{Diff, Time};
 use crate::records::Passage;
 use crate::records::{DeadLetter, Stage};

@@ -2,9 +2,9 @@
 //! ([`Labeler::judge`]) through the async-batch operator. Only new pairs are sent: a pair that stays in
 //! a query's top N is judged once, and its retraction is answered from the operator's memory.
 use super::async_op::{AsyncMap, BatchFuture};
-use super::graph::Stages;
 use super::labeler::{JudgeRequest, Labeler};
 use super::retrieve::Candidate;
+use super::stages::Stages;
 use super::{Diff, Time};
 use crate::records::Score;
 use crate::records::{DeadLetter, Stage};

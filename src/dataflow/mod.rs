@@ -34,10 +34,13 @@ pub mod graph;
 pub mod instant;
 pub mod judge;
 pub mod labeler;
+pub mod params;
 pub mod progress;
 pub mod retrieve;
 pub mod sink;
 pub mod source;
+pub mod stages;
+pub mod vector;
 
 /// Logical time of the dataflow: the epoch in which a source record was read.
 pub use crate::records::Time;

@@ -14,9 +14,9 @@
 //! on the number of workers or the order of arrival.
 mod index;
 
-use super::embed::Vector;
 use super::generate::Query;
 use super::progress::SharedMetrics;
+use super::vector::Vector;
 use super::{Diff, Time};
 use crate::records::Passage;
 use crate::records::Score;

@@ -6,11 +6,11 @@
 //! and keeps, per id, the latest version: an upsert of a known id retracts the old version and inserts
 //! the new one, a delete retracts it. Events of one time apply in sequence order once the frontier has
 //! passed that time.
+use super::params::Limits;
 use super::progress::SharedMetrics;
 use super::{Diff, Time};
 use crate::records::{DeadLetter, Passage, PassageEvent, SourceRecord, Stage};
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -19,39 +19,6 @@ use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
-
-/// Size limits on passages; a passage beyond them is a dead letter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Limits {
-    /// Longest passage text, in characters.
-    pub max_text_chars: usize,
-    /// Longest title, in characters.
-    pub max_title_chars: usize,
-    /// Longest id, in characters.
-    pub max_id_chars: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self { max_text_chars: 4000, max_title_chars: 500, max_id_chars: 256 }
-    }
-}
-
-impl Limits {
-    /// Why `event` is beyond the limits, if it is.
-    pub fn check(&self, event: &PassageEvent) -> Option<String> {
-        let over = |field: &str, value: &str, max: usize| {
-            let n = value.chars().count();
-            (n > max).then(|| format!("field `{field}` has {n} characters, over the limit of {max}"))
-        };
-        over("id", &event.id, self.max_id_chars).or_else(|| {
-            event.passage.as_ref().and_then(|p| {
-                over("text", &p.text, self.max_text_chars).or_else(|| over("title", &p.title, self.max_title_chars))
-            })
-        })
-    }
-}
 
 /// Turns a stream of source records into the collection of current passages.
 pub trait Upsert<'scope> {

@@ -4,14 +4,14 @@
 //!
 //! Passages come from a file (`[source]`) or from a Kafka topic (`[kafka.source]`, with the FRet stream
 //! going to `[kafka.sink]`); exactly one of the two sources is given ([`PipelineConfig::input`]).
-use crate::dataflow::dedup::DedupParams;
-use crate::dataflow::fuse::FusionWeights;
+use crate::dataflow::params::DedupParams;
+use crate::dataflow::params::FusionWeights;
 
 mod llm;
 mod recipe;
 use crate::connectors::kafka::{self, ConnectionConfig};
-use crate::dataflow::graph::FretParams;
-use crate::dataflow::source::Limits;
+use crate::dataflow::params::FretParams;
+use crate::dataflow::params::Limits;
 pub use llm::{InstantLlmConfig, LlmConfig, LlmRoles, LocalLlmConfig};
 pub use recipe::{
     BatchConfig, BatchOverride, BatchingConfig, DuplicateQueriesConfig, FretConfig, HardNegativesConfig, WeightsConfig,

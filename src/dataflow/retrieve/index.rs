@@ -3,7 +3,7 @@
 //!
 //! A scan of the whole index used to chase one heap pointer per passage; with the rows side by side a
 //! block of rows stays in cache while every query of the time is scored against it.
-use crate::dataflow::embed::{dot, Vector};
+use crate::dataflow::vector::{dot, Vector};
 use crate::dataflow::Diff;
 use crate::records::Passage;
 use crate::records::Score;

@@ -3,8 +3,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value as Json;
 
+use super::files::ModelFileError;
 use super::gguf::GgufMetadata;
-use super::weights::ModelFileError;
 
 /// Architectures the local backend runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{Content, Value};
 
-use super::weights::ModelFileError;
+use super::files::ModelFileError;
 
 /// The key/value metadata of a GGUF file, with getters that name the file and key on error.
 #[derive(Debug, Clone)]

@@ -6,9 +6,10 @@ use sha2::{Digest, Sha256};
 
 use super::chat::{ChatTemplate, ChatTemplateError};
 use super::config::ModelConfig;
+use super::files::{read_json, ModelFileError};
 use super::gguf::GgufFile;
 use super::tokenizer::{LlmTokenizer, TokenizerError};
-use super::weights::{self, ModelFileError, Weights};
+use super::weights::{self, Weights};
 
 /// Why a model could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -38,18 +39,6 @@ pub(crate) struct LoadedModel {
     pub name: String,
     /// First 12 hex digits of the SHA-256 of the weight files' bytes.
     pub digest: String,
-}
-
-/// Reads a JSON file, `None` if it does not exist.
-pub(crate) fn read_json(path: &Path) -> Result<Option<serde_json::Value>, ModelFileError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(ModelFileError::Io { path: path.to_path_buf(), source }),
-    };
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| ModelFileError::Format { path: path.to_path_buf(), message: e.to_string() })
 }
 
 fn short_digest(hasher: Sha256) -> String {

@@ -30,6 +30,7 @@ use crate::llm::{
 pub mod chat;
 pub mod config;
 mod engine;
+pub mod files;
 mod generate;
 pub mod gguf;
 pub mod load;

@@ -24,8 +24,8 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
 
+use super::files::ModelFileError;
 use super::gguf::GgufMetadata;
-use super::weights::ModelFileError;
 
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const QWEN2_SPLIT: &str =
@@ -191,7 +191,7 @@ impl LlmTokenizer {
         let path = dir.join("tokenizer.json");
         let inner = Tokenizer::from_file(&path)
             .map_err(|e| TokenizerError::Build { path: path.clone(), message: e.to_string() })?;
-        let config = super::load::read_json(&dir.join("tokenizer_config.json"))?;
+        let config = super::files::read_json(&dir.join("tokenizer_config.json"))?;
         let token = |key: &str| -> Option<(u32, String)> {
             let v = config.as_ref()?.get(key)?;
             let text = v.as_str().or_else(|| v.get("content").and_then(|c| c.as_str()))?;
@@ -199,7 +199,7 @@ impl LlmTokenizer {
         };
         let (bos, eos, pad) = (token("bos_token"), token("eos_token"), token("pad_token").map(|(id, _)| id));
         let mut stop_ids: Vec<u32> = eos.iter().map(|(id, _)| *id).collect();
-        if let Some(gen) = super::load::read_json(&dir.join("generation_config.json"))? {
+        if let Some(gen) = super::files::read_json(&dir.join("generation_config.json"))? {
             match gen.get("eos_token_id") {
                 Some(serde_json::Value::Array(ids)) => {
                     stop_ids.extend(ids.iter().filter_map(|v| v.as_u64()).map(|v| v as u32))

@@ -1,10 +1,10 @@
 //! The `[fret]` and `[batching]` tables of the pipeline config: the recipe's parameters (N, RRF, fusion
 //! weights, hard negatives, generation attempts, near-duplicate queries) and how model calls are batched.
 use crate::dataflow::async_op::BatchPolicy;
-use crate::dataflow::dedup::DuplicateAction;
-pub use crate::dataflow::dedup::DEFAULT_DUPLICATE_THRESHOLD;
-use crate::dataflow::example::NegativeStrategy;
-pub use crate::dataflow::example::DEFAULT_MAX_POSITIVE_RATIO;
+use crate::dataflow::params::DuplicateAction;
+use crate::dataflow::params::NegativeStrategy;
+pub use crate::dataflow::params::DEFAULT_DUPLICATE_THRESHOLD;
+pub use crate::dataflow::params::DEFAULT_MAX_POSITIVE_RATIO;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -230,11 +230,11 @@ impl BatchConfig {
 
 // One set of defaults: the dataflow's own (`FretParams::default`), which the config's keys override.
 fn default_neighbours() -> usize {
-    crate::dataflow::graph::FretParams::default().neighbours
+    crate::dataflow::params::FretParams::default().neighbours
 }
 
 fn default_rrf_k() -> f64 {
-    crate::dataflow::graph::FretParams::default().rrf_k
+    crate::dataflow::params::FretParams::default().rrf_k
 }
 
 fn default_strategy() -> NegativeStrategy {

@@ -10,9 +10,9 @@
 //!
 //! With [`RunOptions::replay`] (stateful transforms such as the FRet dataflow) each worker reads its
 //! partitions from the beginning on every start and the consumer group's offsets only mark progress;
-//! see [`super::run::ReplayStart`].
-use super::run::ReplayStart;
+//! see [`crate::connectors::kafka::replay::ReplayStart`].
 use super::timely::SinkOperator;
+use crate::connectors::kafka::replay::ReplayStart;
 use crate::connectors::kafka::{
     ConnectionConfig, KafkaError, KafkaRecord, KafkaSink, KafkaSource, SinkConfig, SinkRecord, SourceConfig,
 };

@@ -6,12 +6,12 @@
 //! The dataflow keeps its state (the passage index, the queries, each query's top-N) in memory. A process
 //! that resumed from its consumer group's committed offsets would not know the passages before them: new
 //! queries could not retrieve them and a later tombstone would retract nothing. So on every start each
-//! worker reads its partitions from the beginning ([`ReplayStart`]):
+//! worker reads its partitions from the beginning ([`crate::connectors::kafka::replay::ReplayStart`]):
 //!
 //! - The source reads under a scratch group, `<group_id>.replay`, whose offsets this worker rewinds to the
 //!   start of its partitions before it starts (so its `Stored` position is the beginning, and the source's
 //!   own per-epoch commits keep working unchanged).
-//! - The real `group_id` is a progress marker: [`ProgressMarker::advance`] commits a partition's offset
+//! - The real `group_id` is a progress marker: [`crate::connectors::kafka::replay::ProgressMarker::advance`] commits a partition's offset
 //!   there only once every output derived from the records before it is acknowledged by the broker *and*
 //!   the offset is beyond what the group had committed. Lag tools therefore show true progress, and the
 //!   marker never moves backwards during a replay.
@@ -22,22 +22,14 @@
 //! (plus recent tombstones) however long the topic has existed.
 use super::fret::FretTransform;
 use super::passthrough::{self, RunOptions};
-use crate::connectors::kafka::source::{commit, partition_count};
 use crate::connectors::kafka::{ConnectionConfig, KafkaError, SinkConfig, SourceConfig};
 use crate::dataflow::progress::Snapshot;
 use crate::pipeline::config::PipelineConfig;
 use crate::pipeline::file::{spawn_progress, ProgressHook};
 use crate::pipeline::resources::{self, PipelineParts, ResourceError};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError as RdKafkaError;
-use rdkafka::types::RDKafkaErrorCode as Code;
-use rdkafka::{Offset, TopicPartitionList};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a Kafka run failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,144 +40,6 @@ pub enum KafkaRunError {
     /// The Kafka source or sink failed (names the topic or setting).
     #[error(transparent)]
     Kafka(#[from] KafkaError),
-}
-
-/// What a worker needs to replay its partitions: the source config to read them from the beginning,
-/// and the marker that commits progress under the real group.
-#[derive(Debug)]
-pub struct ReplayStart {
-    /// The source config to start the `KafkaSource` with: the scratch group `<group_id>.replay`,
-    /// rewound to the beginning of this worker's partitions.
-    pub reader: SourceConfig,
-    /// Progress under the real `group_id`.
-    pub marker: ProgressMarker,
-}
-
-impl ReplayStart {
-    /// Reads the real group's committed offsets of worker `worker`'s partitions (static assignment:
-    /// `p % peers == worker`) and rewinds the scratch group to the start of those partitions.
-    pub fn prepare(
-        connection: &ConnectionConfig,
-        source: &SourceConfig,
-        worker: usize,
-        peers: usize,
-    ) -> Result<Self, KafkaError> {
-        let topic = source.topic.as_str();
-        let marker_consumer = group_consumer(connection, &source.group_id, worker)?;
-        let partitions: Vec<i32> =
-            (0..partition_count(&marker_consumer, topic)?).filter(|p| (*p as usize) % peers == worker).collect();
-        let committed = committed_offsets(&marker_consumer, topic, &partitions)?;
-        let reader = SourceConfig { group_id: format!("{}.replay", source.group_id), ..source.clone() };
-        let rewind = group_consumer(connection, &reader.group_id, worker)?;
-        let mut starts = Vec::new();
-        for &p in &partitions {
-            let (low, _) = rewind
-                .fetch_watermarks(topic, p, TIMEOUT)
-                .map_err(|e| KafkaError::client(format!("reading the start of partition {p} of '{topic}'"), e))?;
-            starts.push((p, low));
-        }
-        commit(&rewind, topic, &starts)?;
-        drop(rewind);
-        tracing::info!(topic, worker, partitions = ?partitions, progress = ?committed,
-            "Replaying this worker's partitions from the beginning to rebuild the dataflow's state.");
-        Ok(Self { reader, marker: ProgressMarker { consumer: marker_consumer, topic: topic.to_owned(), committed } })
-    }
-}
-
-/// Commits progress under the real consumer group, never moving an offset backwards.
-pub struct ProgressMarker {
-    consumer: BaseConsumer,
-    topic: String,
-    /// partition -> next offset committed under the group (at start, or by this marker since).
-    committed: HashMap<i32, i64>,
-}
-
-impl std::fmt::Debug for ProgressMarker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProgressMarker").field("topic", &self.topic).field("committed", &self.committed).finish()
-    }
-}
-
-impl ProgressMarker {
-    /// Commits, per partition, `reached` (the source's committed next offsets: outputs of everything
-    /// before them are acknowledged) where it is beyond the group's offset. A failure is logged and
-    /// retried by the next call: the marker is for monitoring, not for correctness.
-    pub fn advance(&mut self, reached: &HashMap<i32, i64>) {
-        let ahead: Vec<(i32, i64)> = reached
-            .iter()
-            .filter(|(p, next)| self.committed.get(p).is_none_or(|c| *c < **next))
-            .map(|(&p, &next)| (p, next))
-            .collect();
-        if ahead.is_empty() {
-            return;
-        }
-        match commit(&self.consumer, &self.topic, &ahead) {
-            Ok(()) => self.committed.extend(ahead),
-            Err(error) => tracing::warn!(topic = %self.topic, %error, "Progress commit failed; will retry."),
-        }
-    }
-
-    /// Per partition, the next offset committed under the group.
-    pub fn committed(&self) -> &HashMap<i32, i64> {
-        &self.committed
-    }
-}
-
-/// A consumer in `group` that never subscribes: for reading and committing a group's offsets.
-fn group_consumer(connection: &ConnectionConfig, group: &str, worker: usize) -> Result<BaseConsumer, KafkaError> {
-    let mut client = connection.client_config();
-    client
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("client.id", format!("{}-progress-{worker}", connection.client_id));
-    client.create().map_err(|e| KafkaError::client(format!("creating a consumer for group '{group}'"), e))
-}
-
-/// The group's committed next offset of each of `partitions` that has one, retrying for up to 60 s while
-/// the group coordinator loads (a fresh broker answers `NotCoordinator` for a while).
-fn committed_offsets(
-    consumer: &BaseConsumer,
-    topic: &str,
-    partitions: &[i32],
-) -> Result<HashMap<i32, i64>, KafkaError> {
-    if partitions.is_empty() {
-        // A worker without partitions (more workers than partitions): librdkafka would wait for nothing.
-        return Ok(HashMap::new());
-    }
-    let mut list = TopicPartitionList::new();
-    for &p in partitions {
-        list.add_partition(topic, p);
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        // The returned list is dropped inside this block, before the consumer (librdkafka pitfall).
-        match consumer.committed_offsets(list.clone(), TIMEOUT) {
-            Ok(committed) => {
-                return Ok(committed
-                    .elements()
-                    .iter()
-                    .filter_map(|e| match e.offset() {
-                        Offset::Offset(o) => Some((e.partition(), o)),
-                        _ => None,
-                    })
-                    .collect())
-            }
-            Err(e) if Instant::now() < deadline && is_transient(&e) => std::thread::sleep(Duration::from_millis(250)),
-            Err(e) => return Err(KafkaError::client(format!("reading the committed offsets of '{topic}'"), e)),
-        }
-    }
-}
-
-fn is_transient(error: &RdKafkaError) -> bool {
-    matches!(
-        error.rdkafka_error_code(),
-        Some(
-            Code::NotCoordinator
-                | Code::CoordinatorLoadInProgress
-                | Code::CoordinatorNotAvailable
-                | Code::RequestTimedOut
-        )
-    )
 }
 
 /// How a Kafka run ends and what it reports while it goes on.

@@ -17,6 +17,7 @@
 //! outputs written again; on a compacted topic keyed by query id that converges to the same state.
 pub mod admin;
 pub mod config;
+pub mod replay;
 pub mod sink;
 pub mod source;
 

@@ -1,0 +1,219 @@
+//! Unit-length embeddings ([`Vector`]), their dot product (the one SIMD kernel, bit-identical on every
+//! path), and the encoder shared by a process's workers ([`SharedEmbedder`]).
+use super::async_op::{BatchFn, BatchFuture};
+use crate::embed::TextEmbedder;
+use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+/// A unit-length embedding. Ordered and hashed by the bits of its components, so it can travel in
+/// differential collections.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Vector(pub Vec<f32>);
+
+impl Vector {
+    /// Scales to unit length (a zero vector stays zero).
+    pub fn normalized(mut values: Vec<f32>) -> Self {
+        let norm = values.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt() as f32;
+        if norm > 0.0 {
+            values.iter_mut().for_each(|x| *x /= norm);
+        }
+        Vector(values)
+    }
+
+    /// Dot product (cosine for unit vectors), accumulated in a fixed order so the same pair always
+    /// gets the same bits, whichever path computes it: eight lanes, lane `l` summing the products of
+    /// components `l, l + 8, ...`, then the lanes in order, then the tail. With AVX the eight lanes are
+    /// one register (a multiply then an add, no fused multiply-add), which rounds exactly as the scalar
+    /// loop does.
+    pub fn dot(&self, other: &Vector) -> f32 {
+        dot(&self.0, &other.0)
+    }
+}
+
+/// [`Vector::dot`] of two slices (over the shorter length).
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU supports AVX (checked just above); slices have equal length.
+        return unsafe { dot_avx(a, b) };
+    }
+    dot_lanes(a, b)
+}
+
+/// [`Vector::dot`] in portable code; `a` and `b` have the same length.
+fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let chunks = a.len() / 8;
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for l in 0..8 {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    sum_lanes_and_tail(&lanes, a, b, chunks * 8)
+}
+
+/// The lanes in order, then the products of the components from `tail` on.
+fn sum_lanes_and_tail(lanes: &[f32; 8], a: &[f32], b: &[f32], tail: usize) -> f32 {
+    let mut sum = lanes.iter().sum::<f32>();
+    for i in tail..a.len() {
+        sum += a[i] * b[i];
+    }
+    sum
+}
+
+/// [`Vector::dot`] with AVX; bit-identical to [`dot_lanes`]. `a` and `b` have the same length.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn dot_avx(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::{_mm256_add_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_setzero_ps, _mm256_storeu_ps};
+    let chunks = a.len() / 8;
+    let mut acc = _mm256_setzero_ps();
+    for c in 0..chunks {
+        // SAFETY: c * 8 + 8 <= chunks * 8 <= len of both slices.
+        let (x, y) = unsafe { (_mm256_loadu_ps(a.as_ptr().add(c * 8)), _mm256_loadu_ps(b.as_ptr().add(c * 8))) };
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(x, y));
+    }
+    let mut lanes = [0f32; 8];
+    // SAFETY: `lanes` holds eight f32.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+    sum_lanes_and_tail(&lanes, a, b, chunks * 8)
+}
+
+impl PartialEq for Vector {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Vector {}
+
+impl PartialOrd for Vector {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Vector {
+    fn cmp(&self, other: &Self) -> Ordering {
+        for (a, b) in self.0.iter().zip(&other.0) {
+            match a.total_cmp(b) {
+                Ordering::Equal => continue,
+                unequal => return unequal,
+            }
+        }
+        self.0.len().cmp(&other.0.len())
+    }
+}
+
+impl Hash for Vector {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.len().hash(state);
+        for x in &self.0 {
+            x.to_bits().hash(state);
+        }
+    }
+}
+
+/// An encoder shared by all workers of a process. `TextEmbedder`s hold tensors, which may move between
+/// threads but not be shared, so calls take turns behind a mutex (the encoder parallelizes inside).
+#[derive(Clone)]
+pub struct SharedEmbedder {
+    inner: Arc<Mutex<Box<dyn TextEmbedder + Send>>>,
+    name: String,
+}
+
+impl std::fmt::Debug for SharedEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedEmbedder").field("name", &self.name).finish()
+    }
+}
+
+impl SharedEmbedder {
+    /// Shares `embedder` under `name` (recorded in each example's provenance).
+    pub fn new(name: impl Into<String>, embedder: impl TextEmbedder + Send + 'static) -> Self {
+        Self { inner: Arc::new(Mutex::new(Box::new(embedder))), name: name.into() }
+    }
+
+    /// The name given at construction.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Embeds `texts` on the calling thread: one unit vector per text.
+    pub fn embed_blocking(&self, texts: &[String]) -> Result<Vec<Vector>, String> {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let embedder = self.inner.lock().map_err(|_| "encoder poisoned by an earlier panic".to_string())?;
+        let dim = embedder.dim();
+        let tensor = embedder.embed(&refs).map_err(|e| e.to_string())?;
+        let flat = tensor.to_kind(tch::Kind::Float).contiguous().view([-1]);
+        let values = Vec::<f32>::try_from(&flat).map_err(|e| e.to_string())?;
+        if values.len() != texts.len() * dim {
+            return Err(format!(
+                "encoder returned {} values for {} texts of dimension {dim}",
+                values.len(),
+                texts.len()
+            ));
+        }
+        Ok(values.chunks(dim.max(1)).map(|row| Vector::normalized(row.to_vec())).collect())
+    }
+
+    /// A batch function embedding `text_of(record)` and pairing each record with its vector.
+    pub fn batch_fn<I>(&self, text_of: fn(&I) -> String) -> Arc<dyn BatchFn<I, (I, Vector)>>
+    where
+        I: Send + Sync + 'static,
+    {
+        let this = self.clone();
+        Arc::new(move |batch: Vec<I>| -> BatchFuture<(I, Vector)> {
+            let this = this.clone();
+            Box::pin(async move {
+                let texts: Vec<String> = batch.iter().map(text_of).collect();
+                let n = batch.len();
+                match tokio::task::spawn_blocking(move || this.embed_blocking(&texts)).await {
+                    Ok(Ok(vectors)) => batch.into_iter().zip(vectors).map(Ok).collect(),
+                    Ok(Err(reason)) => (0..n).map(|_| Err(format!("encoder failed: {reason}"))).collect(),
+                    Err(join) => (0..n).map(|_| Err(format!("encoder task failed: {join}"))).collect(),
+                }
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Vector;
+
+    #[test]
+    fn dot_of_unit_vectors_is_cosine_and_independent_of_length_remainders() {
+        let a = Vector::normalized((0..11).map(|i| i as f32).collect());
+        assert!((a.dot(&a) - 1.0).abs() < 1e-6);
+        let z = Vector::normalized(vec![0.0; 5]);
+        assert_eq!(z.0, vec![0.0; 5]);
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn avx_dot_has_the_same_bits_as_the_portable_lanes() {
+        if !std::arch::is_x86_feature_detected!("avx") {
+            return;
+        }
+        let mut state = 12345u64;
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        for len in [0, 1, 7, 8, 9, 64, 383, 384, 1000] {
+            let a: Vec<f32> = (0..len).map(|_| next()).collect();
+            let b: Vec<f32> = (0..len).map(|_| next()).collect();
+            // SAFETY: AVX checked above; equal lengths.
+            let fast = unsafe { super::dot_avx(&a, &b) };
+            // Exact on purpose, on every x86-64 CPU: both paths round each lane's multiply and add separately
+            // (IEEE, identical on Intel and AMD; Rust never fuses them into an FMA, and `avx` enables no FMA)
+            // and sum the lanes in the same order, so the runtime dispatch cannot change a score's bits.
+            assert_eq!(fast.to_bits(), super::dot_lanes(&a, &b).to_bits(), "length {len}");
+        }
+    }
+}
