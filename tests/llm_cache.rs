@@ -177,3 +177,86 @@ fn a_cache_in_a_missing_directory_fails_with_its_path() {
     let err = LlmCache::open("/no/such/dir/llm.redb").unwrap_err().to_string();
     assert!(err.contains("/no/such/dir/llm.redb"), "{err}");
 }
+
+/// A cache file of `n` entries, closed.
+fn filled_cache(path: &Path, n: u32) -> Vec<CacheKey> {
+    let cache = LlmCache::open(path).unwrap();
+    let backend = BackendId { backend: "local".into(), model: "m".into() };
+    let keys: Vec<CacheKey> = (0..n).map(|i| CacheKey::new(&backend, "v1", "generate", &i.to_le_bytes())).collect();
+    let entries: Vec<(CacheKey, String)> = keys.iter().map(|k| (*k, "x".repeat(300))).collect();
+    for chunk in entries.chunks(50) {
+        cache.put_many(chunk).unwrap();
+    }
+    keys
+}
+
+/// Truncated and bit-flipped copies of a cache file never panic: opening one either works (and every read
+/// then answers or fails with an error naming the file) or is `Damaged`, naming the file and the way on.
+#[test]
+fn damaged_cache_files_are_errors_naming_the_file_never_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.redb");
+    let keys = filled_cache(&good, 400);
+    let bytes = std::fs::read(&good).unwrap();
+    let mut damaged_seen = 0;
+    let mut variants: Vec<(String, Vec<u8>)> = Vec::new();
+    for cut in [0usize, 1, 100, 4096, bytes.len() / 3, bytes.len() / 2, bytes.len() - 1] {
+        variants.push((format!("truncated to {cut}"), bytes[..cut].to_vec()));
+    }
+    let mut state = 7u64;
+    for k in 0..24 {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut flipped = bytes.clone();
+        // Half of the flips land in the first 8 KiB (the header and the first pages), half anywhere.
+        let at = (state >> 20) as usize % if k % 2 == 0 { 8192.min(bytes.len()) } else { bytes.len() };
+        flipped[at] ^= 1 << (k % 8);
+        variants.push((format!("bit {} of byte {at} flipped", k % 8), flipped));
+    }
+    for (what, content) in variants {
+        let path = dir.path().join("c.redb");
+        std::fs::write(&path, &content).unwrap();
+        let result = std::panic::catch_unwind(|| match LlmCache::open(&path) {
+            Ok(cache) => {
+                // Opened: reads answer or fail with an error naming the file, never panic.
+                if let Err(e) = cache.get_many::<String>(&keys) {
+                    assert!(e.to_string().contains("c.redb"), "{what}: {e}");
+                }
+                None
+            }
+            Err(e) => Some(e.to_string()),
+        });
+        let Ok(outcome) = result else { panic!("{what}: opening or reading the cache panicked") };
+        if let Some(message) = outcome {
+            assert!(message.contains("c.redb"), "{what}: {message}");
+            if message.contains("is damaged") {
+                damaged_seen += 1;
+                assert!(message.contains("--quarantine-damaged-cache"), "{what}: {message}");
+            }
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
+    assert!(damaged_seen >= 6, "every truncated copy but the empty file is reported as damaged ({damaged_seen} were)");
+}
+
+/// With quarantine, a damaged cache is moved aside whole and a new, empty cache takes its place.
+#[test]
+fn a_damaged_cache_is_quarantined_and_replaced_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("llm.redb");
+    filled_cache(&path, 100);
+    let len = std::fs::metadata(&path).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(len / 2).unwrap();
+    drop(file);
+    let refused = LlmCache::open_or_quarantine(&path, false).unwrap_err().to_string();
+    assert!(refused.contains("is damaged") && refused.contains("llm.redb"), "{refused}");
+    let cache = LlmCache::open_or_quarantine(&path, true).unwrap();
+    assert_eq!(cache.len().unwrap(), 0, "a new cache");
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("llm.redb.damaged-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(std::fs::metadata(dir.path().join(&aside[0])).unwrap().len(), len / 2, "moved whole");
+}

@@ -79,6 +79,10 @@ pub struct StageArgs {
     /// Durable cache file (redb); a rerun with the same cache makes no model call for inputs already done.
     #[arg(long, value_name = "FILE.redb")]
     pub cache: Option<PathBuf>,
+    /// A damaged --cache file is moved aside (`<name>.damaged-<unix time>`) and a new cache started,
+    /// instead of stopping with an error.
+    #[arg(long)]
+    pub quarantine_damaged_cache: bool,
     /// Requests per backend call.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
@@ -232,7 +236,7 @@ fn build_llm(args: &StageArgs) -> anyhow::Result<FretLlm> {
         bail!("--batch-size, --batches-in-flight and --attempts must be at least 1");
     }
     let cache = match &args.cache {
-        Some(path) => Some(Arc::new(LlmCache::open(path)?)),
+        Some(path) => Some(Arc::new(LlmCache::open_or_quarantine(path, args.quarantine_damaged_cache)?)),
         None => None,
     };
     let backend = build_backend(args)?;

@@ -59,9 +59,40 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An error and its causes, joined by `: `, leaving out a cause whose text the message before it already
+/// ends with (errors that name their cause in their own message, `cannot read x: No such file ...`, would
+/// otherwise print it twice).
+pub fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.is_empty() {
+            text = part;
+        } else if !text.ends_with(&part) {
+            text = format!("{text}: {part}");
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)");
+        let config = crate::pipeline::config::ConfigError::Read { path: "nope.toml".into(), source: io() };
+        let text = error_text(&anyhow::Error::new(config).context("pipeline nope.toml"));
+        assert_eq!(text, "pipeline nope.toml: cannot read pipeline config nope.toml: No such file or directory (os error 2)");
+        let plain = anyhow::Error::new(io()).context("cannot open x");
+        assert_eq!(error_text(&plain), "cannot open x: No such file or directory (os error 2)");
     }
 }
 

@@ -39,6 +39,10 @@ pub struct RunArgs {
     /// seconds. Without it a Kafka run follows the topic until Ctrl-C. Ignored by file pipelines.
     #[arg(long, value_name = "SECONDS")]
     pub idle_exit: Option<f64>,
+    /// A damaged LLM cache file (the config's `cache`) is moved aside (`<name>.damaged-<unix time>`) and a
+    /// new cache started, instead of stopping with an error.
+    #[arg(long)]
+    pub quarantine_damaged_cache: bool,
     /// No progress bars (also off when stderr is not a terminal).
     #[arg(long)]
     pub no_progress: bool,
@@ -70,7 +74,9 @@ impl RunArgs {
 
 /// Runs `fretflow run`: the pipeline ([`crate::pipeline::run`]), then its summary.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let config = Arc::new(PipelineConfig::load(&args.config)?);
+    let mut config = PipelineConfig::load(&args.config)?;
+    config.quarantine_damaged_cache = args.quarantine_damaged_cache;
+    let config = Arc::new(config);
     let idle_exit = match args.idle_exit {
         Some(s) if !(s.is_finite() && s > 0.0) => {
             anyhow::bail!("--idle-exit must be a positive number of seconds, got {s}")

@@ -17,6 +17,11 @@
 //! JSON no longer parses as the expected type (a change of result format) is a miss and is overwritten.
 //! Deleting the file empties the cache.
 //!
+//! **A damaged file** (truncated, bit-flipped, not a redb file) is an error, never a panic: redb asserts on
+//! some damage while opening, so [`LlmCache::open`] contains a panic inside redb and reports
+//! [`CacheError::Damaged`], naming the file and the way on. [`LlmCache::open_or_quarantine`] moves such a
+//! file aside to `<name>.damaged-<unix time>` (kept for inspection or recovery) and starts a new cache.
+//!
 //! **Failures are never cached**: callers store only successful results ([`LlmCache::put_many`] takes
 //! values, not `Result`s).
 use crate::llm::BackendId;
@@ -89,6 +94,18 @@ pub enum CacheError {
         /// The cause.
         source: Box<redb::DatabaseError>,
     },
+    /// The file is damaged: opening it failed its consistency checks (or redb's assertions).
+    #[error(
+        "the LLM cache {p} is damaged ({message}); its entries cannot be read. Move it aside (`mv {p} {p}.damaged`) \
+         and run again to start a new cache, or pass --quarantine-damaged-cache to have fretflow do that",
+        p = path.display()
+    )]
+    Damaged {
+        /// The cache file.
+        path: PathBuf,
+        /// What redb reported.
+        message: String,
+    },
     /// A read or write transaction failed.
     #[error("LLM cache {}: {source}", path.display())]
     Storage {
@@ -115,16 +132,40 @@ impl std::fmt::Debug for LlmCache {
 }
 
 impl LlmCache {
-    /// Opens the cache file, creating it (not its directory) when absent.
+    /// Opens the cache file, creating it (not its directory) when absent. A damaged file is
+    /// [`CacheError::Damaged`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self, CacheError> {
         let path = path.as_ref().to_path_buf();
-        let db = Database::create(&path)
-            .map_err(|source| CacheError::Open { path: path.clone(), source: Box::new(source) })?;
+        let db = open_database(&path)?;
         let cache = Self { db, path, hits: AtomicU64::new(0), misses: AtomicU64::new(0), writes: AtomicU64::new(0) };
         // Create the table now, so that readers never meet a missing table.
         cache.write(|_| Ok(()))?;
         tracing::debug!(path = %cache.path.display(), entries = cache.len()?, "Opened the LLM cache.");
         Ok(cache)
+    }
+
+    /// [`LlmCache::open`]; with `quarantine`, a damaged file is renamed to `<name>.damaged-<unix time>`
+    /// (a warning names both) and a new, empty cache is created in its place.
+    pub fn open_or_quarantine(path: impl AsRef<Path>, quarantine: bool) -> Result<Self, CacheError> {
+        let path = path.as_ref();
+        match Self::open(path) {
+            Err(CacheError::Damaged { message, .. }) if quarantine => {
+                let seconds = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let mut name = path.file_name().unwrap_or_default().to_os_string();
+                name.push(format!(".damaged-{seconds}"));
+                let aside = path.with_file_name(name);
+                std::fs::rename(path, &aside).map_err(|e| CacheError::Damaged {
+                    path: path.to_path_buf(),
+                    message: format!("{message}; moving it to {} failed: {e}", aside.display()),
+                })?;
+                tracing::warn!(damaged = %path.display(), moved_to = %aside.display(), reason = %message,
+                    "The LLM cache was damaged: moved it aside and started a new one.");
+                Self::open(path)
+            }
+            other => other,
+        }
     }
 
     /// The cache file.
@@ -206,6 +247,40 @@ impl LlmCache {
 
     fn storage(&self, error: impl Into<redb::Error>) -> CacheError {
         CacheError::Storage { path: self.path.clone(), source: Box::new(error.into()) }
+    }
+}
+
+/// Opens (or creates) the redb file at `path`. redb reports most damage as `Corrupted`, but asserts (panics)
+/// on some truncated files while reading their allocator state; that panic is contained here and reported
+/// as [`CacheError::Damaged`]. The process-wide panic hook is silenced while redb opens the file, so a
+/// contained panic prints no stack trace (opening happens at startup, before other threads do work).
+fn open_database(path: &Path) -> Result<Database, CacheError> {
+    let damaged = |message: String| CacheError::Damaged { path: path.to_path_buf(), message };
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let opened = std::panic::catch_unwind(|| Database::create(path));
+    std::panic::set_hook(hook);
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(message)))) => Err(damaged(message)),
+        // A file too short for its own header, or whose header does not parse.
+        Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))))
+            if matches!(e.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof) =>
+        {
+            Err(damaged(e.to_string()))
+        }
+        Ok(Err(redb::DatabaseError::UpgradeRequired(version))) => {
+            Err(damaged(format!("written in redb file format {version}, which this version cannot read")))
+        }
+        Ok(Err(source)) => Err(CacheError::Open { path: path.to_path_buf(), source: Box::new(source) }),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("the store's consistency checks failed");
+            Err(damaged(format!("redb: {message}")))
+        }
     }
 }
 

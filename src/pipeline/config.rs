@@ -85,6 +85,10 @@ pub struct PipelineConfig {
     /// Absent: no cache.
     #[serde(default)]
     pub cache: Option<PathBuf>,
+    /// A damaged cache file is moved aside (`<name>.damaged-<unix time>`) and a new one started, instead of
+    /// failing the run. Not a config key: `fretflow run --quarantine-damaged-cache` sets it.
+    #[serde(skip)]
+    pub quarantine_damaged_cache: bool,
     /// Timely worker threads per process, unless `--workers` is given.
     #[serde(default = "one")]
     pub workers: usize,

@@ -174,7 +174,9 @@ fn open_cache(config: &PipelineConfig) -> Result<Option<Arc<LlmCache>>, Resource
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| ResourceError::Cache(format!("{}: {e}", dir.display())))?;
     }
-    Ok(Some(Arc::new(LlmCache::open(path).map_err(|e| ResourceError::Cache(e.to_string()))?)))
+    let cache = LlmCache::open_or_quarantine(path, config.quarantine_damaged_cache)
+        .map_err(|e| ResourceError::Cache(e.to_string()))?;
+    Ok(Some(Arc::new(cache)))
 }
 
 /// The labeler of one role's LLM: the FRet layer over a model (requests per call `batch_size`), or the
