@@ -343,7 +343,7 @@ async fn cli_queries_writes_queries_and_dead_letters_and_a_cached_rerun_only_ret
         .await;
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("passages.jsonl");
-    std::fs::write(&input, "{\"_id\":\"a\",\"text\":\"alpha wing stall at a high angle of attack\"}\n{not json\n{\"_id\":\"b\",\"text\":\"beta garbage\"}\n").unwrap();
+    std::fs::write(&input, "{\"_id\":\"a\",\"text\":\"alpha wing stall at a high angle of attack\"}\n{not json\n{\"_id\":\"b\",\"text\":\"beta garbage about flow\"}\n{\"_id\":\"c\",\"text\":\"two words\"}\n").unwrap();
     let output = dir.path().join("queries.jsonl");
     let p = |p: &std::path::Path| p.display().to_string();
     let args: Vec<String> = ["llm", "queries", "--input", &p(&input), "--output", &p(&output), "--llm"]
@@ -369,8 +369,9 @@ async fn cli_queries_writes_queries_and_dead_letters_and_a_cached_rerun_only_ret
     let reasons: Vec<(&str, &str)> =
         failures.iter().map(|f| (f["input"].as_str().unwrap(), f["reason"].as_str().unwrap())).collect();
     assert!(reasons[0].0.ends_with("passages.jsonl:2") && reasons[0].1 == "malformed_input", "{reasons:?}");
-    assert!(reasons[1].0.ends_with("passages.jsonl:3") && reasons[1].1 == "llm_error", "{reasons:?}");
-    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    assert!(reasons[1].0.ends_with("passages.jsonl:4") && reasons[1].1 == "too_short", "{reasons:?}");
+    assert!(reasons[2].0.ends_with("passages.jsonl:3") && reasons[2].1 == "llm_error", "{reasons:?}");
+    assert_eq!(server.received_requests().await.unwrap().len(), 2, "a too-short passage is never sent");
 
     let rerun = fretflow(args).await;
     assert!(rerun.status.success());

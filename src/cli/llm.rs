@@ -4,6 +4,7 @@
 //! to the dead-letter file (`--failures`, default `<output>.failures.jsonl`) with its input line and
 //! reason, and the run goes on. A summary line is printed at the end.
 use crate::connectors::file::jsonl::{self, JsonlWriter};
+use crate::dataflow::params::too_short;
 use crate::device::DeviceChoice;
 use crate::llm::cache::LlmCache;
 use crate::llm::fret::{FretLlm, FretOptions, Judgement};
@@ -100,6 +101,10 @@ pub struct StageArgs {
     /// Process at most this many input records.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// `queries`: a passage with fewer words (title and text together) gets no query and goes to the
+    /// failures as `too_short` (the pipeline's `[limits] min_words`). 0: no minimum.
+    #[arg(long, default_value_t = crate::dataflow::params::DEFAULT_MIN_WORDS)]
+    pub min_words: usize,
 }
 
 /// Runs `fretflow llm`.
@@ -172,9 +177,16 @@ struct Judge;
 
 impl Stage<Passage> for Queries {
     async fn process(llm: &FretLlm, chunk: &[(usize, Passage)], out: &mut Outputs<'_>) -> anyhow::Result<()> {
-        let passages: Vec<Passage> = chunk.iter().map(|(_, p)| p.clone()).collect();
+        let mut usable = Vec::with_capacity(chunk.len());
+        for (line, passage) in chunk {
+            match too_short(passage, out.min_words) {
+                Some(reason) => out.failed(*line, Some(&passage.id), "too_short", reason)?,
+                None => usable.push((*line, passage.clone())),
+            }
+        }
+        let passages: Vec<Passage> = usable.iter().map(|(_, p)| p.clone()).collect();
         let results = llm.generate_queries(&passages).await;
-        for ((line, passage), result) in chunk.iter().zip(results) {
+        for ((line, passage), result) in usable.iter().zip(results) {
             match result {
                 Ok(q) => out.ok(&QueryRecord {
                     id: format!("{}:q", passage.id),
@@ -215,6 +227,7 @@ struct Outputs<'a> {
     failures: JsonlWriter,
     written: usize,
     failed: BTreeMap<String, usize>,
+    min_words: usize,
 }
 
 impl Outputs<'_> {
@@ -274,6 +287,7 @@ where
             .with_context(|| format!("cannot create {}", failures_path.display()))?,
         written: 0,
         failed: BTreeMap::new(),
+        min_words: args.min_words,
     };
     let chunk_size = (args.batch_size * args.batches_in_flight * 4).max(64);
     let mut chunk: Vec<(usize, R)> = Vec::with_capacity(chunk_size);

@@ -81,6 +81,13 @@ pub fn error_text(error: &anyhow::Error) -> String {
     text
 }
 
+/// Logs to stderr; `RUST_LOG` overrides the default level (`info`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
 #[cfg(test)]
 mod tests {
     use super::error_text;
@@ -90,15 +97,11 @@ mod tests {
         let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)");
         let config = crate::pipeline::config::ConfigError::Read { path: "nope.toml".into(), source: io() };
         let text = error_text(&anyhow::Error::new(config).context("pipeline nope.toml"));
-        assert_eq!(text, "pipeline nope.toml: cannot read pipeline config nope.toml: No such file or directory (os error 2)");
+        assert_eq!(
+            text,
+            "pipeline nope.toml: cannot read pipeline config nope.toml: No such file or directory (os error 2)"
+        );
         let plain = anyhow::Error::new(io()).context("cannot open x");
         assert_eq!(error_text(&plain), "cannot open x: No such file or directory (os error 2)");
     }
-}
-
-/// Logs to stderr; `RUST_LOG` overrides the default level (`info`).
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

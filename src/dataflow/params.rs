@@ -88,11 +88,17 @@ pub struct Limits {
     pub max_title_chars: usize,
     /// Longest id, in characters.
     pub max_id_chars: usize,
+    /// Fewest words (title and text together): a shorter passage gives the LLM nothing to ask about, so
+    /// it would invent a query. 0: no minimum.
+    pub min_words: usize,
 }
+
+/// Default of [`Limits::min_words`].
+pub const DEFAULT_MIN_WORDS: usize = 3;
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_text_chars: 4000, max_title_chars: 500, max_id_chars: 256 }
+        Self { max_text_chars: 4000, max_title_chars: 500, max_id_chars: 256, min_words: DEFAULT_MIN_WORDS }
     }
 }
 
@@ -105,10 +111,20 @@ impl Limits {
         };
         over("id", &event.id, self.max_id_chars).or_else(|| {
             event.passage.as_ref().and_then(|p| {
-                over("text", &p.text, self.max_text_chars).or_else(|| over("title", &p.title, self.max_title_chars))
+                over("text", &p.text, self.max_text_chars)
+                    .or_else(|| over("title", &p.title, self.max_title_chars))
+                    .or_else(|| too_short(p, self.min_words))
             })
         })
     }
+}
+
+/// Why passage `p` is below `min_words` words (title and text together), if it is.
+pub fn too_short(p: &crate::records::Passage, min_words: usize) -> Option<String> {
+    let words = p.title.split_whitespace().count() + p.text.split_whitespace().count();
+    (words < min_words).then(|| {
+        format!("too_short: the passage has {words} word(s), below the minimum of {min_words} (`[limits] min_words`)")
+    })
 }
 
 /// Default false-negative filter ratio (`[fret.hard_negatives] max_positive_ratio`; NV-Retriever's best setting).

@@ -108,10 +108,23 @@ mod tests {
 
     #[test]
     fn limits_name_the_field_and_count_characters_not_bytes() {
-        let limits = Limits { max_text_chars: 3, max_title_chars: 10, max_id_chars: 10 };
+        let limits = Limits { max_text_chars: 3, max_title_chars: 10, max_id_chars: 10, min_words: 0 };
         let mut e = decode_json_passage(r#"{"id": "a", "text": "ééé"}"#, 1, "f:1").unwrap();
         assert_eq!(limits.check(&e), None);
         e.passage.as_mut().unwrap().text.push('x');
         assert_eq!(limits.check(&e).unwrap(), "field `text` has 4 characters, over the limit of 3");
+    }
+
+    #[test]
+    fn passages_below_the_minimum_of_words_are_rejected_with_their_count() {
+        let limits = Limits::default();
+        let short = decode_json_passage(r#"{"id": "a", "title": "Lift", "text": "wings"}"#, 1, "f:1").unwrap();
+        let reason = limits.check(&short).unwrap();
+        assert!(reason.starts_with("too_short: the passage has 2 word(s), below the minimum of 3"), "{reason}");
+        let enough = decode_json_passage(r#"{"id": "a", "title": "Lift", "text": "of thin wings"}"#, 1, "f:1").unwrap();
+        assert_eq!(limits.check(&enough), None, "title words count");
+        let delete = decode_json_passage(r#"{"id": "a", "op": "delete"}"#, 1, "f:1").unwrap();
+        assert_eq!(limits.check(&delete), None, "a delete has no text to check");
+        assert_eq!(Limits { min_words: 0, ..limits }.check(&short), None, "0 turns the minimum off");
     }
 }

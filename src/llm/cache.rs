@@ -150,9 +150,8 @@ impl LlmCache {
         let path = path.as_ref();
         match Self::open(path) {
             Err(CacheError::Damaged { message, .. }) if quarantine => {
-                let seconds = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
+                let seconds =
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
                 let mut name = path.file_name().unwrap_or_default().to_os_string();
                 name.push(format!(".damaged-{seconds}"));
                 let aside = path.with_file_name(name);
