@@ -3,11 +3,10 @@
 //!
 //! Connection settings: `--config` (the pipeline file's `[kafka]` table), then `FRETFLOW_KAFKA_*`
 //! environment variables, then `--bootstrap`.
-use crate::connectors::file::jsonl;
+use crate::connectors::file::source::read_all_events;
 use crate::connectors::kafka::admin::{ensure_topic, TopicKind};
 use crate::connectors::kafka::{ConnectionConfig, SinkConfig, SourceConfig};
 use crate::pipeline::kafka::passthrough::{self, Identity, RunOptions};
-use crate::records::Passage;
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -160,12 +159,17 @@ pub fn run(args: KafkaArgs) -> anyhow::Result<()> {
 /// Runs `fretflow produce` (the top-level alias of `fretflow kafka produce`).
 pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let connection = args.connection.resolve()?;
-    let passages = read_corpus(&args.file)?;
+    // The pipeline's own readers. A record that does not decode is not sent (the pipeline would only
+    // dead-letter it): each is logged with its file:line and reason, and counted at the end.
+    let (events, undecodable) = read_all_events(&args.file)?;
+    for letter in &undecodable {
+        tracing::warn!(input = %letter.input, reason = %letter.reason, "Not produced: the record does not decode.");
+    }
     ensure_topic(&connection, &args.topic, args.partitions, 1, TopicKind::Log)?;
     let mut client = connection.client_config();
     client.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "20").set("compression.type", "lz4");
     let producer: FutureProducer = client.create().context("creating the Kafka producer")?;
-    let bar = ProgressBar::new(passages.len() as u64).with_style(
+    let bar = ProgressBar::new(events.len() as u64).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} passages  {per_sec}  eta {eta}")
             .expect("the progress template is valid. This is a bug."),
     );
@@ -179,16 +183,20 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             Err(_) => bail!("passage '{id}': the producer was dropped before delivery"),
         }
     };
-    for passage in &passages {
-        let value = if args.delete { None } else { Some(serde_json::to_vec(passage)?) };
-        let mut record = FutureRecord::<str, [u8]>::to(&args.topic).key(&passage.id);
+    for event in &events {
+        // A delete record (`"op": "delete"`) is a tombstone, as is every record with --delete.
+        let value = match &event.passage {
+            Some(passage) if !args.delete => Some(serde_json::to_vec(passage)?),
+            _ => None,
+        };
+        let mut record = FutureRecord::<str, [u8]>::to(&args.topic).key(&event.id);
         if let Some(value) = &value {
             record = record.payload(value);
         }
         let delivery = producer
             .send_result(record)
-            .map_err(|(error, _)| anyhow::anyhow!("sending passage '{}' to '{}': {error}", passage.id, args.topic))?;
-        in_flight.push_back((passage.id.clone(), delivery));
+            .map_err(|(error, _)| anyhow::anyhow!("sending passage '{}' to '{}': {error}", event.id, args.topic))?;
+        in_flight.push_back((event.id.clone(), delivery));
         while in_flight.len() >= 10_000 {
             await_one(&mut in_flight)?;
             bar.inc(1);
@@ -201,55 +209,14 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     producer.flush(Duration::from_secs(30)).context("flushing the producer")?;
     bar.finish_and_clear();
     let what = if args.delete { "tombstones" } else { "passages" };
-    eprintln!("produced {} {what} to '{}' in {:.1} s", passages.len(), args.topic, started.elapsed().as_secs_f64());
+    eprintln!("produced {} {what} to '{}' in {:.1} s", events.len(), args.topic, started.elapsed().as_secs_f64());
+    if !undecodable.is_empty() {
+        eprintln!(
+            "skipped {} record(s) that do not decode (logged above with file:line and reason)",
+            undecodable.len()
+        );
+    }
     Ok(())
-}
-
-/// Passages of a `.jsonl` or `.parquet` file, failing on the first malformed record (file and line).
-fn read_corpus(path: &Path) -> anyhow::Result<Vec<Passage>> {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("jsonl") | Some("json") => Ok(jsonl::read_all::<Passage>(path)?.into_iter().map(|(_, p)| p).collect()),
-        Some("parquet") => parquet_passages(path),
-        _ => bail!("{}: expected a .jsonl or .parquet corpus", path.display()),
-    }
-}
-
-/// Passages of a Parquet file with string columns `id` (or `_id`), `text` and optionally `title`.
-fn parquet_passages(path: &Path) -> anyhow::Result<Vec<Passage>> {
-    use arrow::array::{Array, AsArray};
-    use arrow::datatypes::DataType;
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.build())
-        .with_context(|| format!("{}: not a readable Parquet file", path.display()))?;
-    let mut passages = Vec::new();
-    for batch in reader {
-        let batch = batch.with_context(|| format!("{}: reading a row group", path.display()))?;
-        let column =
-            |name: &str| -> anyhow::Result<Option<arrow::array::ArrayRef>> {
-                match batch.column_by_name(name) {
-                    None => Ok(None),
-                    Some(c) => Ok(Some(arrow::compute::cast(c, &DataType::Utf8).with_context(|| {
-                        format!("{}: column `{name}` is {}, not text", path.display(), c.data_type())
-                    })?)),
-                }
-            };
-        let ids = column("id")?.or(column("_id")?);
-        let Some(ids) = ids else { bail!("{}: no `id` (or `_id`) column", path.display()) };
-        let Some(texts) = column("text")? else { bail!("{}: no `text` column", path.display()) };
-        let titles = column("title")?;
-        let (ids, texts) = (ids.as_string::<i32>(), texts.as_string::<i32>());
-        let titles = titles.as_ref().map(|t| t.as_string::<i32>());
-        for row in 0..batch.num_rows() {
-            let row_no = passages.len() + 1;
-            if ids.is_null(row) || texts.is_null(row) {
-                bail!("{}: row {row_no}: `id` and `text` must not be null", path.display());
-            }
-            let title = titles.filter(|t| !t.is_null(row)).map(|t| t.value(row).to_owned()).unwrap_or_default();
-            passages.push(Passage { id: ids.value(row).to_owned(), title, text: texts.value(row).to_owned() });
-        }
-    }
-    Ok(passages)
 }
 
 /// Runs `fretflow consume` (the top-level alias of `fretflow kafka consume`).

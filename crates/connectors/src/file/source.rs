@@ -35,6 +35,12 @@ pub enum SourceError {
         /// Its size now.
         now: u64,
     },
+    /// The file's extension names no passage format.
+    #[error("{path}: expected a .jsonl or .parquet file of passages")]
+    Unsupported {
+        /// The file.
+        path: PathBuf,
+    },
     /// The Parquet file is malformed or lacks a required column.
     #[error("{path}: {message}")]
     Parquet {
@@ -60,6 +66,30 @@ pub trait PassageReader: Send {
     fn poll(&mut self, max: usize) -> Result<Polled, SourceError>;
     /// A short description for logs.
     fn describe(&self) -> String;
+}
+
+/// Every record of a whole `.jsonl` (or `.json`) or `.parquet` file, in file order, read by the same readers
+/// as a pipeline's `[source]`: the passage events, and a dead letter (naming its `file:line` or row and
+/// why) for each record that does not decode.
+pub fn read_all_events(path: &Path) -> Result<(Vec<PassageEvent>, Vec<DeadLetter>), SourceError> {
+    let mut reader: Box<dyn PassageReader> = match path.extension().and_then(|e| e.to_str()) {
+        Some("parquet") => Box::new(ParquetPassages::open(path)?),
+        Some("jsonl") | Some("json") => Box::new(JsonlPassages::open(path, false)?),
+        _ => return Err(SourceError::Unsupported { path: path.into() }),
+    };
+    let (mut events, mut dead) = (Vec::new(), Vec::new());
+    loop {
+        let polled = reader.poll(4096)?;
+        for record in polled.records {
+            match record {
+                Ok(event) => events.push(event),
+                Err(letter) => dead.push(letter),
+            }
+        }
+        if polled.finished {
+            return Ok((events, dead));
+        }
+    }
 }
 
 /// Storage: the bytes appended to a file since the last read.
@@ -335,6 +365,26 @@ mod tests {
         assert_eq!(second.records[0].as_ref().unwrap().id, "b");
         let dead = second.records[1].as_ref().unwrap_err();
         assert!(dead.input.ends_with("p.jsonl:3") && dead.reason.starts_with("malformed JSON"), "{dead:?}");
+    }
+
+    #[test]
+    fn a_whole_file_reads_into_events_and_dead_letters_in_file_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corpus.jsonl");
+        std::fs::write(
+            &path,
+            "{\"id\":\"a\",\"text\":\"x y z\"}\n{\"id\":\"b\",\"text\":\"\"}\n{\"id\":\"a\",\"op\":\"delete\"}\n",
+        )
+        .unwrap();
+        let (events, dead) = read_all_events(&path).unwrap();
+        let got: Vec<(&str, bool)> = events.iter().map(|e| (e.id.as_str(), e.passage.is_some())).collect();
+        assert_eq!(got, [("a", true), ("a", false)]);
+        assert_eq!(dead.len(), 1);
+        assert!(dead[0].input.ends_with("corpus.jsonl:2") && dead[0].reason == "field `text` is empty", "{dead:?}");
+        let other = dir.path().join("corpus.csv");
+        std::fs::write(&other, "id,text\n").unwrap();
+        let error = read_all_events(&other).unwrap_err().to_string();
+        assert!(error.contains("corpus.csv") && error.contains(".jsonl or .parquet"), "{error}");
     }
 
     #[test]
