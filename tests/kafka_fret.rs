@@ -8,12 +8,12 @@ mod kafka_support;
 
 use fretflow::connectors::kafka::{SinkConfig, SourceConfig};
 use fretflow::dataflow::async_op::BatchPolicy;
+use fretflow::dataflow::embedder::SharedEmbedder;
 use fretflow::dataflow::instant::OverlapLabeler;
 use fretflow::dataflow::params::FretParams;
 use fretflow::dataflow::params::Limits;
 use fretflow::dataflow::progress::Metrics;
 use fretflow::dataflow::stages::Stages;
-use fretflow::dataflow::vector::SharedEmbedder;
 use fretflow::pipeline::kafka::fret::FretTransform;
 use fretflow::pipeline::kafka::passthrough::{self, RunOptions};
 use kafka_support::*;

@@ -3,10 +3,10 @@
 use super::async_op::AsyncMap;
 use super::generate::Query;
 use super::stages::Stages;
-use super::vector::Vector;
 use super::{Diff, Time};
 use crate::records::Passage;
 use crate::records::{DeadLetter, Stage};
+use crate::retrieve::vector::Vector;
 use differential_dataflow::VecCollection;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::Stream;

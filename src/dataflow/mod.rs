@@ -26,6 +26,7 @@
 pub mod async_op;
 pub mod dedup;
 pub mod embed;
+pub mod embedder;
 pub mod example;
 pub mod fret_labeler;
 pub mod fuse;
@@ -40,7 +41,6 @@ pub mod retrieve;
 pub mod sink;
 pub mod source;
 pub mod stages;
-pub mod vector;
 
 /// Logical time of the dataflow: the epoch in which a source record was read.
 pub use crate::records::Time;

@@ -12,14 +12,13 @@
 //! each time is exactly the top N over the index and queries at that time. Ties in cosine are broken by
 //! passage (id first), and every score comes from the same [`Vector::dot`], so the result does not depend
 //! on the number of workers or the order of arrival.
-mod index;
-
 use super::generate::Query;
 use super::progress::SharedMetrics;
-use super::vector::Vector;
 use super::{Diff, Time};
 use crate::records::Passage;
 use crate::records::Score;
+use crate::retrieve::slots::{Index, Transition};
+use crate::retrieve::vector::Vector;
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
@@ -41,9 +40,9 @@ pub struct Candidate {
     pub cosine: Score,
 }
 
-/// Rank order of retrieval: higher cosine first, then passage (id first) for ties.
+/// Rank order of retrieval ([`crate::retrieve::rank_cmp`]): higher cosine first, then passage (id first).
 fn rank_order(a: &(Score, Passage), b: &(Score, Passage)) -> Ordering {
-    b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1))
+    crate::retrieve::rank_cmp(a.0.get(), &a.1, b.0.get(), &b.1)
 }
 
 struct QueryState {
@@ -82,7 +81,7 @@ impl<'scope> RetrieveTopN<'scope> for VecCollection<'scope, Time, (Query, Vector
                 Pipeline,
                 "RetrieveTopN",
                 move |_cap, _info| {
-                    let mut index = index::Index::default();
+                    let mut index = Index::default();
                     let mut queries: HashMap<Query, QueryState> = HashMap::new();
                     type Pending = (Vec<((Query, Vector), Diff)>, Vec<((Passage, Vector), Diff)>);
                     let mut pending: BTreeMap<Time, (Capability<Time>, Pending)> = BTreeMap::new();
@@ -188,7 +187,7 @@ fn emit_difference(
 
 /// Applies one time's updates and reports the changes of the candidate set.
 fn apply_time(
-    index: &mut index::Index,
+    index: &mut Index,
     queries: &mut HashMap<Query, QueryState>,
     query_updates: Vec<((Query, Vector), Diff)>,
     passage_updates: Vec<((Passage, Vector), Diff)>,
@@ -204,11 +203,11 @@ fn apply_time(
     }
     for ((passage, vector), r) in net.into_iter().filter(|(_, r)| *r != 0) {
         match index.update(passage.clone(), &vector, r) {
-            index::Transition::Added => added.push((passage, vector)),
-            index::Transition::Removed => {
+            Transition::Added => added.push((passage, vector)),
+            Transition::Removed => {
                 removed.insert(passage);
             }
-            index::Transition::Unchanged => {}
+            Transition::Unchanged => {}
         }
     }
 

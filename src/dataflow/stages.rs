@@ -1,10 +1,10 @@
 //! What the stages share ([`Stages`]): the models, the runtime their calls run on, batching, the recipe's
 //! parameters, limits and metrics. Each stage takes it by reference; [`super::graph`] wires the stages.
 use super::async_op::{AsyncStage, BatchFn, BatchPolicy};
+use super::embedder::SharedEmbedder;
 use super::labeler::Labeler;
 use super::params::{FretParams, Limits};
 use super::progress::{Metrics, SharedMetrics, StageMetrics};
-use super::vector::SharedEmbedder;
 use crate::records::Provenance;
 use std::sync::Arc;
 

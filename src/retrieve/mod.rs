@@ -6,9 +6,15 @@
 //! [`SearchOptions::block_rows`] rows, so at most `query_batch x block_rows` scores exist at a time; each
 //! block's best rows are merged into a running [`TopK`] per query.
 //!
+//! One module for retrieval, with one rank order ([`rank_cmp`]: score descending, then key ascending) and
+//! one dot-product kernel ([`vector::dot`]):
+//!
 //! - [`exact_search`] searches a corpus held in one `[n, dim]` tensor; hits are corpus row numbers.
 //! - [`ExactIndex`] holds passage ids with their embeddings, takes upserts and deletes (as the dataflow
-//!   sees them), and returns hits keyed by passage id.
+//!   sees them), and returns hits keyed by passage id. `fretflow eval` uses these (batched LibTorch
+//!   matrix products).
+//! - [`slots::Index`]: the dataflow's incremental index (upserts and deletes of passages, many queries
+//!   scored per cache-sized block with [`vector::dot`]).
 //!
 //! # Scores
 //! [`Similarity::Cosine`] (the default) normalizes queries and corpus rows to unit length before the
@@ -25,13 +31,23 @@
 
 mod exact;
 mod index;
+pub mod slots;
 mod topk;
+pub mod vector;
 
 pub use exact::exact_search;
 pub use index::{ExactIndex, IndexOptions};
 pub use topk::{Scored, TopK};
 
+use std::cmp::Ordering;
 use tch::{Kind, Tensor};
+
+/// The rank order of every retrieval: higher score first, then smaller key. `-0.0` and `0.0` are equal;
+/// otherwise scores compare with [`f64::total_cmp`], so the order is total even for NaN.
+pub fn rank_cmp<K: Ord + ?Sized>(a_score: f64, a_key: &K, b_score: f64, b_key: &K) -> Ordering {
+    // Adding +0.0 turns -0.0 into +0.0 and leaves every other value unchanged.
+    (b_score + 0.0).total_cmp(&(a_score + 0.0)).then_with(|| a_key.cmp(b_key))
+}
 
 /// How a query and a corpus row are scored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]

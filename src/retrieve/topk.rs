@@ -15,8 +15,8 @@ impl<K: Ord> Scored<K> {
     /// otherwise scores compare with [`f32::total_cmp`], so the order is total even for NaN (which
     /// retrieval rejects on input anyway).
     pub fn rank_cmp(&self, other: &Self) -> Ordering {
-        // Adding +0.0 turns -0.0 into +0.0 and leaves every other value unchanged.
-        (other.score + 0.0).total_cmp(&(self.score + 0.0)).then_with(|| self.key.cmp(&other.key))
+        // f32 -> f64 is exact and keeps the order.
+        super::rank_cmp(f64::from(self.score), &self.key, f64::from(other.score), &other.key)
     }
 }
 

@@ -3,13 +3,13 @@
 //! tests do). No sleeps: workers park until the async stages wake them.
 #![allow(dead_code)]
 use fretflow::dataflow::async_op::BatchPolicy;
+use fretflow::dataflow::embedder::SharedEmbedder;
 use fretflow::dataflow::graph::fret_dataflow;
 use fretflow::dataflow::labeler::Labeler;
 use fretflow::dataflow::params::FretParams;
 use fretflow::dataflow::params::Limits;
 use fretflow::dataflow::progress::Metrics;
 use fretflow::dataflow::stages::Stages;
-use fretflow::dataflow::vector::SharedEmbedder;
 use fretflow::dataflow::{Diff, Time};
 use fretflow::embed::{EmbedError, TextEmbedder};
 use fretflow::records::{decode_json_passage, DeadLetter, Example, SourceRecord};

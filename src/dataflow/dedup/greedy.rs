@@ -20,8 +20,8 @@
 //! So a change costs one pass over the queries, a dot product per (later query, gained query) pair, and a
 //! scan of the kept queries for each new query and each duplicate whose winner left.
 use crate::dataflow::generate::Query;
-use crate::dataflow::vector::Vector;
 use crate::dataflow::Diff;
+use crate::retrieve::vector::Vector;
 use std::collections::{BTreeMap, HashSet};
 
 /// Where a live query stands.

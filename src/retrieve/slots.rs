@@ -1,10 +1,11 @@
-//! The passage index of the retrieval stage: live passages' vectors in one contiguous matrix (a slot per
-//! passage, freed slots reused), scanned in cache-sized blocks for many queries at once.
+//! The slot index: live passages' vectors in one contiguous matrix (a slot per passage, freed slots
+//! reused), updated incrementally and scanned in cache-sized blocks for many queries at once: the index of
+//! the dataflow's retrieval stage.
 //!
 //! A scan of the whole index used to chase one heap pointer per passage; with the rows side by side a
 //! block of rows stays in cache while every query of the time is scored against it.
-use crate::dataflow::vector::{dot, Vector};
-use crate::dataflow::Diff;
+use super::rank_cmp;
+use super::vector::{dot, Vector};
 use crate::records::Passage;
 use crate::records::Score;
 use std::cmp::Ordering;
@@ -18,7 +19,7 @@ const NO_SLOT: usize = usize::MAX;
 
 /// What an update did to the set of live passages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Transition {
+pub enum Transition {
     /// The passage became live.
     Added,
     /// The passage stopped being live.
@@ -29,7 +30,7 @@ pub(super) enum Transition {
 
 /// Live passages with their vectors and multiplicities.
 #[derive(Default)]
-pub(super) struct Index {
+pub struct Index {
     /// Vector length, fixed by the first vector (one embedder writes them all).
     dim: usize,
     /// `slots.len() * dim` components, row `s` at `s * dim`.
@@ -37,21 +38,25 @@ pub(super) struct Index {
     /// The passage in each slot, `None` for a free slot.
     slots: Vec<Option<Passage>>,
     /// Slot ([`NO_SLOT`] unless live) and multiplicity of each passage with a non-zero count.
-    by_passage: HashMap<Passage, (usize, Diff)>,
+    by_passage: HashMap<Passage, (usize, isize)>,
     /// Free slots, reused before the matrix grows.
     free: Vec<usize>,
 }
 
 impl Index {
     /// Number of live passages.
-    #[cfg(test)]
-    pub(super) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.slots.len() - self.free.len()
+    }
+
+    /// Whether no passage is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Adds `r` to the multiplicity of `passage` (with `vector`) and reports whether it became live or
     /// stopped being live.
-    pub(super) fn update(&mut self, passage: Passage, vector: &Vector, r: Diff) -> Transition {
+    pub fn update(&mut self, passage: Passage, vector: &Vector, r: isize) -> Transition {
         let (slot, count) = self.by_passage.get(&passage).copied().unwrap_or((NO_SLOT, 0));
         let after = count + r;
         let (slot, transition) = match (count > 0, after > 0) {
@@ -91,7 +96,7 @@ impl Index {
 
     /// The top `n` passages of each query, best first ([`rank_order`]), in one blocked pass over the
     /// matrix.
-    pub(super) fn top_many(&self, queries: &[&Vector], n: usize) -> Vec<Vec<(Score, Passage)>> {
+    pub fn top_many(&self, queries: &[&Vector], n: usize) -> Vec<Vec<(Score, Passage)>> {
         assert!(n > 0, "top 0 asked for. This is a bug.");
         if queries.is_empty() {
             return Vec::new();
@@ -99,7 +104,7 @@ impl Index {
         let mut kept: Vec<Vec<(Score, usize)>> = queries.iter().map(|_| Vec::with_capacity(2 * n)).collect();
         let mut worst: Vec<Option<(Score, usize)>> = vec![None; queries.len()];
         let order = |a: &(Score, usize), b: &(Score, usize)| {
-            b.0.cmp(&a.0).then_with(|| self.passage(a.1).cmp(self.passage(b.1)))
+            rank_cmp(a.0.get(), self.passage(a.1), b.0.get(), self.passage(b.1))
         };
         let dim = self.dim.max(1);
         for block_start in (0..self.slots.len()).step_by(BLOCK_ROWS) {
@@ -138,7 +143,6 @@ impl Index {
 
 #[cfg(test)]
 mod tests {
-    use super::super::rank_order;
     use super::*;
 
     fn passage(id: &str) -> Passage {
@@ -148,7 +152,7 @@ mod tests {
     /// The reference: score every live passage, sort by rank order, keep n.
     fn brute_force(live: &[(Passage, Vector)], query: &Vector, n: usize) -> Vec<(Score, Passage)> {
         let mut all: Vec<(Score, Passage)> = live.iter().map(|(p, v)| (Score::from(query.dot(v)), p.clone())).collect();
-        all.sort_by(rank_order);
+        all.sort_by(|a, b| rank_cmp(a.0.get(), &a.1, b.0.get(), &b.1));
         all.truncate(n);
         all
     }
