@@ -35,6 +35,15 @@ pub enum DeviceError {
     NoBackend(String, String),
 }
 
+/// A config file's device: the same names as the command line (`cpu`, `cuda`, `cuda:N`, `auto`); an unknown
+/// name is an error naming the key.
+impl<'de> serde::Deserialize<'de> for DeviceChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for DeviceChoice {
     type Err = DeviceError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

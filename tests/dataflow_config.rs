@@ -184,7 +184,7 @@ fn with_llm(llm: &str) -> String {
 
 fn local(config: &LlmConfig) -> (&str, &str) {
     match config {
-        LlmConfig::Local(l) => (l.model.as_str(), l.precision.as_str()),
+        LlmConfig::Local(l) => (l.model.as_str(), l.precision.name()),
         other => panic!("expected a local LLM: {other:?}"),
     }
 }
@@ -267,9 +267,14 @@ fn mistakes_in_a_role_table_name_the_role_and_the_field() {
         Err(ConfigError::Invalid { field, .. }) => field,
         other => panic!("expected an invalid field: {other:?}"),
     };
+    // Precision and device are typed: a bad value is refused while parsing, naming the key and the value.
     let judge_precision = format!("{base}[llm.judge]\nbackend = \"local\"\nmodel = \"m\"\nprecision = \"f16\"\n");
-    assert_eq!(field_of(&judge_precision), "llm.judge.precision");
-    assert_eq!(field_of("[llm]\nbackend = \"local\"\nmodel = \"m\"\nprecision = \"f16\"\n"), "llm.precision");
+    let err = message(&judge_precision);
+    assert!(err.contains("llm.judge:") && err.contains("precision 'f16'"), "{err}");
+    let err = message("[llm]\nbackend = \"local\"\nmodel = \"m\"\nprecision = \"f16\"\n");
+    assert!(err.contains("precision") && err.contains("f16"), "{err}");
+    let err = message("[llm]\nbackend = \"local\"\nmodel = \"m\"\ndevice = \"tpu\"\n");
+    assert!(err.contains("device") && err.contains("tpu"), "{err}");
     let no_words = format!("{base}[llm.generator]\nbackend = \"instant\"\nquery_words = 0\n");
     assert_eq!(field_of(&no_words), "llm.generator.query_words");
 }

@@ -6,6 +6,7 @@
 //! going to `[kafka.sink]`); exactly one of the two sources is given ([`PipelineConfig::input`]).
 use crate::dataflow::params::DedupParams;
 use crate::dataflow::params::FusionWeights;
+use crate::device::DeviceChoice;
 
 mod llm;
 mod recipe;
@@ -232,9 +233,10 @@ pub struct EmbedderConfig {
     /// bag-of-words hashing embedder of dimension DIM, for dry runs and benchmarks.
     #[serde(default = "default_embedder")]
     pub model: String,
-    /// `cpu`, `cuda` or `cuda:N`.
-    #[serde(default = "default_device")]
-    pub device: String,
+    /// `cpu`, `cuda`, `cuda:N` or `auto` (default: CUDA device 0 when there is one, else the CPU), as on
+    /// the command line.
+    #[serde(default)]
+    pub device: DeviceChoice,
     /// Token budget of one encoder batch.
     #[serde(default = "default_batch_tokens")]
     pub batch_tokens: usize,
@@ -242,7 +244,7 @@ pub struct EmbedderConfig {
 
 impl Default for EmbedderConfig {
     fn default() -> Self {
-        Self { model: default_embedder(), device: default_device(), batch_tokens: default_batch_tokens() }
+        Self { model: default_embedder(), device: DeviceChoice::default(), batch_tokens: default_batch_tokens() }
     }
 }
 
@@ -273,9 +275,6 @@ fn default_epoch_records() -> usize {
 }
 fn default_poll_ms() -> u64 {
     500
-}
-fn default_device() -> String {
-    "cpu".into()
 }
 fn default_embedder() -> String {
     "all-MiniLM-L6-v2".into()
@@ -369,9 +368,6 @@ impl PipelineConfig {
             match llm {
                 LlmConfig::Instant(i) if i.query_words == 0 => {
                     return bad(&format!("{table}.query_words"), "must be at least 1");
-                }
-                LlmConfig::Local(l) if l.precision.parse::<crate::llm::local::Precision>().is_err() => {
-                    return bad(&format!("{table}.precision"), "expected `f32` or `bf16`");
                 }
                 _ => {}
             }

@@ -10,14 +10,12 @@ use crate::dataflow::instant::{HashingEmbedder, OverlapLabeler, WithLatency};
 use crate::dataflow::labeler::{Labeler, SplitLabeler};
 use crate::dataflow::progress::Metrics;
 use crate::dataflow::stages::Stages;
-use crate::device::DeviceChoice;
 use crate::embed::{EncoderOptions, SentenceEncoder};
 use crate::llm::cache::LlmCache;
 use crate::llm::fret::{FretLlm, FretOptions};
 use crate::llm::local::{LocalLlm, LocalLlmOptions};
 use crate::llm::remote::RemoteLlm;
 use crate::llm::LlmBackend;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -158,8 +156,7 @@ fn role_llm(table: &'static str, llm: &LlmConfig, max_batch: usize) -> Result<Ro
             })
         }
         LlmConfig::Local(local) => {
-            let device = DeviceChoice::from_str(&local.device).map_err(|e| failed(format!("device: {e}")))?;
-            let precision = local.precision.parse().map_err(|e| failed(format!("precision: {e}")))?;
+            let (device, precision) = (local.device, local.precision);
             let options = LocalLlmOptions { device, precision, max_batch, ..LocalLlmOptions::default() };
             RoleLlm::Model(Arc::new(LocalLlm::load(&local.model, options).map_err(|e| failed(e.to_string()))?))
         }
@@ -210,9 +207,7 @@ pub fn embedder(config: &PipelineConfig) -> Result<SharedEmbedder, ResourceError
         })?;
         return Ok(SharedEmbedder::new(e.model.clone(), HashingEmbedder::new(dim)));
     }
-    let device = DeviceChoice::from_str(&e.device)
-        .and_then(|d| d.resolve())
-        .map_err(|err| ResourceError::Embedder(format!("device: {err}")))?;
+    let device = e.device.resolve().map_err(|err| ResourceError::Embedder(format!("device: {err}")))?;
     let options = EncoderOptions { device, token_budget: e.batch_tokens, ..EncoderOptions::default() };
     let encoder =
         SentenceEncoder::from_name(&e.model, options).map_err(|err| ResourceError::Embedder(err.to_string()))?;

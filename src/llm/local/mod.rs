@@ -60,11 +60,28 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// The name a config or command line uses: `f32` or `bf16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        }
+    }
+
     fn kind(self) -> tch::Kind {
         match self {
             Self::F32 => tch::Kind::Float,
             Self::Bf16 => tch::Kind::BFloat16,
         }
+    }
+}
+
+/// A config file's precision: `f32` or `bf16` (as [`std::str::FromStr`]); anything else is an error naming
+/// the key.
+impl<'de> serde::Deserialize<'de> for Precision {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }
 

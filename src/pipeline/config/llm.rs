@@ -1,5 +1,7 @@
 //! The `[llm]` table and its role tables `[llm.generator]` / `[llm.judge]`: which LLM backend writes the
 //! queries and which judges the pairs.
+use crate::device::DeviceChoice;
+use crate::llm::local::Precision;
 use crate::llm::remote::config::RemoteConfig;
 use serde::Deserialize;
 
@@ -114,17 +116,14 @@ pub struct LocalLlmConfig {
     /// a GGUF path. Two roles share the loaded model only when their tables are identical, so name it the
     /// same way in both.
     pub model: String,
-    /// `cpu`, `cuda` or `cuda:N`.
-    #[serde(default = "super::default_device")]
-    pub device: String,
+    /// `cpu`, `cuda`, `cuda:N` or `auto` (default: CUDA device 0 when there is one, else the CPU), as on
+    /// the command line.
+    #[serde(default)]
+    pub device: DeviceChoice,
     /// `f32` (default; matches the reference to 1e-3 nats) or `bf16` (about 2x faster on CPUs with AVX-512
     /// BF16 and on GPUs; log-probabilities move by up to ~0.15 nats, fine for ranking). Cached apart.
-    #[serde(default = "default_precision")]
-    pub precision: String,
-}
-
-fn default_precision() -> String {
-    "f32".into()
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 /// Settings of the instant labeler.
