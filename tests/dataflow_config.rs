@@ -42,10 +42,11 @@ fn every_shipped_pipeline_parses_and_resolves_paths_next_to_itself() {
     assert!(source.path.ends_with("data/sample/passages.jsonl"));
     assert!(source.path.exists());
     let train = quickstart.train.as_ref().expect("the demo fine-tunes in process");
-    let out = train.options["out"].as_str().expect("out is a path");
-    assert!(Path::new(out).is_absolute() && out.ends_with("out/checkpoints"), "{out}");
-    let eval = train.options["eval_dataset"].as_array().expect("a list")[0].as_str().expect("a path");
-    assert!(Path::new(eval).join("qrels/test.tsv").exists(), "{eval}");
+    let out = &train.options.out;
+    assert!(out.is_absolute() && out.ends_with("out/checkpoints"), "{out:?}");
+    assert_eq!((train.options.steps, train.options.batch_size), (Some(12), 8), "the [train] keys are typed");
+    let eval = &train.options.eval_dataset[0];
+    assert!(eval.join("qrels/test.tsv").exists(), "{eval:?}");
     let kafka = PipelineConfig::load(&dir.join("kafka.toml")).unwrap();
     let Input::Kafka { connection, source, sink } = kafka.input() else { panic!("kafka.toml reads Kafka") };
     assert_eq!(

@@ -97,7 +97,7 @@ fn a_bad_train_key_is_named_before_anything_runs() {
     let output = run(&config);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("[train]") && stderr.contains("--batch-sise"), "{stderr}");
+    assert!(stderr.contains("[train]") && stderr.contains("unknown field `batch_sise`"), "{stderr}");
     assert!(!dir.path().join("out/fret.jsonl").exists(), "the pipeline did not start");
 
     let no_out = PipelineConfig::parse(

@@ -7,6 +7,7 @@
 use crate::dataflow::params::DedupParams;
 use crate::dataflow::params::FusionWeights;
 use crate::device::DeviceChoice;
+use crate::train::options::{options_from_table, TrainOptions};
 
 mod llm;
 mod recipe;
@@ -102,19 +103,33 @@ pub struct PipelineConfig {
 
 /// The `[train]` table: `fretflow train`'s options by name (`out = "checkpoints"`, `batch_size = 16`,
 /// `eval_dataset = ["../data/scifact"]`, `precision = "bf16"`, `dropout = true`, ...; `_` and `-` alike),
-/// checked when the run starts, plus when to start. `out` is required; `out`, `eval_dataset` and `pairs`
-/// are relative to the config file, as is `model` when it names a directory there. Ctrl-C drains the
-/// pipeline and stops the trainer at its next step, with a final checkpoint.
-#[derive(Debug, Clone, Deserialize)]
+/// read into the same [`TrainOptions`] the command line gives ([`options_from_table`]), plus when to start.
+/// `out` is required; `out`, `eval_dataset` and `pairs` are relative to the config file, as is `model` when
+/// it names a directory there. Ctrl-C drains the pipeline and stops the trainer at its next step, with a
+/// final checkpoint.
+#[derive(Debug, Clone)]
 pub struct TrainConfig {
     /// Start training once the pipeline's input has ended, on the whole FRet set (the LLM and the trainer
     /// then never compete for cores). Default `false`: train while examples stream in, one step after
     /// another as soon as `min_examples` are there, then finish one pass over the final set.
-    #[serde(default)]
     pub after_input: bool,
     /// The trainer's options.
-    #[serde(flatten)]
-    pub options: toml::Table,
+    pub options: TrainOptions,
+}
+
+impl<'de> Deserialize<'de> for TrainConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut table = toml::Table::deserialize(deserializer)?;
+        let after_input = match table.remove("after_input").or_else(|| table.remove("after-input")) {
+            None => false,
+            Some(toml::Value::Boolean(b)) => b,
+            Some(other) => {
+                return Err(serde::de::Error::custom(format!("[train] after_input: expected a boolean, found {other}")))
+            }
+        };
+        let options = options_from_table(&table).map_err(|e| serde::de::Error::custom(format!("{e:#}")))?;
+        Ok(Self { after_input, options })
+    }
 }
 
 /// Passage source: a JSONL or Parquet file.
@@ -310,7 +325,7 @@ impl PipelineConfig {
             if self.source.is_none() {
                 return bad("train", "in-process training needs a file `[source]`; train on a Kafka pipeline's FRet topic with `fretflow train --kafka-topic`");
             }
-            if !train.options.contains_key("out") {
+            if train.options.out.as_os_str().is_empty() {
                 return bad("train.out", "name the checkpoint directory");
             }
         }
@@ -500,24 +515,13 @@ impl PipelineConfig {
             fix(p);
         }
         if let Some(train) = self.train.as_mut() {
-            let fix_value = |v: &mut toml::Value, only_if_exists: bool| {
-                if let toml::Value::String(s) = v {
-                    let joined = base.join(&*s);
-                    if Path::new(s).is_relative() && (!only_if_exists || joined.exists()) {
-                        *s = joined.display().to_string();
-                    }
-                }
-            };
-            for (key, value) in train.options.iter_mut() {
-                match (key.replace('-', "_").as_str(), value) {
-                    ("out", v) => fix_value(v, false),
-                    ("model", v) => fix_value(v, true),
-                    ("eval_dataset" | "pairs", toml::Value::Array(items)) => {
-                        items.iter_mut().for_each(|v| fix_value(v, false))
-                    }
-                    ("eval_dataset" | "pairs", v) => fix_value(v, false),
-                    _ => {}
-                }
+            let o = &mut train.options;
+            fix(&mut o.out);
+            o.eval_dataset.iter_mut().for_each(fix);
+            o.pairs.iter_mut().for_each(fix);
+            let model = base.join(&o.model);
+            if Path::new(&o.model).is_relative() && model.exists() {
+                o.model = model.display().to_string();
             }
         }
     }

@@ -16,7 +16,7 @@ pub mod kafka;
 pub mod resources;
 
 use crate::dataflow::progress::Snapshot;
-use crate::train::options::{options_from_table, summary_text, TrainOptions};
+use crate::train::options::{summary_text, TrainOptions};
 use crate::train::source::{channel, ChannelSource};
 use anyhow::Context;
 use config::{Input, PipelineConfig};
@@ -60,7 +60,7 @@ pub fn run(config: &PipelineConfig, options: RunOptions) -> anyhow::Result<RunOu
     let RunOptions { timely, process, idle_exit, progress, on_input_done } = options;
     // The in-process trainer runs where the sinks are: process 0.
     let train = match &config.train {
-        Some(t) if process == 0 => Some((options_from_table(&t.options)?, t.after_input)),
+        Some(t) if process == 0 => Some((t.options.clone(), t.after_input)),
         _ => None,
     };
     let finished = |snapshot: Snapshot| {

@@ -1,6 +1,7 @@
-//! `fretflow train`'s options, which are also the keys of a pipeline's `[train]` table: one set of
-//! options, defaults and checks for both ([`options_from_table`] reads a table through the same clap
-//! definition), and the trainer they describe ([`TrainOptions::trainer`]).
+//! `fretflow train`'s options, which are also the keys of a pipeline's `[train]` table: one type, parsed by
+//! clap from the command line and by serde from a table ([`options_from_table`]), with one set of defaults
+//! (the clap attributes; [`TrainOptions::default`] is what they give) and one set of checks
+//! ([`TrainOptions::validate`]); and the trainer they describe ([`TrainOptions::trainer`]).
 use crate::device::DeviceChoice;
 use crate::embed::{default_token_budget, EncoderOptions, Precision};
 use crate::train::buffer::SamplerConfig;
@@ -14,7 +15,8 @@ use std::path::{Path, PathBuf};
 
 /// Everything about a training run but where its data comes from: `fretflow train`'s options, and the
 /// keys of a pipeline's `[train]` table (see [`options_from_table`]).
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, clap::Args, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TrainOptions {
     /// Base model: a directory in sentence-transformers layout or a short name.
     #[arg(long, default_value = "all-MiniLM-L6-v2")]
@@ -141,9 +143,8 @@ pub struct TrainOptions {
     pub device: DeviceChoice,
 }
 
-/// A finite number >= 0 (clap names the option when it is not).
-fn non_negative(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+/// `v` when it is a finite number >= 0.
+fn check_non_negative(v: f64) -> Result<f64, String> {
     if v.is_finite() && v >= 0.0 {
         Ok(v)
     } else {
@@ -151,16 +152,36 @@ fn non_negative(s: &str) -> Result<f64, String> {
     }
 }
 
-/// A finite number > 0 (clap names the option when it is not).
-fn positive(s: &str) -> Result<f64, String> {
-    match non_negative(s) {
+/// `v` when it is a finite number > 0.
+fn check_positive(v: f64) -> Result<f64, String> {
+    match check_non_negative(v) {
         Ok(v) if v > 0.0 => Ok(v),
         _ => Err("must be a finite number > 0".into()),
     }
 }
 
+/// A finite number >= 0 (clap names the option when it is not).
+fn non_negative(s: &str) -> Result<f64, String> {
+    check_non_negative(s.parse().map_err(|e| format!("{e}"))?)
+}
+
+/// A finite number > 0 (clap names the option when it is not).
+fn positive(s: &str) -> Result<f64, String> {
+    check_positive(s.parse().map_err(|e| format!("{e}"))?)
+}
+
+impl Default for TrainOptions {
+    /// The command line's defaults (written once, in the clap attributes), with an empty `out`.
+    fn default() -> Self {
+        let parsed = <TableArgs as clap::Parser>::try_parse_from(["--out", "."])
+            .expect("the defaults of fretflow train's options parse. This is a bug.");
+        TrainOptions { out: PathBuf::new(), ..parsed.options }
+    }
+}
+
 /// Number type of training.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TrainPrecision {
     /// Everything in f32.
     F32,
@@ -284,48 +305,50 @@ struct TableArgs {
     options: TrainOptions,
 }
 
-/// Reads a pipeline's `[train]` table (keys: `fretflow train`'s long options, `_` or `-`; values: strings,
-/// numbers, booleans for flags, arrays for repeatable options) into training options. `name = false`
-/// stands for a `--no-name` flag (`resume = false`, `promotion_gate = false`). Errors name the key.
+/// Keys of a `[train]` table that stand for a `--no-NAME` flag when set to `false` (`resume = false`).
+const NEGATED_FLAGS: [&str; 3] = ["resume", "promotion_gate", "same_tower"];
+/// Repeatable options: a table may give one value or a list.
+const LISTS: [&str; 4] = ["eval_dataset", "pairs", "matryoshka_dims", "matryoshka_weights"];
+
+/// Reads a pipeline's `[train]` table into training options: its keys are `fretflow train`'s long options
+/// (`_` or `-`), flags are booleans (`dropout = true`; `NAME = false` for a `--no-NAME` flag such as
+/// `resume = false`), repeatable options take one value or a list. Deserialized by serde into the same
+/// [`TrainOptions`] the command line gives (missing keys take its defaults), then checked as the command line
+/// is. Errors name the key.
 pub fn options_from_table(table: &toml::Table) -> anyhow::Result<TrainOptions> {
-    let command = <TableArgs as clap::CommandFactory>::command();
-    let takes_value = |long: &str| {
-        command.get_arguments().find(|a| a.get_long() == Some(long)).map(|a| a.get_action().takes_values())
-    };
-    let mut args: Vec<String> = Vec::new();
+    let mut normalized = toml::Table::new();
     for (key, value) in table {
-        let name = key.replace('_', "-");
-        let flag = format!("--{name}");
-        let scalar = |v: &toml::Value| match v {
-            toml::Value::String(s) => Ok(s.clone()),
-            toml::Value::Integer(i) => Ok(i.to_string()),
-            toml::Value::Float(f) => Ok(f.to_string()),
-            _ => anyhow::bail!("[train] {key}: expected a string, a number, a boolean or a list of them"),
-        };
-        match value {
-            toml::Value::Boolean(b) => match (takes_value(&name), takes_value(&format!("no-{name}"))) {
-                // An option with a value: clap says what it expected.
-                (Some(true), _) => args.push(format!("{flag}={b}")),
-                (Some(false), _) => args.extend(b.then_some(flag)),
-                (None, Some(false)) => args.extend((!b).then(|| format!("--no-{name}"))),
-                // Unknown: clap names it.
-                _ => args.push(flag),
-            },
-            // `--flag=value`, so that a value starting with `-` is never taken for a flag.
-            toml::Value::Array(items) => {
-                for item in items {
-                    args.push(format!("{flag}={}", scalar(item)?));
-                }
-            }
-            other => args.push(format!("{flag}={}", scalar(other)?)),
+        let mut key = key.replace('-', "_");
+        let mut value = value.clone();
+        if let (true, toml::Value::Boolean(b)) = (NEGATED_FLAGS.contains(&key.as_str()), &value) {
+            (key, value) = (format!("no_{key}"), toml::Value::Boolean(!b));
+        }
+        if LISTS.contains(&key.as_str()) && !value.is_array() {
+            value = toml::Value::Array(vec![value]);
+        }
+        if normalized.insert(key.clone(), value).is_some() {
+            anyhow::bail!("[train] {key}: given twice (`_` and `-`, or a flag and its `no_` form)");
         }
     }
-    let parsed = <TableArgs as clap::Parser>::try_parse_from(&args).map_err(|e| {
-        let message = e.to_string();
-        let first = message.lines().next().unwrap_or_default().trim_start_matches("error: ");
-        anyhow::anyhow!("[train]: {first} (its keys are `fretflow train` options, e.g. batch_size = 16)")
+    let options: TrainOptions = serde_path_to_error::deserialize(toml::Value::Table(normalized)).map_err(|e| {
+        let message = e.inner().to_string();
+        let first = message.lines().next().unwrap_or_default().to_owned();
+        match e.path().to_string().as_str() {
+            "." => anyhow::anyhow!("[train]: {first} (its keys are `fretflow train` options, e.g. batch_size = 16)"),
+            key => anyhow::anyhow!("[train] {key}: {first}"),
+        }
     })?;
-    Ok(parsed.options)
+    options.validate().map_err(|e| anyhow::anyhow!("[train] {e}"))?;
+    Ok(options)
+}
+
+impl TrainOptions {
+    /// The checks the command line's value parsers make, for options read from a table: `KEY: why`.
+    pub fn validate(&self) -> Result<(), String> {
+        check_non_negative(self.distill_weight).map_err(|e| format!("distill_weight: {e}"))?;
+        check_positive(self.distill_temperature).map_err(|e| format!("distill_temperature: {e}"))?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -353,18 +376,26 @@ mod tests {
         assert!(options_from_table(&nested).unwrap_err().to_string().contains("[train] optimizer"));
         let wrong: toml::Table = toml::from_str("out = \"x\"\nbatch_size = \"many\"\n").unwrap();
         let message = options_from_table(&wrong).unwrap_err().to_string();
-        assert!(message.contains("--batch-size") && message.contains("many"), "{message}");
+        assert_eq!(message, "[train] batch_size: invalid type: string \"many\", expected usize");
         let typo: toml::Table = toml::from_str("out = \"x\"\ndropuot = false\n").unwrap();
         let message = options_from_table(&typo).unwrap_err().to_string();
-        assert!(message.contains("--dropuot"), "a misspelt key set to false is named too: {message}");
+        assert!(message.contains("unknown field `dropuot`"), "a misspelt key set to false is named too: {message}");
         for (key, value) in [("distill_weight", "-0.5"), ("distill_weight", "inf"), ("distill_temperature", "0")] {
             let table: toml::Table = toml::from_str(&format!("out = \"x\"\n{key} = {value}\n")).unwrap();
             let message = options_from_table(&table).unwrap_err().to_string();
-            let flag = format!("--{}", key.replace('_', "-"));
-            assert!(message.contains(&flag) && message.contains("must be a finite number"), "{message}");
+            assert!(message.starts_with(&format!("[train] {key}: must be a finite number")), "{message}");
         }
         let table: toml::Table = toml::from_str("out = \"x\"\ndistill_teacher = \"cosine\"\n").unwrap();
-        assert!(options_from_table(&table).unwrap_err().to_string().contains("--distill-teacher"));
+        let message = options_from_table(&table).unwrap_err().to_string();
+        assert!(message.starts_with("[train] distill_teacher: unknown variant `cosine`"), "{message}");
+        let both: toml::Table = toml::from_str("out = \"x\"\nbatch_size = 8\nbatch-size = 9\n").unwrap();
+        assert!(options_from_table(&both).unwrap_err().to_string().contains("given twice"));
+        let one: toml::Table = toml::from_str("out = \"x\"\neval_dataset = \"d\"\n").unwrap();
+        assert_eq!(options_from_table(&one).unwrap().eval_dataset, vec![PathBuf::from("d")], "one value for a list");
+        // The table's defaults are the command line's.
+        let cli = <TableArgs as clap::Parser>::try_parse_from(["--out", "x"]).unwrap().options;
+        let table = options_from_table(&toml::from_str("out = \"x\"\n").unwrap()).unwrap();
+        assert_eq!(format!("{cli:?}"), format!("{table:?}"));
     }
 
     #[test]
@@ -385,7 +416,7 @@ mod tests {
         let by_best = table("best_metric = \"recall@100\"").unwrap().config(tch::Device::Cpu).promotion;
         assert_eq!(by_best.metric, "recall@100", "the promotion metric defaults to --best-metric");
         let message = table("promote_margin = true").unwrap_err().to_string();
-        assert!(message.contains("--promote-margin"), "{message}");
+        assert!(message.starts_with("[train] promote_margin: invalid type: boolean"), "{message}");
 
         let cli = <TableArgs as clap::Parser>::try_parse_from(["--out", "x", "--promote-margin", "-0.5"]).unwrap();
         assert_eq!(cli.options.promote_margin, -0.5, "a negative margin is a value, not a flag");
