@@ -178,16 +178,27 @@ fn produce_parquet_and_delete_then_consume_shows_upserts_and_deletes() {
 }
 
 #[test]
-fn produce_names_the_file_and_line_of_a_malformed_record() {
+fn produce_skips_a_malformed_record_naming_its_file_and_line_and_sends_the_rest() {
+    let Some(bootstrap) = broker() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "bad.jsonl", "{\"id\":\"a\",\"text\":\"x\"}\n{\"id\":\"b\"}\n");
-    // No broker needed: the file is read before connecting.
+    let lines = "{\"id\":\"a\",\"text\":\"x\"}\n{\"id\":\"b\"}\n{\"id\":\"c\",\"op\":\"delete\"}\n";
+    let path = write(dir.path(), "bad.jsonl", lines);
+    let topic = unique("malformed");
     let output = fretflow()
-        .args(["kafka", "produce", "--topic", "t", "--bootstrap", "127.0.0.1:1"])
+        .args(["kafka", "produce", "--topic", &topic, "--partitions", "1", "--bootstrap", &bootstrap])
         .arg(&path)
         .output()
         .unwrap();
-    assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("bad.jsonl:2") && stderr.contains("text"), "{stderr}");
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("bad.jsonl:2") && stderr.contains("missing field `text`"), "{stderr}");
+    assert!(stderr.contains("skipped 1 record(s)"), "{stderr}");
+    let records = read_all(&bootstrap, &topic);
+    let keys: Vec<(String, bool)> =
+        records.iter().map(|r| (r.key.clone().unwrap_or_default(), r.value.is_some())).collect();
+    assert_eq!(
+        keys,
+        [("a".to_string(), true), ("c".to_string(), false)],
+        "the good record and the delete as a tombstone"
+    );
 }

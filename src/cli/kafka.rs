@@ -5,14 +5,11 @@
 //! environment variables, then `--bootstrap`.
 use crate::connectors::file::source::read_all_events;
 use crate::connectors::kafka::admin::{ensure_topic, TopicKind};
+use crate::connectors::kafka::topic::{Polled, StartAt, TopicReader, TopicWriter};
 use crate::connectors::kafka::{ConnectionConfig, SinkConfig, SourceConfig};
 use crate::pipeline::kafka::passthrough::{self, Identity, RunOptions};
-use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -166,9 +163,7 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         tracing::warn!(input = %letter.input, reason = %letter.reason, "Not produced: the record does not decode.");
     }
     ensure_topic(&connection, &args.topic, args.partitions, 1, TopicKind::Log)?;
-    let mut client = connection.client_config();
-    client.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "20").set("compression.type", "lz4");
-    let producer: FutureProducer = client.create().context("creating the Kafka producer")?;
+    let writer = TopicWriter::open(&connection, &args.topic, "produce", true)?;
     let bar = ProgressBar::new(events.len() as u64).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} passages  {per_sec}  eta {eta}")
             .expect("the progress template is valid. This is a bug."),
@@ -177,11 +172,7 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let mut in_flight = VecDeque::new();
     let await_one = |in_flight: &mut VecDeque<(String, rdkafka::producer::DeliveryFuture)>| -> anyhow::Result<()> {
         let (id, delivery) = in_flight.pop_front().expect("called with deliveries in flight. This is a bug.");
-        match futures::executor::block_on(delivery) {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err((error, _))) => bail!("passage '{id}' was not delivered to '{}': {error}", args.topic),
-            Err(_) => bail!("passage '{id}': the producer was dropped before delivery"),
-        }
+        Ok(writer.delivered(delivery, &format!("passage '{id}'"))?)
     };
     for event in &events {
         // A delete record (`"op": "delete"`) is a tombstone, as is every record with --delete.
@@ -189,13 +180,7 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             Some(passage) if !args.delete => Some(serde_json::to_vec(passage)?),
             _ => None,
         };
-        let mut record = FutureRecord::<str, [u8]>::to(&args.topic).key(&event.id);
-        if let Some(value) = &value {
-            record = record.payload(value);
-        }
-        let delivery = producer
-            .send_result(record)
-            .map_err(|(error, _)| anyhow::anyhow!("sending passage '{}' to '{}': {error}", event.id, args.topic))?;
+        let delivery = writer.send(&event.id, value.as_deref(), None)?;
         in_flight.push_back((event.id.clone(), delivery));
         while in_flight.len() >= 10_000 {
             await_one(&mut in_flight)?;
@@ -206,7 +191,7 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         await_one(&mut in_flight)?;
         bar.inc(1);
     }
-    producer.flush(Duration::from_secs(30)).context("flushing the producer")?;
+    writer.flush(Duration::from_secs(30))?;
     bar.finish_and_clear();
     let what = if args.delete { "tombstones" } else { "passages" };
     eprintln!("produced {} {what} to '{}' in {:.1} s", events.len(), args.topic, started.elapsed().as_secs_f64());
@@ -222,35 +207,22 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
 /// Runs `fretflow consume` (the top-level alias of `fretflow kafka consume`).
 pub fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     let connection = args.connection.resolve()?;
-    // Explicit assignment of every partition; librdkafka needs a group id for that, but nothing is committed.
-    let mut client = connection.client_config();
-    client.set("group.id", format!("fretflow-consume-{}", std::process::id())).set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = client.create().context("creating the Kafka consumer")?;
-    let partitions = crate::connectors::kafka::admin::partition_count(&connection, &args.topic)?
-        .with_context(|| format!("topic '{}' does not exist", args.topic))?;
-    {
-        let mut list = TopicPartitionList::new();
-        let start = if args.from_beginning { Offset::Beginning } else { Offset::End };
-        for p in 0..partitions as i32 {
-            list.add_partition_offset(&args.topic, p, start)?;
-        }
-        consumer.assign(&list).with_context(|| format!("assigning the partitions of '{}'", args.topic))?;
-    }
+    let start = if args.from_beginning { StartAt::Beginning } else { StartAt::End };
+    let mut reader = TopicReader::open(&connection, &args.topic, start, "consume", Duration::ZERO)?;
     let idle = args.idle_exit.map(Duration::from_secs_f64);
     let mut last = Instant::now();
     let mut seen = 0u64;
     while args.max.is_none_or(|max| seen < max) {
-        match consumer.poll(Duration::from_millis(200)) {
-            None => {
-                if idle.is_some_and(|idle| last.elapsed() >= idle) {
-                    break;
-                }
-            }
-            Some(Err(error)) => tracing::warn!(topic = %args.topic, error = %error, "Kafka consumer error."),
-            Some(Ok(message)) => {
+        match reader.poll(Duration::from_millis(200)) {
+            Polled::Message(message) => {
                 seen += 1;
                 last = Instant::now();
                 println!("{}", describe(&message, args.json));
+            }
+            Polled::PartitionEnd(_) | Polled::Nothing => {
+                if idle.is_some_and(|idle| last.elapsed() >= idle) {
+                    break;
+                }
             }
         }
     }

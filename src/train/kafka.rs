@@ -31,24 +31,18 @@ use super::checkpoint::checkpoint_name;
 use super::source::ChangeSource;
 use super::trainer::CheckpointListener;
 use super::TrainError;
-use crate::connectors::kafka::admin::{ensure_topic, partition_count, TopicKind};
-use crate::connectors::kafka::{headers, ConnectionConfig, KafkaError};
+use crate::connectors::kafka::admin::{ensure_topic, TopicKind};
+use crate::connectors::kafka::topic::{Polled, StartAt, TopicReader, TopicWriter};
+use crate::connectors::kafka::{ConnectionConfig, KafkaError};
 use crate::records::CheckpointEvent;
 use crate::records::{Change, ChangeOp};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError as RdKafkaError;
-use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
-use std::collections::BTreeSet;
+use rdkafka::message::{BorrowedMessage, Message};
 use std::time::{Duration, Instant};
 
 /// Changes handed over by one poll at most, once the backlog is read.
 const MAX_POLL_RECORDS: usize = 10_000;
 /// How long the source waits for a missing topic to appear at start.
 const TOPIC_WAIT: Duration = Duration::from_secs(30);
-/// How long a checkpoint event may wait for the broker's acknowledgement.
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a [`FretTopicSource`] has read so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -65,23 +59,18 @@ pub struct TopicStats {
 
 /// The FRet Kafka topic as a [`ChangeSource`]; see the module docs for the contract.
 pub struct FretTopicSource {
-    consumer: BaseConsumer,
-    topic: String,
+    reader: TopicReader,
     bootstrap: String,
-    partitions: usize,
-    /// Partitions read to their end at least once (librdkafka's partition-EOF events).
-    at_end: BTreeSet<i32>,
     idle_exit: Option<Duration>,
     /// When the last record arrived, or the backlog was read, whichever is later.
     last_activity: Instant,
     finished: bool,
     stats: TopicStats,
-    last_error_log: Option<Instant>,
 }
 
 impl std::fmt::Debug for FretTopicSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FretTopicSource").field("topic", &self.topic).field("stats", &self.stats).finish()
+        f.debug_struct("FretTopicSource").field("topic", &self.reader.topic()).field("stats", &self.stats).finish()
     }
 }
 
@@ -89,52 +78,22 @@ impl FretTopicSource {
     /// Assigns every partition of `topic` from its beginning (waiting up to 30 s for the topic to exist).
     /// With `idle_exit`, the source finishes once caught up and idle for that long.
     pub fn start(connection: &ConnectionConfig, topic: &str, idle_exit: Option<Duration>) -> Result<Self, TrainError> {
-        let source_error = |e: KafkaError| TrainError::Source {
-            source_name: format!("kafka topic '{topic}'"),
-            message: e.to_string(),
-        };
-        connection.validate().map_err(source_error)?;
-        let partitions = wait_for_topic(connection, topic).map_err(source_error)?;
-        let mut client = connection.client_config();
-        // librdkafka wants a group id even for assigned partitions; nothing is ever committed under it.
-        client
-            .set("group.id", format!("fretflow-train-{}", std::process::id()))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true")
-            .set("client.id", format!("{}-train", connection.client_id));
-        let consumer: BaseConsumer = client
-            .create()
-            .map_err(|e| source_error(KafkaError::client(format!("creating the consumer for topic '{topic}'"), e)))?;
-        {
-            let mut list = TopicPartitionList::new();
-            for p in 0..partitions as i32 {
-                list.add_partition_offset(topic, p, Offset::Beginning).map_err(|e| {
-                    source_error(KafkaError::client(format!("assigning partition {p} of '{topic}'"), e))
-                })?;
-            }
-            consumer
-                .assign(&list)
-                .map_err(|e| source_error(KafkaError::client(format!("assigning the partitions of '{topic}'"), e)))?;
-            // `list` is dropped here, before the consumer can be (a librdkafka pitfall, see the source module).
-        }
+        let reader = TopicReader::open(connection, topic, StartAt::Beginning, "train", TOPIC_WAIT).map_err(|e| {
+            TrainError::Source { source_name: format!("kafka topic '{topic}'"), message: e.to_string() }
+        })?;
         tracing::info!(
             topic,
-            partitions,
+            partitions = reader.partitions(),
             idle_exit_s = idle_exit.map(|d| d.as_secs_f64()),
             "Reading the FRet topic from the beginning."
         );
         Ok(Self {
-            consumer,
-            topic: topic.to_owned(),
+            reader,
             bootstrap: connection.bootstrap_servers.clone(),
-            partitions,
-            at_end: BTreeSet::new(),
             idle_exit,
             last_activity: Instant::now(),
             finished: false,
             stats: TopicStats::default(),
-            last_error_log: None,
         })
     }
 
@@ -145,7 +104,7 @@ impl FretTopicSource {
 
     /// Whether every partition has been read to its end once (the backlog at start).
     pub fn caught_up(&self) -> bool {
-        self.at_end.len() >= self.partitions
+        self.reader.caught_up()
     }
 
     /// Decodes one message into `out`, or logs and counts it as skipped.
@@ -164,14 +123,6 @@ impl FretTopicSource {
                 tracing::warn!(topic, partition = message.partition(), offset = message.offset(), reason = %reason,
                     "Skipped a malformed FRet record.");
             }
-        }
-    }
-
-    fn log_error(&mut self, error: &RdKafkaError) {
-        // Transport and broker errors are retried by librdkafka; say so at most every 10 s.
-        if self.last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-            tracing::warn!(topic = %self.topic, error = %error, "Kafka consumer error (librdkafka retries).");
-            self.last_error_log = Some(Instant::now());
         }
     }
 }
@@ -193,35 +144,43 @@ impl ChangeSource for FretTopicSource {
             } else {
                 Duration::ZERO
             };
-            match self.consumer.poll(timeout) {
-                Some(Ok(message)) => {
-                    Self::take(&mut self.stats, &self.topic, &message, &mut out);
+            let topic = self.reader.topic().to_owned();
+            match self.reader.poll(timeout) {
+                Polled::Message(message) => {
+                    Self::take(&mut self.stats, &topic, &message, &mut out);
                     self.last_activity = Instant::now();
                     if caught_up && out.len() >= MAX_POLL_RECORDS {
                         break;
                     }
                 }
-                Some(Err(RdKafkaError::PartitionEOF(partition))) => {
-                    if self.at_end.insert(partition) && self.caught_up() {
+                Polled::PartitionEnd(_) => {
+                    if !caught_up && self.reader.caught_up() {
                         self.last_activity = Instant::now();
-                        tracing::info!(topic = %self.topic, records = self.stats.records, skipped = self.stats.skipped,
-                            "Read the FRet topic's backlog; following it.");
+                        tracing::info!(
+                            topic,
+                            records = self.stats.records,
+                            skipped = self.stats.skipped,
+                            "Read the FRet topic's backlog; following it."
+                        );
                     }
                 }
-                Some(Err(error)) => self.log_error(&error),
-                None if caught_up && (!out.is_empty() || Instant::now() >= deadline) => break,
-                None => {
+                Polled::Nothing if caught_up && (!out.is_empty() || Instant::now() >= deadline) => break,
+                Polled::Nothing => {
                     if !caught_up && backlog_log.elapsed() > Duration::from_secs(30) {
-                        tracing::info!(topic = %self.topic, records = self.stats.records,
-                            partitions_done = self.at_end.len(), partitions = self.partitions,
-                            "Still reading the FRet topic's backlog.");
+                        tracing::info!(
+                            topic,
+                            records = self.stats.records,
+                            partitions_done = self.reader.partitions_at_end(),
+                            partitions = self.reader.partitions(),
+                            "Still reading the FRet topic's backlog."
+                        );
                         backlog_log = Instant::now();
                     }
                 }
             }
         }
         if out.is_empty() && self.idle_exit.is_some_and(|idle| self.last_activity.elapsed() >= idle) {
-            tracing::info!(topic = %self.topic, idle_s = self.last_activity.elapsed().as_secs_f64(),
+            tracing::info!(topic = %self.reader.topic(), idle_s = self.last_activity.elapsed().as_secs_f64(),
                 "Nothing new on the FRet topic within the idle limit; the source is finished.");
             self.finished = true;
         }
@@ -233,7 +192,7 @@ impl ChangeSource for FretTopicSource {
     }
 
     fn describe(&self) -> String {
-        format!("kafka:{}/{}", self.bootstrap, self.topic)
+        format!("kafka:{}/{}", self.bootstrap, self.reader.topic())
     }
 }
 
@@ -259,33 +218,10 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Change, String
     }
 }
 
-/// Partitions of `topic`, waiting up to [`TOPIC_WAIT`] for it to exist (the pipeline may create it later).
-fn wait_for_topic(connection: &ConnectionConfig, topic: &str) -> Result<usize, KafkaError> {
-    let deadline = Instant::now() + TOPIC_WAIT;
-    loop {
-        if let Some(n) = partition_count(connection, topic)? {
-            return Ok(n);
-        }
-        if Instant::now() > deadline {
-            return Err(KafkaError::Topic {
-                topic: topic.into(),
-                message: format!("does not exist (waited {} s)", TOPIC_WAIT.as_secs()),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 /// Publishes checkpoint events to a Kafka topic; see the module docs.
+#[derive(Debug)]
 pub struct CheckpointPublisher {
-    producer: FutureProducer,
-    topic: String,
-}
-
-impl std::fmt::Debug for CheckpointPublisher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CheckpointPublisher").field("topic", &self.topic).finish()
-    }
+    writer: TopicWriter,
 }
 
 impl CheckpointPublisher {
@@ -294,39 +230,23 @@ impl CheckpointPublisher {
     pub fn start(connection: &ConnectionConfig, topic: &str) -> Result<Self, KafkaError> {
         connection.validate()?;
         ensure_topic(connection, topic, 1, 1, TopicKind::Log)?;
-        let mut client = connection.client_config();
-        client
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("client.id", format!("{}-train-events", connection.client_id));
-        let producer: FutureProducer =
-            client.create().map_err(|e| KafkaError::client(format!("creating the producer for topic '{topic}'"), e))?;
+        let writer = TopicWriter::open(connection, topic, "train-events", false)?;
         tracing::info!(topic, "Publishing checkpoint events.");
-        Ok(Self { producer, topic: topic.to_owned() })
+        Ok(Self { writer })
     }
 
     /// The events topic.
     pub fn topic(&self) -> &str {
-        &self.topic
+        self.writer.topic()
     }
 
     /// Sends `event` (key = checkpoint name, value = its manifest line) and waits for the acknowledgement.
     pub fn publish(&self, event: &CheckpointEvent) -> Result<(), KafkaError> {
         let key = checkpoint_name(event.step);
         let value = serde_json::to_vec(event).expect("checkpoint events serialize. This is a bug.");
-        let headers = OwnedHeaders::new()
-            .insert(Header { key: headers::PRODUCER, value: Some(concat!("fretflow/", env!("CARGO_PKG_VERSION"))) });
-        let record = FutureRecord::to(&self.topic).partition(0).key(&key).payload(&value).headers(headers);
-        let delivered = futures::executor::block_on(self.producer.send(record, DELIVERY_TIMEOUT));
-        match delivered {
-            Ok(_) => {
-                tracing::info!(topic = %self.topic, step = event.step, key, "Published checkpoint event.");
-                Ok(())
-            }
-            Err((error, _)) => {
-                Err(KafkaError::Delivery { topic: self.topic.clone(), failed: 1, message: error.to_string() })
-            }
-        }
+        self.writer.send_and_wait(&key, Some(&value), Some(0))?;
+        tracing::info!(topic = %self.writer.topic(), step = event.step, key, "Published checkpoint event.");
+        Ok(())
     }
 
     /// This publisher as a trainer listener ([`super::Trainer::on_checkpoint`]). A failed delivery is logged
@@ -336,7 +256,7 @@ impl CheckpointPublisher {
         Box::new(move |event| {
             if let Err(error) = self.publish(event) {
                 tracing::error!(
-                    topic = %self.topic, step = event.step, path = %event.path.display(), %error,
+                    topic = %self.topic(), step = event.step, path = %event.path.display(), %error,
                     "Could not publish the checkpoint event; training goes on (the manifest has the checkpoint)."
                 );
             }

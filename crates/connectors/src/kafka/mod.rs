@@ -20,6 +20,7 @@ pub mod config;
 pub mod replay;
 pub mod sink;
 pub mod source;
+pub mod topic;
 
 pub use config::ConnectionConfig;
 pub use sink::{KafkaSink, SinkConfig, SinkRecord};
