@@ -8,10 +8,11 @@ use crate::dataflow::params::too_short;
 use crate::device::DeviceChoice;
 use crate::llm::cache::LlmCache;
 use crate::llm::fret::{FretLlm, FretOptions, Judgement};
-use crate::llm::local::{LocalLlm, LocalLlmOptions, Precision, DEFAULT_MODEL};
+use crate::llm::local::{Precision, DEFAULT_MODEL};
 use crate::llm::prompts::FewShotExample;
-use crate::llm::remote::{RemoteConfig, RemoteLlm};
+use crate::llm::remote::RemoteConfig;
 use crate::llm::LlmBackend;
+use crate::pipeline::config::{LlmConfig, LocalLlmConfig};
 use crate::records::Passage;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
@@ -334,7 +335,7 @@ fn build_backend(args: &StageArgs) -> anyhow::Result<Arc<dyn LlmBackend>> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         let config: RemoteConfig =
             toml::from_str(&text).with_context(|| format!("{}: invalid remote config", path.display()))?;
-        return Ok(Arc::new(RemoteLlm::new(config).with_context(|| path.display().to_string())?));
+        return build(LlmConfig::Remote(config), args).with_context(|| path.display().to_string());
     }
     if args.llm == "local" {
         return local_backend(args.model.as_deref().unwrap_or(DEFAULT_MODEL), args);
@@ -347,18 +348,21 @@ fn build_backend(args: &StageArgs) -> anyhow::Result<Arc<dyn LlmBackend>> {
     };
     let mut config = RemoteConfig::new(&args.llm, model);
     config.api_key_env = args.api_key_env.clone();
-    Ok(Arc::new(RemoteLlm::new(config)?))
+    build(LlmConfig::Remote(config), args)
 }
 
 /// The in-process model.
 fn local_backend(model: &str, args: &StageArgs) -> anyhow::Result<Arc<dyn LlmBackend>> {
-    let options = LocalLlmOptions {
-        device: args.device,
-        precision: args.precision,
-        max_batch: args.batch_size,
-        ..LocalLlmOptions::default()
-    };
-    Ok(Arc::new(LocalLlm::load(model, options)?))
+    let config = LocalLlmConfig { model: model.to_owned(), device: args.device, precision: args.precision };
+    build(LlmConfig::Local(config), args)
+}
+
+/// The backend of a pipeline's `[llm]` table with these settings: the same code as `fretflow run`.
+fn build(config: LlmConfig, args: &StageArgs) -> anyhow::Result<Arc<dyn LlmBackend>> {
+    match config.build_backend(args.batch_size) {
+        Some(backend) => backend.map_err(|e| anyhow::anyhow!(e)),
+        None => bail!("the instant labeler has no model backend"),
+    }
 }
 
 /// `<dir>/<stem>.failures.jsonl` for an output `<dir>/<stem>.jsonl`.

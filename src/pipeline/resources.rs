@@ -13,8 +13,6 @@ use crate::dataflow::stages::Stages;
 use crate::embed::{EncoderOptions, SentenceEncoder};
 use crate::llm::cache::LlmCache;
 use crate::llm::fret::{FretLlm, FretOptions};
-use crate::llm::local::{LocalLlm, LocalLlmOptions};
-use crate::llm::remote::RemoteLlm;
 use crate::llm::LlmBackend;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -155,14 +153,10 @@ fn role_llm(table: &'static str, llm: &LlmConfig, max_batch: usize) -> Result<Ro
                 Arc::new(WithLatency::new(overlap, Duration::from_millis(i.latency_ms)))
             })
         }
-        LlmConfig::Local(local) => {
-            let (device, precision) = (local.device, local.precision);
-            let options = LocalLlmOptions { device, precision, max_batch, ..LocalLlmOptions::default() };
-            RoleLlm::Model(Arc::new(LocalLlm::load(&local.model, options).map_err(|e| failed(e.to_string()))?))
-        }
-        LlmConfig::Remote(remote) => {
-            RoleLlm::Model(Arc::new(RemoteLlm::new(remote.clone()).map_err(|e| failed(e.to_string()))?))
-        }
+        model => match model.build_backend(max_batch) {
+            Some(backend) => RoleLlm::Model(backend.map_err(failed)?),
+            None => return Err(failed("names no model backend. This is a bug.".into())),
+        },
     })
 }
 

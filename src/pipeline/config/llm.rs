@@ -1,9 +1,12 @@
 //! The `[llm]` table and its role tables `[llm.generator]` / `[llm.judge]`: which LLM backend writes the
 //! queries and which judges the pairs.
 use crate::device::DeviceChoice;
-use crate::llm::local::Precision;
+use crate::llm::local::{LocalLlm, LocalLlmOptions, Precision};
 use crate::llm::remote::config::RemoteConfig;
+use crate::llm::remote::RemoteLlm;
+use crate::llm::LlmBackend;
 use serde::Deserialize;
+use std::sync::Arc;
 
 /// The `[llm]` table: the LLM of each of the pipeline's two roles, the *generator* (writes a task and a
 /// query per passage) and the *judge* (scores query-passage pairs with QL and RC).
@@ -105,6 +108,30 @@ pub enum LlmConfig {
     Remote(RemoteConfig),
     /// A deterministic word-overlap labeler that answers at once: for dry runs and benchmarks.
     Instant(InstantLlmConfig),
+}
+
+impl LocalLlmConfig {
+    /// Loads the model (blocking) with at most `max_batch` requests per forward pass.
+    pub fn build(&self, max_batch: usize) -> Result<Arc<dyn LlmBackend>, String> {
+        let options =
+            LocalLlmOptions { device: self.device, precision: self.precision, max_batch, ..LocalLlmOptions::default() };
+        Ok(Arc::new(LocalLlm::load(&self.model, options).map_err(|e| e.to_string())?))
+    }
+}
+
+/// The model backend of a `local` or `remote` table (the `instant` labeler is not a model: `None`). The
+/// one place a backend is made from its settings, for pipelines and for `fretflow llm`.
+impl LlmConfig {
+    /// Builds the backend this table names; `max_batch` bounds a local model's forward pass.
+    pub fn build_backend(&self, max_batch: usize) -> Option<Result<Arc<dyn LlmBackend>, String>> {
+        match self {
+            LlmConfig::Local(local) => Some(local.build(max_batch)),
+            LlmConfig::Remote(remote) => Some(
+                RemoteLlm::new(remote.clone()).map(|m| Arc::new(m) as Arc<dyn LlmBackend>).map_err(|e| e.to_string()),
+            ),
+            LlmConfig::Instant(_) => None,
+        }
+    }
 }
 
 /// Settings of the in-process LLM.
