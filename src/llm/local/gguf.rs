@@ -153,8 +153,12 @@ impl std::fmt::Debug for GgufFile {
 }
 
 impl GgufFile {
-    /// Parses the header of an in-memory copy of the file at `path`.
+    /// Parses the header of an in-memory copy of the file at `path`. A damaged header is an error naming
+    /// the file: [`check_header`] first makes sure every count and length it declares fits in the bytes
+    /// there are, since candle's reader allocates what the header asks for (a flipped bit in an array length
+    /// asked for 150 GB and aborted the process).
     pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self, ModelFileError> {
+        check_header(&bytes).map_err(|message| ModelFileError::Format { path: path.to_path_buf(), message })?;
         let mut bytes = Cursor::new(bytes);
         let content = Content::read(&mut bytes)
             .map_err(|e| ModelFileError::Format { path: path.to_path_buf(), message: e.to_string() })?;
@@ -191,6 +195,21 @@ impl GgufFile {
             name: name.to_string(),
             message: e.to_string(),
         };
+        // Every ggml type stores at least 2 bits per element: a tensor whose shape needs more than the bytes
+        // after its offset is damaged (and reading it would allocate what the shape asks for).
+        let available = (self.bytes.get_ref().len() as u64)
+            .saturating_sub(self.content.tensor_data_offset.saturating_add(info.offset));
+        let elements = info.shape.dims().iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64));
+        if elements.is_none_or(|n| n.div_ceil(4) > available) {
+            return Err(ModelFileError::Tensor {
+                path: self.path.clone(),
+                name: name.to_string(),
+                message: format!(
+                    "shape {:?} does not fit in the {available} bytes after its offset",
+                    info.shape.dims()
+                ),
+            });
+        }
         let q = info.read(&mut self.bytes, self.content.tensor_data_offset, &candle_core::Device::Cpu).map_err(bad)?;
         let dims: Vec<i64> = q.shape().dims().iter().map(|&d| d as i64).collect();
         let values = q
@@ -199,5 +218,120 @@ impl GgufFile {
             .and_then(|t| t.to_vec1::<f32>())
             .map_err(bad)?;
         Ok(Some(tch::Tensor::from_slice(&values).reshape(dims.as_slice())))
+    }
+}
+
+/// Checks that every count and length a GGUF header declares (metadata strings and arrays, the tensor
+/// table) fits in `bytes`, before a reader allocates for it. Versions 1 (32-bit counts) to 3.
+pub fn check_header(bytes: &[u8]) -> Result<(), String> {
+    let mut r = Reader { bytes, at: 0 };
+    if r.take(4)? != b"GGUF" {
+        return Err("not a GGUF file (no GGUF magic)".into());
+    }
+    let version = r.u32()?;
+    if !(1..=3).contains(&version) {
+        return Err(format!("unknown GGUF version {version}"));
+    }
+    let wide = version >= 2;
+    let count = |r: &mut Reader| if wide { r.u64() } else { r.u32().map(u64::from) };
+    let tensors = count(&mut r)?;
+    let entries = count(&mut r)?;
+    // A metadata entry takes at least 13 bytes (key length, one key byte, type, a one-byte value); a
+    // tensor entry at least 21 (name length, one byte, n_dims, type, offset).
+    r.fits(entries, 13, "metadata entries")?;
+    for _ in 0..entries {
+        r.string(wide)?;
+        let kind = r.u32()?;
+        r.value(kind, wide, 0)?;
+    }
+    r.fits(tensors, 21, "tensors")?;
+    for _ in 0..tensors {
+        r.string(wide)?;
+        let dims = r.u32()?;
+        if dims > 8 {
+            return Err(format!("a tensor with {dims} dimensions"));
+        }
+        for _ in 0..dims {
+            count(&mut r)?;
+        }
+        r.u32()?;
+        r.u64()?;
+    }
+    Ok(())
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: u64) -> Result<&[u8], String> {
+        let end = usize::try_from(n).ok().and_then(|n| self.at.checked_add(n)).filter(|&e| e <= self.bytes.len());
+        let Some(end) = end else {
+            return Err(format!(
+                "the header needs {n} more bytes at offset {} but the file ends at {}",
+                self.at,
+                self.bytes.len()
+            ));
+        };
+        let out = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+
+    /// `n` items of at least `min_size` bytes each fit in what is left.
+    fn fits(&self, n: u64, min_size: u64, what: &str) -> Result<(), String> {
+        let left = (self.bytes.len() - self.at) as u64;
+        if n.checked_mul(min_size).is_none_or(|need| need > left) {
+            return Err(format!("the header declares {n} {what}, more than the {left} bytes left can hold"));
+        }
+        Ok(())
+    }
+
+    fn string(&mut self, wide: bool) -> Result<(), String> {
+        let len = if wide { self.u64()? } else { u64::from(self.u32()?) };
+        self.take(len).map(|_| ())
+    }
+
+    /// Skips one value of GGUF type `kind` (arrays nest at most 4 deep).
+    fn value(&mut self, kind: u32, wide: bool, depth: usize) -> Result<(), String> {
+        let fixed = |kind: u32| match kind {
+            0 | 1 | 7 => Some(1),
+            2 | 3 => Some(2),
+            4..=6 => Some(4),
+            10..=12 => Some(8),
+            _ => None,
+        };
+        match kind {
+            8 => self.string(wide),
+            9 => {
+                if depth >= 4 {
+                    return Err("GGUF arrays nested too deep".into());
+                }
+                let item = self.u32()?;
+                let len = if wide { self.u64()? } else { u64::from(self.u32()?) };
+                match fixed(item) {
+                    Some(size) => self.take(len.checked_mul(size).ok_or("an array too long")?).map(|_| ()),
+                    None => {
+                        // Strings take at least their length prefix, arrays their type and length.
+                        self.fits(len, if wide { 8 } else { 4 }, "array items")?;
+                        (0..len).try_for_each(|_| self.value(item, wide, depth + 1))
+                    }
+                }
+            }
+            other => match fixed(other) {
+                Some(size) => self.take(size).map(|_| ()),
+                None => Err(format!("unknown GGUF value type {other}")),
+            },
+        }
     }
 }
