@@ -91,6 +91,26 @@ fn trained_checkpoint_loads_in_sentence_transformers_with_the_same_embeddings() 
     ] {
         assert!(ckpt.join(f).is_file(), "checkpoint lacks {f}");
     }
+    // The model card: Hugging Face's own parser reads its front matter; it shows the data's provenance.
+    let card = std::fs::read_to_string(ckpt.join("README.md")).expect("the checkpoint has a model card");
+    assert!(card.contains("generator `fixture`") && card.contains("## Evaluation"), "{card}");
+    let parsed = Command::new(Path::new(ROOT).join(".venv/bin/python"))
+        .args([
+            "-c",
+            "import sys\nfrom huggingface_hub import ModelCard\nd = ModelCard.load(sys.argv[1]).data\n\
+            print(d.base_model, d.library_name, d.pipeline_tag, 'fretflow' in d.tags)",
+        ])
+        .arg(ckpt.join("README.md"))
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&parsed.stdout).trim(),
+        "sentence-transformers/all-MiniLM-L6-v2 sentence-transformers sentence-similarity True",
+        "{}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+
     let base = SentenceEncoder::from_name("all-MiniLM-L6-v2", options()).unwrap();
     let base_names: Vec<String> = weights(base.model_dir()).into_keys().collect();
     assert_eq!(weights(&ckpt).into_keys().collect::<Vec<_>>(), base_names, "same tensor names as the base file");

@@ -64,6 +64,11 @@ impl ReplayBuffer {
         self.examples.is_empty()
     }
 
+    /// Every example held (in no particular order).
+    pub fn examples(&self) -> &[TrainExample] {
+        &self.examples
+    }
+
     /// The example with this query id, if held.
     pub fn get(&self, key: &str) -> Option<&TrainExample> {
         self.index.get(key).map(|&i| &self.examples[i])

@@ -6,7 +6,7 @@
 //! no example): [`crate::records::Change`], read by [`crate::connectors::file::fret`].
 use super::loss::TeacherScores;
 use crate::connectors::file::{jsonl, InputError};
-use crate::records::{Example, Passage, RankedCandidate};
+use crate::records::{Example, Passage, Provenance, RankedCandidate};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -92,6 +92,8 @@ pub struct TrainExample {
     /// The passage the query was generated from (FRet; `None` for pairs). It answers the query even when
     /// the judge chose another positive, so the sampler keeps it out of other queries' in-batch negatives.
     pub seed_id: Option<String>,
+    /// Who made it (FRet; `None` for pairs): generator, judge and retrieval embedder.
+    pub provenance: Option<Provenance>,
 }
 
 impl TrainExample {
@@ -105,6 +107,7 @@ impl TrainExample {
             positive: TextWithId::from_passage(&e.positive, &scores),
             negatives: e.negatives.iter().map(|n| TextWithId::from_passage(n, &scores)).collect(),
             seed_id: Some(e.seed_id.clone()).filter(|s| !s.is_empty()),
+            provenance: Some(e.provenance.clone()),
         }
     }
 
@@ -121,6 +124,7 @@ impl TrainExample {
             },
             negatives: Vec::new(),
             seed_id: None,
+            provenance: None,
         }
     }
 

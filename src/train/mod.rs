@@ -22,6 +22,7 @@ pub mod gradcache;
 pub mod kafka;
 pub mod loss;
 pub mod manifest;
+pub mod model_card;
 pub mod optim;
 pub mod options;
 pub mod plot;

@@ -16,6 +16,7 @@ use super::checkpoint::{
 use super::data::{read_pairs_jsonl, TrainExample};
 use super::gradcache::{backward, BackwardConfig};
 use super::manifest::{append_manifest, apply_retention, read_manifest, write_plot, CheckpointEvaluator};
+use super::model_card;
 use super::optim::{AdamW, OptimConfig};
 use super::promotion::{self, Decision, Promoted, PromotionConfig};
 use super::source::ChangeSource;
@@ -317,6 +318,8 @@ impl Trainer {
                 "retractions": retractions,
                 "pair_datasets": self.config.pair_datasets,
                 "pair_examples": self.pairs.len(),
+                "provenance": self.provenance_counts(),
+                "positive_not_seed_share": self.positive_not_seed_share(),
             }),
         };
         let path = write_checkpoint(&self.config.out_dir, &self.encoder, &self.optimizer, &state)?;
@@ -333,6 +336,7 @@ impl Trainer {
             promotion: reason,
             baseline: false,
         };
+        self.write_model_card(&state, &event)?;
         self.publish(&event)?;
         if promoted && self.gate_active() {
             self.promoted = Some(Promoted::from_event(&event));
@@ -349,6 +353,38 @@ impl Trainer {
         self.last_checkpoint = (self.step, Instant::now());
         tracing::info!(step = self.step, mean_loss, metrics = ?event.metrics, "Checkpoint evaluated.");
         Ok(event)
+    }
+
+    /// The replay buffer's FRet examples by who made them: `[{generator, judge, embedder, examples}]`.
+    fn provenance_counts(&self) -> serde_json::Value {
+        let mut counts: BTreeMap<&crate::records::Provenance, u64> = BTreeMap::new();
+        for p in self.buffer.examples().iter().filter_map(|e| e.provenance.as_ref()) {
+            *counts.entry(p).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .map(|(p, n)| {
+                serde_json::json!({"generator": p.generator, "judge": p.judge, "embedder": p.embedder, "examples": n})
+            })
+            .collect()
+    }
+
+    /// Share of the buffer's FRet examples whose positive is not their seed passage (`None` without any).
+    fn positive_not_seed_share(&self) -> Option<f64> {
+        let fret: Vec<_> = self.buffer.examples().iter().filter_map(|e| e.seed_id.as_ref().map(|s| (s, e))).collect();
+        let moved = fret.iter().filter(|(seed, e)| **seed != e.positive.id).count();
+        (!fret.is_empty()).then(|| moved as f64 / fret.len() as f64)
+    }
+
+    /// Writes the checkpoint's model card (`README.md`), with the base model's evaluation from the manifest.
+    fn write_model_card(&self, state: &TrainerState, event: &CheckpointEvent) -> Result<(), TrainError> {
+        let manifest = read_manifest(&self.config.out_dir)?;
+        let base = manifest.iter().rev().find(|e| e.baseline);
+        let card = model_card::render(&self.config.model, state, event, base);
+        let path = event.path.join(model_card::MODEL_CARD);
+        let tmp = event.path.join(".README.md.tmp");
+        std::fs::write(&tmp, card).map_err(|e| TrainError::checkpoint(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| TrainError::checkpoint(&path, e))
     }
 
     /// Whether a checkpoint measured as `metrics` is promoted (see [`super::promotion`]).
