@@ -133,3 +133,47 @@ fn cranfield_ndcg_matches_the_reference_pipeline() {
     assert_eq!(report["counts"]["queries_evaluated"], 225);
     assert_eq!(report["per_query"].as_object().map(|m| m.len()), Some(225));
 }
+
+/// `fretflow eval --dim`: metrics at truncated, re-normalized dimensions equal sentence-transformers'
+/// `truncate_dim` + pytrec_eval within 1e-6 (fixture and the script that made it:
+/// tests/fixtures/metrics/make_truncate_fixture.py), texts encoded once, one report per dimension.
+#[test]
+fn truncated_dimensions_match_sentence_transformers_truncate_dim() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/adi");
+    if !data.is_dir() {
+        prereq::missing(&format!("{} is not here (the shared evaluation data)", data.display()));
+        return;
+    }
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/metrics/truncate_fixture.json")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tmp.path().join("adi.json");
+    let out = eval(
+        tmp.path(),
+        &[
+            "--model",
+            "all-MiniLM-L6-v2",
+            "--dataset",
+            data.to_str().unwrap(),
+            "--dim",
+            "256,128,64",
+            "--no-per-query",
+            "--output",
+            report.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("by dimension") && stdout.contains("adi-dim64.json"), "{stdout}");
+    for (dim, want) in fixture["dims"].as_object().unwrap() {
+        let path = if dim == "384" { report.clone() } else { tmp.path().join(format!("adi-dim{dim}.json")) };
+        let got: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(got["settings"]["dim"].as_u64().unwrap().to_string(), *dim);
+        for metric in ["ndcg_at_10", "recall_at_10", "recall_at_100", "map_at_100"] {
+            let (g, w) = (got["metrics"][metric].as_f64().unwrap(), want[metric].as_f64().unwrap());
+            assert!((g - w).abs() <= 1e-6, "dim {dim} {metric}: fretflow {g}, sentence-transformers {w}");
+        }
+    }
+    let bad = eval(tmp.path(), &["--model", "all-MiniLM-L6-v2", "--dataset", data.to_str().unwrap(), "--dim", "500"]);
+    assert_fails_with(&bad, &["dimension 500", "384"]);
+}

@@ -1,8 +1,8 @@
 //! `fretflow eval`: encode a BEIR-layout dataset with a model, retrieve exactly, print a table of
 //! nDCG@10, Recall@10/100, MRR@10 and MAP@100, and write a JSON report.
 use super::encoder_args::EncoderArgs;
-use crate::embed::SentenceEncoder;
-use crate::eval::{evaluate, BeirDataset, EvalOptions, LoadOptions, UnknownIds};
+use crate::embed::{SentenceEncoder, TextEmbedder};
+use crate::eval::{evaluate, evaluate_at_dims, BeirDataset, EvalOptions, EvalReport, LoadOptions, UnknownIds};
 use crate::retrieve::IndexOptions;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -32,6 +32,12 @@ pub struct EvalArgs {
     /// Leave per-query metrics out of the JSON report.
     #[arg(long)]
     pub no_per_query: bool,
+    /// Also evaluate at these truncated dimensions (Matryoshka; comma-separated, e.g. 64,128,256): the first
+    /// D components of every vector, re-normalized, as sentence-transformers' `truncate_dim`. Texts are
+    /// encoded once; each dimension gets its own report (`<output stem>-dimD.json`) and a column in the
+    /// table.
+    #[arg(long, value_delimiter = ',', value_name = "D,...")]
+    pub dim: Vec<usize>,
 }
 
 /// Runs `fretflow eval`.
@@ -54,14 +60,60 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         index: IndexOptions { device, ..IndexOptions::default() },
         ..EvalOptions::default()
     };
-    let mut report = evaluate(&encoder, &dataset, &opts)?;
-    report.timings.load_s = load_s;
-
     let output = args.output.clone().unwrap_or_else(|| default_report_path(&dataset.name, &args.encoder.model));
-    report.write_json(&output)?;
-    print!("{}", report.table());
-    println!("\nreport   {}", output.display());
+    if args.dim.is_empty() {
+        let mut report = evaluate(&encoder, &dataset, &opts)?;
+        report.timings.load_s = load_s;
+        report.write_json(&output)?;
+        print!("{}", report.table());
+        println!("\nreport   {}", output.display());
+        return Ok(());
+    }
+    let full = encoder.dim();
+    let mut dims = vec![full];
+    dims.extend(args.dim.iter().copied().filter(|&d| d != full));
+    let mut reports = evaluate_at_dims(&encoder, &dataset, &opts, &dims)?;
+    print!("{}", reports[0].table());
+    println!("\nby dimension (first D components, re-normalized)\n{}", dims_table(&reports));
+    for report in &mut reports {
+        report.timings.load_s = load_s;
+        let path =
+            if report.settings.dim == full { output.clone() } else { dim_report_path(&output, report.settings.dim) };
+        report.write_json(&path)?;
+        println!("report   {}", path.display());
+    }
     Ok(())
+}
+
+/// `report.json` -> `report-dim64.json`.
+fn dim_report_path(output: &Path, dim: usize) -> PathBuf {
+    let stem = output.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "report".into());
+    output.with_file_name(format!("{stem}-dim{dim}.json"))
+}
+
+/// Metrics as rows, one column per dimension.
+fn dims_table(reports: &[EvalReport]) -> String {
+    let mut out = format!("{:<12}", "metric");
+    for r in reports {
+        out.push_str(&format!(" {:>8}", r.settings.dim));
+    }
+    out.push('\n');
+    type Metric = fn(&EvalReport) -> f64;
+    let rows: [(&str, Metric); 5] = [
+        ("nDCG@10", |r| r.metrics.ndcg_at_10),
+        ("Recall@10", |r| r.metrics.recall_at_10),
+        ("Recall@100", |r| r.metrics.recall_at_100),
+        ("MRR@10", |r| r.metrics.mrr_at_10),
+        ("MAP@100", |r| r.metrics.map_at_100),
+    ];
+    for (name, value) in rows {
+        out.push_str(&format!("{name:<12}"));
+        for r in reports {
+            out.push_str(&format!(" {:>8.4}", value(r)));
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// `out/eval/<dataset>-<model>.json`, the model named by its last path component, with characters

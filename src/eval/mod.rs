@@ -12,6 +12,6 @@ pub mod metrics;
 pub mod report;
 
 pub use beir::{BeirDataset, BeirError, BeirQuery, LoadOptions, UnknownIds};
-pub use evaluate::{evaluate, EvalError, EvalOptions, TOP_K};
+pub use evaluate::{evaluate, evaluate_at_dims, EvalError, EvalOptions, TOP_K};
 pub use metrics::{QueryMetrics, RunDoc, RunMetrics};
 pub use report::EvalReport;
