@@ -246,8 +246,16 @@ fn a_real_run_that_ruins_the_model_leaves_latest_unwritten_and_margin_minus_one_
     assert!(stdout.contains("latest not written: keep using the base model"), "{stdout}");
 
     let out = dir.path().join("accepted");
-    let stdout = train_destructively(&out, &beir, 2, &["--promote-margin", "-1"]);
+    let stdout = train_destructively(&out, &beir, 2, &["--promote-margin", "-1", "--eval-dims", "128,64"]);
     let manifest = read_manifest(&out).unwrap();
+    // --eval-dims: every checkpoint (and the base) is also measured at the truncated dimensions, shown in
+    // the model card; promotion still compares the full dimension.
+    for e in &manifest {
+        let m = &e.metrics[&beir.file_name().unwrap().to_string_lossy().to_string()];
+        assert!(m.contains_key("ndcg@10") && m.contains_key("ndcg@10/128") && m.contains_key("recall@100/64"), "{m:?}");
+    }
+    let card = std::fs::read_to_string(out.join(checkpoint_name(2)).join("README.md")).unwrap();
+    assert!(card.contains("| ndcg@10/128 |"), "{card}");
     assert_eq!(manifest.iter().map(|e| (e.step, e.promoted)).collect::<Vec<_>>(), [(0, true), (1, true), (2, true)]);
     assert!(manifest[1].promotion.ends_with("(base) + margin -1.0000"), "{}", manifest[1].promotion);
     assert!(manifest[2].promotion.ends_with("(step 1) + margin -1.0000"), "{}", manifest[2].promotion);

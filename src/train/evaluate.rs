@@ -1,8 +1,8 @@
 //! Evaluation of checkpoints on BEIR datasets with the project's evaluator ([`crate::eval::evaluate`]).
 use super::manifest::CheckpointEvaluator;
 use super::TrainError;
-use crate::embed::{EncoderOptions, SentenceEncoder};
-use crate::eval::{evaluate, BeirDataset, EvalOptions, LoadOptions};
+use crate::embed::{EncoderOptions, SentenceEncoder, TextEmbedder};
+use crate::eval::{evaluate_at_dims, BeirDataset, EvalOptions, LoadOptions};
 use crate::records::Metrics;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 pub struct BeirEvaluator {
     datasets: Vec<BeirDataset>,
     options: EncoderOptions,
+    dims: Vec<usize>,
 }
 
 impl BeirEvaluator {
@@ -23,7 +24,14 @@ impl BeirEvaluator {
     /// how checkpoints are run (device, token budget).
     pub fn new(dirs: &[PathBuf], options: EncoderOptions) -> Result<Self, TrainError> {
         let datasets = dirs.iter().map(|d| BeirDataset::load(d, &LoadOptions::default())).collect::<Result<_, _>>()?;
-        Ok(Self { datasets, options: EncoderOptions { max_seq_length: None, ..options } })
+        Ok(Self { datasets, options: EncoderOptions { max_seq_length: None, ..options }, dims: Vec::new() })
+    }
+
+    /// Also measures every metric at these truncated (Matryoshka) dimensions, recorded as `METRIC/D`
+    /// (`ndcg@10/256`) next to the full-dimension metrics (texts are encoded once).
+    pub fn with_dims(mut self, dims: &[usize]) -> Self {
+        self.dims = dims.to_vec();
+        self
     }
 }
 
@@ -32,16 +40,24 @@ impl CheckpointEvaluator for BeirEvaluator {
         let encoder = SentenceEncoder::load(model_dir, self.options)?;
         let opts = EvalOptions { model: model_dir.display().to_string(), per_query: false, ..EvalOptions::default() };
         let mut out = BTreeMap::new();
+        let full = encoder.dim();
+        let mut dims = vec![full];
+        dims.extend(self.dims.iter().copied().filter(|&d| d != full));
         for ds in &self.datasets {
-            let report = evaluate(&encoder, ds, &opts).map_err(|source| TrainError::Eval {
+            let reports = evaluate_at_dims(&encoder, ds, &opts, &dims).map_err(|source| TrainError::Eval {
                 step,
                 dataset: ds.name.clone(),
                 source: Box::new(source),
             })?;
-            let m = report.metrics;
-            let values = [m.ndcg_at_10, m.recall_at_10, m.recall_at_100, m.mrr_at_10, m.map_at_100];
-            let metrics: Metrics = Self::METRICS.iter().map(|name| name.to_string()).zip(values).collect();
-            tracing::info!(step, dataset = %ds.name, ndcg_at_10 = m.ndcg_at_10, "Evaluated checkpoint.");
+            let mut metrics = Metrics::new();
+            for report in reports {
+                let m = report.metrics;
+                let values = [m.ndcg_at_10, m.recall_at_10, m.recall_at_100, m.mrr_at_10, m.map_at_100];
+                let dim = report.settings.dim;
+                let suffix = if dim == full { String::new() } else { format!("/{dim}") };
+                metrics.extend(Self::METRICS.iter().map(|name| format!("{name}{suffix}")).zip(values));
+                tracing::info!(step, dataset = %ds.name, dim, ndcg_at_10 = m.ndcg_at_10, "Evaluated checkpoint.");
+            }
             out.insert(ds.name.clone(), metrics);
         }
         Ok(out)

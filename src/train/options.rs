@@ -109,6 +109,11 @@ pub struct TrainOptions {
     /// BEIR datasets to evaluate each checkpoint on (directories).
     #[arg(long)]
     pub eval_dataset: Vec<PathBuf>,
+    /// Also evaluate each checkpoint at these truncated (Matryoshka) dimensions, comma-separated: metrics
+    /// recorded as `METRIC/D` (`ndcg@10/256`) in the manifest and the model card [default: the
+    /// --matryoshka-dims, if any].
+    #[arg(long, value_delimiter = ',')]
+    pub eval_dims: Vec<usize>,
     /// Metric choosing the best checkpoint (mean over --eval-dataset).
     #[arg(long, default_value = "ndcg@10")]
     pub best_metric: String,
@@ -274,7 +279,8 @@ impl TrainOptions {
         }
         let mut trainer = Trainer::new(config, options).context("cannot start the trainer")?;
         if !self.eval_dataset.is_empty() {
-            trainer.set_evaluator(Box::new(BeirEvaluator::new(&self.eval_dataset, options)?));
+            let dims = if self.eval_dims.is_empty() { &self.matryoshka_dims } else { &self.eval_dims };
+            trainer.set_evaluator(Box::new(BeirEvaluator::new(&self.eval_dataset, options)?.with_dims(dims)));
         }
         Ok(trainer)
     }
@@ -308,7 +314,7 @@ struct TableArgs {
 /// Keys of a `[train]` table that stand for a `--no-NAME` flag when set to `false` (`resume = false`).
 const NEGATED_FLAGS: [&str; 3] = ["resume", "promotion_gate", "same_tower"];
 /// Repeatable options: a table may give one value or a list.
-const LISTS: [&str; 4] = ["eval_dataset", "pairs", "matryoshka_dims", "matryoshka_weights"];
+const LISTS: [&str; 5] = ["eval_dataset", "eval_dims", "pairs", "matryoshka_dims", "matryoshka_weights"];
 
 /// Reads a pipeline's `[train]` table into training options: its keys are `fretflow train`'s long options
 /// (`_` or `-`), flags are booleans (`dropout = true`; `NAME = false` for a `--no-NAME` flag such as
