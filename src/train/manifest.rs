@@ -7,6 +7,7 @@
 //! the last `keep_last`, the best by the configured metric, the promoted one (`latest`), the newest.
 use super::checkpoint::{link_target, remove_checkpoint, LATEST, NEWEST};
 use super::TrainError;
+use crate::connectors::file::InputError;
 use crate::records::{CheckpointEvent, Metrics};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -24,24 +25,51 @@ pub trait CheckpointEvaluator {
 }
 
 /// Reads every event of `out_dir/checkpoints.jsonl` (none when the file is absent).
+///
+/// A last line without its newline that does not parse is the trace of a crash while it was appended: it is
+/// left out with a warning (the checkpoint it described is still on disk, and [`append_manifest`] cuts it
+/// off before the next record). Any other bad line is an error naming the file and line.
 pub fn read_manifest(out_dir: &Path) -> Result<Vec<CheckpointEvent>, TrainError> {
     let path = out_dir.join(MANIFEST);
-    if !path.exists() {
-        return Ok(Vec::new());
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(InputError::Open { path, source }.into()),
+    };
+    let torn = !text.is_empty() && !text.ends_with('\n');
+    let lines: Vec<&str> = text.lines().collect();
+    let mut events = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<CheckpointEvent>(line) {
+            Ok(event) => events.push(event),
+            Err(_) if torn && i + 1 == lines.len() => {
+                tracing::warn!(path = %path.display(), line = i + 1,
+                    "The manifest's last record was cut off (a crash while it was written); leaving it out.");
+            }
+            Err(e) => return Err(InputError::Malformed { path, line: i + 1, message: e.to_string() }.into()),
+        }
     }
-    Ok(crate::connectors::file::jsonl::read_all::<CheckpointEvent>(&path)?.into_iter().map(|(_, e)| e).collect())
+    Ok(events)
 }
 
-/// Appends `event` to the manifest and fsyncs it.
+/// Appends `event` to the manifest and fsyncs it. A record cut off by a crash at the end of the file is
+/// removed first, so the new record starts on its own line.
 pub fn append_manifest(out_dir: &Path, event: &CheckpointEvent) -> Result<(), TrainError> {
     let path = out_dir.join(MANIFEST);
     let line = serde_json::to_string(event).expect("events serialize. This is a bug.");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| TrainError::checkpoint(&path, e))?;
-    writeln!(f, "{line}").and_then(|()| f.sync_data()).map_err(|e| TrainError::checkpoint(&path, e))
+    let fail = |e| TrainError::checkpoint(&path, e);
+    if let Ok(existing) = std::fs::read(&path) {
+        if existing.last().is_some_and(|&b| b != b'\n') {
+            let keep = existing.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let f = std::fs::OpenOptions::new().write(true).open(&path).map_err(fail)?;
+            f.set_len(keep as u64).and_then(|()| f.sync_data()).map_err(fail)?;
+        }
+    }
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(fail)?;
+    writeln!(f, "{line}").and_then(|()| f.sync_data()).map_err(fail)
 }
 
 /// Deletes checkpoint directories that are neither among the last `keep_last` steps, nor the best by
@@ -93,4 +121,46 @@ pub fn write_plot(out_dir: &Path, events: &[CheckpointEvent]) -> Result<(), Trai
     }
     let path = out_dir.join(PLOT);
     super::plot::write_metric_plot(&path, "NDCG@10 VS STEP", &series).map_err(|e| TrainError::checkpoint(&path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(step: u64) -> CheckpointEvent {
+        CheckpointEvent {
+            step,
+            examples_seen: step * 8,
+            path: PathBuf::from(format!("checkpoint-{step:08}")),
+            metrics: BTreeMap::new(),
+            mean_loss: Some(1.0),
+            created: 0.0,
+            promoted: false,
+            promotion: String::new(),
+            baseline: false,
+        }
+    }
+
+    /// A crash while a record is appended leaves a torn last line: it is left out on reading and cut off
+    /// before the next record; a bad line anywhere else is an error naming file and line.
+    #[test]
+    fn a_torn_last_record_is_left_out_and_cut_off_and_other_damage_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        append_manifest(dir.path(), &event(1)).unwrap();
+        append_manifest(dir.path(), &event(2)).unwrap();
+        let path = dir.path().join(MANIFEST);
+        let whole = std::fs::read_to_string(&path).unwrap();
+        let torn = serde_json::to_string(&event(3)).unwrap();
+        std::fs::write(&path, format!("{whole}{}", &torn[..torn.len() / 2])).unwrap();
+        let steps = |events: Vec<CheckpointEvent>| events.iter().map(|e| e.step).collect::<Vec<_>>();
+        assert_eq!(steps(read_manifest(dir.path()).unwrap()), [1, 2]);
+        append_manifest(dir.path(), &event(3)).unwrap();
+        assert_eq!(steps(read_manifest(dir.path()).unwrap()), [1, 2, 3]);
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3, "the torn bytes are gone");
+
+        let text = std::fs::read_to_string(&path).unwrap().replacen("\"step\":2", "\"step\":\"two\"", 1);
+        std::fs::write(&path, text).unwrap();
+        let error = read_manifest(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("checkpoints.jsonl:2"), "{error}");
+    }
 }
