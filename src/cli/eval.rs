@@ -98,18 +98,11 @@ fn dims_table(reports: &[EvalReport]) -> String {
         out.push_str(&format!(" {:>8}", r.settings.dim));
     }
     out.push('\n');
-    type Metric = fn(&EvalReport) -> f64;
-    let rows: [(&str, Metric); 5] = [
-        ("nDCG@10", |r| r.metrics.ndcg_at_10),
-        ("Recall@10", |r| r.metrics.recall_at_10),
-        ("Recall@100", |r| r.metrics.recall_at_100),
-        ("MRR@10", |r| r.metrics.mrr_at_10),
-        ("MAP@100", |r| r.metrics.map_at_100),
-    ];
-    for (name, value) in rows {
+    let columns: Vec<_> = reports.iter().map(|r| r.metrics.named()).collect();
+    for (row, (name, _)) in columns[0].iter().enumerate() {
         out.push_str(&format!("{name:<12}"));
-        for r in reports {
-            out.push_str(&format!(" {:>8.4}", value(r)));
+        for column in &columns {
+            out.push_str(&format!(" {:>8.4}", column[row].1));
         }
         out.push('\n');
     }

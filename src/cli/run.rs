@@ -13,7 +13,6 @@ use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,16 +86,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let progress: Option<ProgressHook> = bars.map(|mut b| Box::new(move |s: &Snapshot| b.update(s)) as ProgressHook);
     // With `[train] after_input` the run's summary comes when the input has ended, before training.
     let after_input = config.train.as_ref().is_some_and(|t| t.after_input) && args.process == 0;
-    let summarized = Arc::new(AtomicBool::new(false));
     let on_input_done = after_input.then(|| {
-        let (config, summarized) = (Arc::clone(&config), Arc::clone(&summarized));
+        let config = Arc::clone(&config);
         Box::new(move |snapshot: &Snapshot| {
             print_summary(snapshot, &config);
             if let Err(e) = write_summary(&config, snapshot) {
                 tracing::error!(error = %e, "Could not write the run summary.");
             }
             println!("training on the {} examples of the FRet set (`[train] after_input`)", snapshot.examples_live);
-            summarized.store(true, Ordering::Relaxed);
         }) as InputDoneHook
     });
     let options = RunOptions {
@@ -107,7 +104,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         on_input_done,
     };
     let outcome = pipeline::run(&config, options).with_context(|| format!("pipeline {}", args.config.display()))?;
-    if summarized.load(Ordering::Relaxed) {
+    // A run that returns has ended its input, so with after_input the summary is already out.
+    if after_input {
         println!("{}", outcome.trained.unwrap_or_default());
         return Ok(());
     }

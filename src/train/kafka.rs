@@ -134,6 +134,8 @@ impl ChangeSource for FretTopicSource {
             return Ok(out);
         }
         let deadline = Instant::now() + wait;
+        // Owned once per poll: a message borrows the reader while it is taken.
+        let topic = self.reader.topic().to_owned();
         let mut backlog_log = Instant::now();
         loop {
             let caught_up = self.caught_up();
@@ -144,7 +146,6 @@ impl ChangeSource for FretTopicSource {
             } else {
                 Duration::ZERO
             };
-            let topic = self.reader.topic().to_owned();
             match self.reader.poll(timeout) {
                 Polled::Message(message) => {
                     Self::take(&mut self.stats, &topic, &message, &mut out);

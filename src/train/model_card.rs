@@ -18,6 +18,11 @@ fn hub_id(model: &str) -> String {
     }
 }
 
+/// A settings enum's name as configs write it (its serde name: `constant`, `rrf_student`).
+fn serde_name<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
 /// A YAML string scalar (double-quoted, escaped).
 fn yaml(text: &str) -> String {
     serde_json::to_string(text).expect("strings serialize. This is a bug.")
@@ -132,10 +137,7 @@ pub fn render(model: &str, state: &TrainerState, event: &CheckpointEvent, base: 
         if l.distill_weight > 0.0 {
             format!(
                 "; distillation of the judge's `{}` scores, weight {}, teacher temperature {}",
-                serde_json::to_value(l.distill_teacher)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
+                serde_name(&l.distill_teacher),
                 l.distill_weight,
                 l.distill_temperature
             )
@@ -150,7 +152,7 @@ pub fn render(model: &str, state: &TrainerState, event: &CheckpointEvent, base: 
         o.lr,
         o.weight_decay,
         o.warmup_steps,
-        format!("{:?}", o.decay).to_lowercase(),
+        serde_name(&o.decay),
         o.max_grad_norm
     );
     let _ = writeln!(

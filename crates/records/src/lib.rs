@@ -183,7 +183,7 @@ pub fn decode_json_passage(line: &str, seq: u64, origin: &str) -> SourceRecord {
 }
 
 /// How a JSON value's kind reads in an error message ("a number", "an array", ...).
-pub fn json_kind(value: &serde_json::Value) -> &'static str {
+fn json_kind(value: &serde_json::Value) -> &'static str {
     match value {
         serde_json::Value::Null => "null",
         serde_json::Value::Bool(_) => "a boolean",
