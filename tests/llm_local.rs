@@ -466,7 +466,7 @@ fn ql_prefers_the_seed_passage_over_a_random_one_on_cranfield() {
 fn bf16_precision_stays_within_a_quarter_nat_and_keeps_the_top_token() {
     let options = LocalLlmOptions {
         device: fretflow::device::DeviceChoice::Cpu,
-        precision: fretflow::llm::local::Precision::Bf16,
+        precision: fretflow::device::Precision::Bf16,
         ..Default::default()
     };
     let bf16 = LocalLlm::load("SmolLM2-135M-Instruct", options).unwrap();

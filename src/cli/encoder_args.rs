@@ -1,6 +1,6 @@
 //! The encoder flags shared by `fretflow embed` and `fretflow eval`.
-use crate::device::DeviceChoice;
-use crate::embed::{default_token_budget, EncoderOptions, Precision};
+use crate::device::{DeviceChoice, Precision};
+use crate::embed::{default_token_budget, EncoderOptions};
 use anyhow::bail;
 
 /// How to load and run the sentence encoder.
@@ -42,6 +42,7 @@ impl EncoderArgs {
             max_seq_length: self.max_seq_length,
             token_budget: self.batch_tokens.unwrap_or_else(|| default_token_budget(device, self.precision)),
             precision: self.precision,
+            autocast: false,
         })
     }
 }

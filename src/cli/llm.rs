@@ -6,9 +6,10 @@
 use crate::connectors::file::jsonl::{self, JsonlWriter};
 use crate::dataflow::params::too_short;
 use crate::device::DeviceChoice;
+use crate::device::Precision;
 use crate::llm::cache::LlmCache;
 use crate::llm::fret::{FretLlm, FretOptions, Judgement};
-use crate::llm::local::{Precision, DEFAULT_MODEL};
+use crate::llm::local::DEFAULT_MODEL;
 use crate::llm::prompts::FewShotExample;
 use crate::llm::remote::RemoteConfig;
 use crate::llm::LlmBackend;

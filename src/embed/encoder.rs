@@ -6,41 +6,10 @@ use super::pooling::pool;
 use super::tokenize::TextTokenizer;
 use super::workers::{run_on_cpu_workers, BatchJob};
 use super::{weights, EmbedError, TextEmbedder};
+use crate::device::Precision;
 use std::path::Path;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
-
-/// Number type of the encoder's parameters and activations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Precision {
-    /// 32-bit floats: the reference precision (matches sentence-transformers to ~1e-6).
-    #[default]
-    F32,
-    /// bfloat16 parameters and matrix products (pooling and normalization stay f32): faster on CPUs with
-    /// AVX-512 BF16 and on GPUs, at a small loss of precision (cosine to f32 ≥ 0.99).
-    Bf16,
-    /// Mixed precision, as `torch.autocast(dtype=torch.bfloat16)` runs a model: f32 parameters (so an
-    /// optimizer updates f32 weights and gradients are f32), bf16 matrix products, f32 residual stream,
-    /// LayerNorms, softmax and pooling. For training; `fretflow train --precision bf16` means this.
-    MixedBf16,
-}
-
-impl std::str::FromStr for Precision {
-    type Err = EmbedError;
-
-    /// Parses `f32` (`fp32`, `float32`), `bf16` (`bfloat16`) or `mixed-bf16`, case-insensitively.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "f32" | "fp32" | "float32" => Ok(Self::F32),
-            "bf16" | "bfloat16" => Ok(Self::Bf16),
-            "mixed-bf16" => Ok(Self::MixedBf16),
-            _ => Err(EmbedError::InvalidOption {
-                option: "precision",
-                message: format!("'{s}': expected f32, bf16 or mixed-bf16"),
-            }),
-        }
-    }
-}
 
 /// The token budget for bf16 and for GPUs: the padded `[batch, len]` block holds at most this many tokens.
 pub const DEFAULT_TOKEN_BUDGET: usize = 8192;
@@ -67,8 +36,13 @@ pub struct EncoderOptions {
     pub max_seq_length: Option<usize>,
     /// Tokens per padded batch (see [`super::batching`]).
     pub token_budget: usize,
-    /// Number type for encoding.
+    /// Number type for encoding: f32 (the reference) or bf16.
     pub precision: Precision,
+    /// With bf16: keep the parameters f32 and run the matrix products in bf16, as
+    /// `torch.autocast(dtype=torch.bfloat16)` does (f32 residual stream, LayerNorms, softmax and pooling),
+    /// so an optimizer updates f32 weights and gradients are f32. For training (`fretflow train --precision
+    /// bf16` means this); without it bf16 converts the parameters. No effect in f32.
+    pub autocast: bool,
 }
 
 impl Default for EncoderOptions {
@@ -78,6 +52,7 @@ impl Default for EncoderOptions {
             max_seq_length: None,
             token_budget: CPU_F32_TOKEN_BUDGET,
             precision: Precision::F32,
+            autocast: false,
         }
     }
 }
@@ -113,14 +88,14 @@ impl SentenceEncoder {
         let mut vs = VarStore::new(options.device);
         let mut model = BertModel::new(vs.root(), &config.bert);
         let summary = weights::load_safetensors(&vs, &dir.join("model.safetensors"))?;
-        match options.precision {
-            Precision::F32 => {}
-            Precision::Bf16 => vs.bfloat16(),
-            Precision::MixedBf16 => model.set_compute_kind(Some(Kind::BFloat16)),
+        match (options.precision, options.autocast) {
+            (Precision::F32, _) => {}
+            (Precision::Bf16, false) => vs.bfloat16(),
+            (Precision::Bf16, true) => model.set_compute_kind(Some(Kind::BFloat16)),
         }
         tracing::info!(
             model = %dir.display(), tensors = summary.loaded, max_seq_length = max_len,
-            device = ?options.device, precision = ?options.precision, "Loaded sentence encoder."
+            device = ?options.device, precision = %options.precision, autocast = options.autocast, "Loaded sentence encoder."
         );
         let options = EncoderOptions { max_seq_length: Some(max_len), ..options };
         Ok(Self { config, tokenizer, vs, model, options })
@@ -258,13 +233,5 @@ mod tests {
     fn encoder_can_move_to_another_thread() {
         fn assert_send<T: Send>() {}
         assert_send::<SentenceEncoder>();
-    }
-
-    #[test]
-    fn precision_parses_from_cli_names() {
-        assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16);
-        assert_eq!("FP32".parse::<Precision>().unwrap(), Precision::F32);
-        assert_eq!("Mixed-BF16".parse::<Precision>().unwrap(), Precision::MixedBf16);
-        assert!("f16".parse::<Precision>().unwrap_err().to_string().contains("precision"));
     }
 }

@@ -14,9 +14,7 @@ pub mod tokenize;
 pub mod weights;
 mod workers;
 
-pub use encoder::{
-    default_token_budget, EncoderOptions, Precision, SentenceEncoder, CPU_F32_TOKEN_BUDGET, DEFAULT_TOKEN_BUDGET,
-};
+pub use encoder::{default_token_budget, EncoderOptions, SentenceEncoder, CPU_F32_TOKEN_BUDGET, DEFAULT_TOKEN_BUDGET};
 
 /// Failure to load or run an encoder.
 #[derive(Debug, thiserror::Error)]

@@ -29,7 +29,7 @@ pub struct BackwardConfig {
     /// Train with the model's dropout (`hidden_dropout_prob`, `attention_probs_dropout_prob`).
     pub dropout: bool,
     /// Mixed precision: bf16 matrix products, f32 weights, gradients, residual stream, LayerNorms and loss
-    /// ([`crate::embed::Precision::MixedBf16`]). Faster on CPUs with AVX-512 BF16/AMX and on GPUs.
+    /// ([`crate::embed::EncoderOptions::autocast`]). Faster on CPUs with AVX-512 BF16/AMX and on GPUs.
     #[serde(default)]
     pub bf16: bool,
 }

@@ -3,7 +3,8 @@
 //! (the clap attributes; [`TrainOptions::default`] is what they give) and one set of checks
 //! ([`TrainOptions::validate`]); and the trainer they describe ([`TrainOptions::trainer`]).
 use crate::device::DeviceChoice;
-use crate::embed::{default_token_budget, EncoderOptions, Precision};
+use crate::device::Precision;
+use crate::embed::{default_token_budget, EncoderOptions};
 use crate::train::buffer::SamplerConfig;
 use crate::train::evaluate::BeirEvaluator;
 use crate::train::gradcache::BackwardConfig;
@@ -89,8 +90,8 @@ pub struct TrainOptions {
     /// `f32`, or `bf16`: mixed precision (bf16 matrix products; f32 weights, gradients, optimizer state,
     /// LayerNorms and loss), faster on CPUs with AVX-512 BF16/AMX and on GPUs. Checkpoints are f32 either
     /// way, and are evaluated in f32.
-    #[arg(long, value_enum, default_value_t = TrainPrecision::F32)]
-    pub precision: TrainPrecision,
+    #[arg(long, default_value_t = Precision::F32)]
+    pub precision: Precision,
     /// Extra `{query, positive}` JSONL datasets mixed into batches.
     #[arg(long)]
     pub pairs: Vec<PathBuf>,
@@ -184,16 +185,6 @@ impl Default for TrainOptions {
     }
 }
 
-/// Number type of training.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TrainPrecision {
-    /// Everything in f32.
-    F32,
-    /// Mixed precision: bf16 matrix products over f32 weights.
-    Bf16,
-}
-
 /// Padded tokens per training chunk for mixed bf16 on a CPU: on the 2-core AVX-512/AMX Xeon,
 /// `fretflow train --precision bf16` (scripts/bench_train.py's data, batch 16, length 128, best of two runs)
 /// made 9.85 examples/s at 2048, 10.01 at 4096 and 8.98 at 8192.
@@ -202,9 +193,9 @@ const CPU_MIXED_BF16_CHUNK_TOKENS: usize = 4096;
 /// The chunk budget when none is given: the inference rule for f32 and for GPUs (measured for training
 /// too by scripts/bench_train.py, 2 CPU threads: f32 at 2048 gave 1.04x sentence-transformers, at 8192
 /// 0.75x), [`CPU_MIXED_BF16_CHUNK_TOKENS`] for mixed bf16 on a CPU.
-fn default_chunk_tokens(device: tch::Device, precision: TrainPrecision) -> usize {
+fn default_chunk_tokens(device: tch::Device, precision: Precision) -> usize {
     match (device, precision) {
-        (tch::Device::Cpu, TrainPrecision::Bf16) => CPU_MIXED_BF16_CHUNK_TOKENS,
+        (tch::Device::Cpu, Precision::Bf16) => CPU_MIXED_BF16_CHUNK_TOKENS,
         _ => default_token_budget(device, Precision::F32),
     }
 }
@@ -245,7 +236,7 @@ impl TrainOptions {
                 chunk_tokens: self.chunk_tokens.unwrap_or_else(|| default_chunk_tokens(device, self.precision)),
                 grad_cache: self.grad_cache,
                 dropout: self.dropout,
-                bf16: self.precision == TrainPrecision::Bf16,
+                bf16: self.precision == Precision::Bf16,
             },
             checkpoint_every_steps: self.checkpoint_every,
             checkpoint_every_minutes: self.checkpoint_minutes,
@@ -371,7 +362,7 @@ mod tests {
         .unwrap();
         let o = options_from_table(&table).unwrap();
         assert_eq!((o.out.as_path(), o.model.as_str(), o.batch_size), (Path::new("ckpt"), "-a-dir-with-a-dash", 8));
-        assert!((o.lr - 1e-5).abs() < 1e-12 && o.dropout && !o.no_resume && o.precision == TrainPrecision::Bf16);
+        assert!((o.lr - 1e-5).abs() < 1e-12 && o.dropout && !o.no_resume && o.precision == Precision::Bf16);
         assert_eq!(o.eval_dataset, vec![PathBuf::from("a"), PathBuf::from("b")]);
         assert_eq!(o.matryoshka_dims, vec![384, 128]);
         let loss = o.config(tch::Device::Cpu).loss;

@@ -21,7 +21,8 @@ use super::optim::{AdamW, OptimConfig};
 use super::promotion::{self, Decision, Promoted, PromotionConfig};
 use super::source::ChangeSource;
 use super::{GeckoLoss, TrainError};
-use crate::embed::{EncoderOptions, Precision, SentenceEncoder};
+use crate::device::Precision;
+use crate::embed::{EncoderOptions, SentenceEncoder};
 use crate::records::{mean_metric, Change, CheckpointEvent, Metrics};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -131,8 +132,9 @@ impl Trainer {
     /// f32 whatever `options.precision` says;
     /// `config.backward.bf16` chooses mixed precision for the products.
     pub fn new(config: TrainerConfig, options: EncoderOptions) -> Result<Self, TrainError> {
-        let precision = if config.backward.bf16 { Precision::MixedBf16 } else { Precision::F32 };
-        let options = EncoderOptions { precision, ..options };
+        let (precision, autocast) =
+            if config.backward.bf16 { (Precision::Bf16, true) } else { (Precision::F32, false) };
+        let options = EncoderOptions { precision, autocast, ..options };
         config.loss.dims_and_weights(usize::MAX)?;
         config.promotion.validate()?;
         if config.sampler.batch_size == 0 {

@@ -21,7 +21,7 @@
 use std::sync::{mpsc, Arc};
 
 use crate::assets::{resolve_model, AssetError};
-use crate::device::{DeviceChoice, DeviceError};
+use crate::device::{DeviceChoice, DeviceError, Precision};
 use crate::llm::{
     BackendId, ContinuationScore, GenerateRequest, Generation, LabelDistribution, LabelRequest, LlmBackend, LlmError,
     Prompt, ScoreRequest,
@@ -46,55 +46,6 @@ use tokenizer::LlmTokenizer;
 
 /// The model loaded when none is named.
 pub const DEFAULT_MODEL: &str = "SmolLM2-135M-Instruct";
-
-/// Number format of the weights, activations and KV cache (log-probabilities are always computed in f32).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Precision {
-    /// f32: matches transformers' f32 reference within 1e-3 nats.
-    #[default]
-    F32,
-    /// bfloat16 everywhere, as transformers runs a bf16 model: about 3x faster matrix products on CPUs with
-    /// AVX-512 BF16 (and on GPUs); next-token log-probabilities move by up to ~0.15 nats (SmolLM2). Fine
-    /// for ranking (QL, RC), not for parity checks.
-    Bf16,
-}
-
-impl Precision {
-    /// The name a config or command line uses: `f32` or `bf16`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::F32 => "f32",
-            Self::Bf16 => "bf16",
-        }
-    }
-
-    fn kind(self) -> tch::Kind {
-        match self {
-            Self::F32 => tch::Kind::Float,
-            Self::Bf16 => tch::Kind::BFloat16,
-        }
-    }
-}
-
-/// A config file's precision: `f32` or `bf16` (as [`std::str::FromStr`]); anything else is an error naming
-/// the key.
-impl<'de> serde::Deserialize<'de> for Precision {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(deserializer)?;
-        name.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl std::str::FromStr for Precision {
-    type Err = LocalLlmError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "f32" | "fp32" | "float32" => Ok(Self::F32),
-            "bf16" | "bfloat16" => Ok(Self::Bf16),
-            _ => Err(LocalLlmError::Options(format!("unknown precision '{s}': expected f32 or bf16"))),
-        }
-    }
-}
 
 /// How the local backend runs.
 #[derive(Debug, Clone, Copy)]

@@ -1,7 +1,8 @@
 //! The `[llm]` table and its role tables `[llm.generator]` / `[llm.judge]`: which LLM backend writes the
 //! queries and which judges the pairs.
 use crate::device::DeviceChoice;
-use crate::llm::local::{LocalLlm, LocalLlmOptions, Precision};
+use crate::device::Precision;
+use crate::llm::local::{LocalLlm, LocalLlmOptions};
 use crate::llm::remote::config::RemoteConfig;
 use crate::llm::remote::RemoteLlm;
 use crate::llm::LlmBackend;
