@@ -7,7 +7,7 @@
 use crate::dataflow::params::DuplicateAction;
 use crate::dataflow::progress::Snapshot;
 use crate::pipeline::config::{Input, PipelineConfig};
-use crate::pipeline::file::ProgressHook;
+use crate::pipeline::driver::ProgressHook;
 use crate::pipeline::{self, write_summary, InputDoneHook, RunOptions};
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};

@@ -1,26 +1,23 @@
-//! The driver: runs a pipeline config on timely workers (threads and processes), with the file source
-//! on its own thread, the model calls on a tokio runtime, and the sinks on worker 0.
+//! The file pipeline: a pipeline config run on timely workers (threads and processes) by the driver loop
+//! ([`super::driver`]), with the file source on its own thread, the model calls on a tokio runtime, and the
+//! sinks on worker 0.
 //!
-//! Worker 0 follows the usual driver shape: feed the records of a read chunk, `advance_to` the next
-//! epoch, and step; it keeps at most [`MAX_OPEN_EPOCHS`] epochs unfinished, so a fast source cannot run
-//! far ahead of the models. The other workers only step. When the source is exhausted (or Ctrl-C is
-//! pressed while following a file), the input closes and the workers drain the dataflow.
+//! Worker 0 of process 0 reads the file (in chunks of `epoch_records`, one epoch each) and writes the
+//! sinks; the other workers have no input of their own and take their share of the dataflow's work. When
+//! the source is exhausted (or Ctrl-C is pressed while following a file), the input closes and the workers
+//! drain the dataflow.
 use super::config::PipelineConfig;
+use super::driver::{drive, spawn_progress, LoopOptions, Polled, ProgressHook, WorkerInput};
 use super::resources::{self, PipelineParts, ResourceError};
 use crate::connectors::file::source::PassageReader;
 use crate::dataflow::graph::fret_dataflow;
-use crate::dataflow::labeler::Labeler;
-use crate::dataflow::progress::{SharedMetrics, Snapshot};
+use crate::dataflow::progress::Snapshot;
 use crate::dataflow::sink::{ChangeSink, ErrorSlot, SinkChanges, SinkDeadLetters};
 use crate::dataflow::Time;
 use crate::records::SourceRecord;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
-use timely::dataflow::operators::Input;
-
-/// Most epochs worker 0 lets run ahead of the slowest stage.
-pub const MAX_OPEN_EPOCHS: Time = 4;
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
@@ -41,9 +38,6 @@ pub enum RunError {
     #[error("a worker failed: {0}")]
     Worker(String),
 }
-
-/// What a progress display sees while the run goes on.
-pub type ProgressHook = Box<dyn FnMut(&Snapshot) + Send>;
 
 /// Messages from the reader thread to worker 0.
 enum FromReader {
@@ -67,7 +61,6 @@ pub fn run_pipeline(
         resources::pipeline_parts(config, "closing the input and draining the pipeline.")?;
     let (labeler, metrics) = (Arc::clone(&stages.labeler), Arc::clone(&stages.metrics));
     let errors: ErrorSlot = Arc::new(Mutex::new(None));
-    let source_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let done = Arc::new(AtomicBool::new(false));
 
     // Worker 0 of process 0 owns the reader and the sinks; they are built here so that setup errors
@@ -83,48 +76,28 @@ pub fn run_pipeline(
     let (epoch_records, poll) = (file_source.epoch_records, Duration::from_millis(file_source.poll_ms));
 
     let guards = {
-        let (errors, source_error, stop) = (Arc::clone(&errors), Arc::clone(&source_error), Arc::clone(&stop));
+        let (errors, stop) = (Arc::clone(&errors), Arc::clone(&stop));
         timely::execute(timely_config, move |worker| {
             let mine = if worker.index() == 0 { owned.lock().expect("poisoned. This is a bug.").take() } else { None };
-            let (reader, change_sinks, dead_sink) = match mine {
-                Some((r, c, d)) => (Some(r), c, Some(d)),
-                None => (None, Vec::new(), None),
+            let (mut input, change_sinks, dead_sink) = match mine {
+                Some((reader, c, d)) => {
+                    let rx = spawn_reader(reader, epoch_records, poll, Arc::clone(&stop), std::thread::current());
+                    (FileInput(Some(rx)), c, Some(d))
+                }
+                None => (FileInput(None), Vec::new(), None),
             };
-            let (mut input, probe) = worker.dataflow::<Time, _, _>(|scope| {
-                let (input, records) = scope.new_input::<Vec<SourceRecord>>();
+            let build = |records: timely::dataflow::StreamVec<'_, Time, SourceRecord>| {
                 let out = fret_dataflow(records, &stages);
                 let (probe, examples) = out.examples.probe();
                 examples.sink_changes(change_sinks, Arc::clone(&errors), Arc::clone(&stages.metrics));
                 out.dead_letters.sink_dead_letters(dead_sink, Arc::clone(&errors), Arc::clone(&stages.metrics));
-                (input, probe)
-            });
-            let Some(reader) = reader else { return };
-            let rx = spawn_reader(reader, epoch_records, poll, Arc::clone(&stop), std::thread::current());
-            let mut epoch: Time = 0;
-            loop {
-                if errors.lock().expect("poisoned. This is a bug.").is_some() {
-                    break;
-                }
-                match rx.try_recv() {
-                    Ok(FromReader::Records(records)) => {
-                        for record in records {
-                            input.send(record);
-                        }
-                        epoch += 1;
-                        input.advance_to(epoch);
-                        let oldest_open = epoch.saturating_sub(MAX_OPEN_EPOCHS);
-                        worker.step_or_park_while(Some(Duration::from_millis(100)), || probe.less_than(&oldest_open));
-                    }
-                    Ok(FromReader::Failed(e)) => {
-                        *source_error.lock().expect("poisoned. This is a bug.") = Some(e);
-                        break;
-                    }
-                    Err(mpsc::TryRecvError::Empty) => {
-                        worker.step_or_park(Some(Duration::from_millis(100)));
-                    }
-                    Err(mpsc::TryRecvError::Disconnected) => break,
-                }
-            }
+                probe
+            };
+            let healthy = || match errors.lock().expect("poisoned. This is a bug.").as_ref() {
+                Some(e) => Err(RunError::Sink(e.to_string())),
+                None => Ok(()),
+            };
+            drive(worker, &mut input, build, healthy, &LoopOptions::default()).map(|_| ())
         })
         .map_err(RunError::Timely)?
     };
@@ -139,15 +112,30 @@ pub fn run_pipeline(
         hook(&snapshot);
     }
     for result in joined {
-        result.map_err(RunError::Worker)?;
-    }
-    if let Some(e) = source_error.lock().expect("poisoned. This is a bug.").take() {
-        return Err(RunError::Source(e));
+        result.map_err(RunError::Worker)??;
     }
     if let Some(e) = errors.lock().expect("poisoned. This is a bug.").take() {
         return Err(RunError::Sink(e));
     }
     Ok(snapshot)
+}
+
+/// Worker 0's input: the chunks the reader thread sends (each one epoch). The other workers have none.
+struct FileInput(Option<mpsc::Receiver<FromReader>>);
+
+impl WorkerInput for FileInput {
+    type Record = SourceRecord;
+    type Error = RunError;
+
+    fn poll(&mut self, _epoch: Time, _max: usize) -> Result<Polled<SourceRecord>, RunError> {
+        let Some(rx) = &self.0 else { return Ok(Polled::Ended) };
+        match rx.try_recv() {
+            Ok(FromReader::Records(records)) => Ok(Polled::Records(records)),
+            Ok(FromReader::Failed(e)) => Err(RunError::Source(e)),
+            Err(mpsc::TryRecvError::Empty) => Ok(Polled::Nothing),
+            Err(mpsc::TryRecvError::Disconnected) => Ok(Polled::Ended),
+        }
+    }
 }
 
 /// Reads the source on its own thread, in chunks of `epoch_records`, waking `worker` after each.
@@ -190,24 +178,4 @@ fn spawn_reader(
         })
         .expect("cannot spawn the source thread");
     rx
-}
-
-/// Calls `hook` with a fresh snapshot four times a second on its own thread until `done` is set; the thread
-/// returns the hook for a last call with the final metrics.
-pub fn spawn_progress(
-    mut hook: ProgressHook,
-    metrics: &SharedMetrics,
-    labeler: &Arc<dyn Labeler>,
-    done: &Arc<AtomicBool>,
-    started: Instant,
-) -> std::thread::JoinHandle<ProgressHook> {
-    let (metrics, labeler, done) = (Arc::clone(metrics), Arc::clone(labeler), Arc::clone(done));
-    std::thread::spawn(move || {
-        while !done.load(Ordering::Relaxed) {
-            let stats = labeler.stats();
-            hook(&metrics.snapshot(started, (stats.model_calls, stats.cache_hits)));
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        hook
-    })
 }

@@ -1,6 +1,6 @@
 //! The pipeline: a pipeline config ([`config`]) run by one entry point ([`run`]), which builds the
-//! dataflow's stages ([`resources`]), runs them between connectors with the driver of its input
-//! ([`file`] or [`kafka`]), and owns the in-process trainer and Ctrl-C. Only this layer knows both sides:
+//! dataflow's stages ([`resources`]), runs them between connectors on one driver loop ([`driver`]) with
+//! the input and sinks of its kind ([`file`] or [`kafka`]), and owns the in-process trainer and Ctrl-C. Only this layer knows both sides:
 //! the dataflow ([`crate::dataflow`]) knows no storage and no config file, the connectors
 //! ([`crate::connectors`]) know no dataflow. The CLI parses arguments, calls [`run`] and prints.
 //!
@@ -11,6 +11,7 @@
 //! operator consolidates each time into [`crate::records::Change`]s for the connectors' file sinks and, with
 //! `[train]`, the trainer's channel. Kafka pipelines differ only at the two ends ([`kafka`]).
 pub mod config;
+pub mod driver;
 pub mod file;
 pub mod kafka;
 pub mod resources;
@@ -20,7 +21,8 @@ use crate::train::options::{summary_text, TrainOptions};
 use crate::train::source::{channel, ChannelSource};
 use anyhow::Context;
 use config::{Input, PipelineConfig};
-use file::{run_pipeline, ProgressHook};
+use driver::ProgressHook;
+use file::run_pipeline;
 use kafka::run::{run_fret, FretRunOptions};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

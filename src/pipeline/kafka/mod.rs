@@ -1,7 +1,8 @@
 //! `fretflow run` on Kafka and `fretflow kafka passthrough`.
 //!
-//! - [`passthrough`]: source → transform → sink on timely workers, the driver loop of every Kafka
-//!   pipeline, with [`passthrough::Identity`] as the transform that proves the connectors.
+//! - [`passthrough`]: source → transform → sink on timely workers, on the pipelines' driver loop
+//!   ([`crate::pipeline::driver`]), with [`passthrough::Identity`] as the transform that proves the
+//!   connectors.
 //! - [`fret`]: the FRet dataflow as that transform.
 //! - [`run`]: `fretflow run` on a Kafka pipeline: replays the input on every start, keeps the consumer
 //!   group's offsets as progress markers.

@@ -3,24 +3,27 @@
 //! letters to the dead-letter topic) proves the connectors; the FRet dataflow plugs in as another
 //! [`Transform`].
 //!
-//! Each worker owns a [`KafkaSource`] (worker index and count decide its partitions) and a [`KafkaSink`].
-//! Epochs are wall-clock ticks (`tick` apart) shared by all workers, so an idle worker does not hold back
-//! the others. The loop: advance the input to the current tick, hand over what the source has, step the
-//! worker, and commit the source through the last epoch the probe after the sink has passed.
+//! Each worker owns a [`KafkaSource`] (worker index and count decide its partitions) and a [`KafkaSink`],
+//! and runs the pipelines' one driver loop ([`crate::pipeline::driver`]) with wall-clock epochs (`tick`
+//! apart, shared by all workers, so an idle worker does not hold back the others), committing the source
+//! through the last epoch the probe after the sink has passed.
 //!
 //! With [`RunOptions::replay`] (stateful transforms such as the FRet dataflow) each worker reads its
 //! partitions from the beginning on every start and the consumer group's offsets only mark progress;
 //! see [`crate::connectors::kafka::replay::ReplayStart`].
 use super::timely::SinkOperator;
-use crate::connectors::kafka::replay::ReplayStart;
+use crate::connectors::kafka::replay::{ProgressMarker, ReplayStart};
 use crate::connectors::kafka::{
     ConnectionConfig, KafkaError, KafkaRecord, KafkaSink, KafkaSource, SinkConfig, SinkRecord, SourceConfig,
 };
-use std::sync::atomic::{AtomicBool, Ordering};
+use crate::dataflow::Time;
+pub use crate::pipeline::driver::WorkerReport;
+use crate::pipeline::driver::{drive, Epochs, LoopOptions, Polled, WorkerInput};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Input, Probe};
+use timely::dataflow::operators::Probe;
 use timely::dataflow::StreamVec;
 
 /// What a pipeline does between the source and the sink. `build` runs once per worker.
@@ -64,6 +67,9 @@ pub struct RunOptions {
     pub tick: Duration,
     /// Most records handed to the dataflow per loop iteration and worker.
     pub batch: usize,
+    /// Read more only while at most this many epochs with data are unfinished (bounds what a slow
+    /// transform holds in memory; unbounded for the passthrough, whose sink keeps up).
+    pub max_open_epochs: usize,
     /// How often offsets are committed (at most).
     pub commit_interval: Duration,
     /// Stop when a worker has read nothing for this long (after committing everything); `None` runs until
@@ -85,6 +91,7 @@ impl Default for RunOptions {
             workers: 1,
             tick: Duration::from_millis(20),
             batch: 1000,
+            max_open_epochs: usize::MAX,
             commit_interval: Duration::from_millis(200),
             idle_exit: None,
             throttle: None,
@@ -92,16 +99,6 @@ impl Default for RunOptions {
             stop: None,
         }
     }
-}
-
-/// What a worker did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WorkerReport {
-    /// Input records handed to the dataflow (dead letters included).
-    pub records: u64,
-    /// Time from this worker's first record until the outputs of its last record were acknowledged by the
-    /// broker (all workers' outputs up to that epoch, as the probe is global); zero without records.
-    pub active: Duration,
 }
 
 /// Runs `transform` from `source` to `sink` on `options.workers` threads of this process, until every
@@ -144,7 +141,8 @@ pub fn run_cluster<X: Transform>(
     Ok(reports)
 }
 
-/// One worker's loop; see the module docs.
+/// One worker's pipeline: its partitions through `transform` to the sink, on the driver loop; see the
+/// module docs.
 pub fn run_worker<X: Transform>(
     worker: &mut timely::worker::Worker,
     connection: &ConnectionConfig,
@@ -155,101 +153,54 @@ pub fn run_worker<X: Transform>(
 ) -> Result<WorkerReport, KafkaError> {
     let (index, peers) = (worker.index(), worker.peers());
     let sink = Arc::new(KafkaSink::start(connection, sink_config)?);
-    let mut replay = None;
-    let mut source = if options.replay {
+    let mut input = if options.replay {
         let start = ReplayStart::prepare(connection, source_config, index, peers)?;
         let source = KafkaSource::start(connection, &start.reader, index, peers)?;
-        replay = Some(start.marker);
-        source
+        KafkaInput { source, marker: Some(start.marker) }
     } else {
-        KafkaSource::start(connection, source_config, index, peers)?
+        KafkaInput { source: KafkaSource::start(connection, source_config, index, peers)?, marker: None }
     };
-    let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
-        let (input, stream) = scope.new_input::<Vec<KafkaRecord>>();
-        let (probe, _) = transform.build(stream).sink_to_kafka(Arc::clone(&sink)).probe();
-        (input, probe)
-    });
-    let tick_ms = options.tick.as_millis().max(1) as u64;
-    let started = Instant::now();
-    let epoch_now = || started.elapsed().as_millis() as u64 / tick_ms;
-    let mut report = WorkerReport::default();
-    let (mut first_record, mut last_record) = (None::<Instant>, Instant::now());
-    // The epoch of this worker's latest records, and when the probe passed it.
-    let (mut last_data_epoch, mut acked_at) = (None::<u64>, None::<Instant>);
-    let mut last_commit = Instant::now();
-    let mut committed_through: Option<u64> = None;
-    loop {
-        let now = epoch_now();
-        if now > *input.time() {
-            input.advance_to(now);
-        }
-        let epoch = *input.time();
-        let mut batch = source.poll_batch(epoch, options.batch, Duration::from_millis(1))?;
-        if !batch.is_empty() {
-            report.records += batch.len() as u64;
-            first_record.get_or_insert_with(Instant::now);
-            last_record = Instant::now();
-            input.send_batch(&mut batch);
-            last_data_epoch = Some(epoch);
-            acked_at = None;
-            if let Some(pause) = options.throttle {
-                std::thread::sleep(pause);
-            }
-        }
-        worker.step();
-        sink.check()?;
-        if acked_at.is_none() && last_data_epoch.is_some_and(|e| !probe.less_equal(&e)) {
-            acked_at = Some(Instant::now());
-        }
-        if last_commit.elapsed() >= options.commit_interval {
-            commit_passed(&mut source, &probe, &mut committed_through)?;
-            if let Some(marker) = replay.as_mut() {
-                marker.advance(source.committed());
-            }
-            last_commit = Instant::now();
-        }
-        if options.idle_exit.is_some_and(|idle| last_record.elapsed() >= idle) {
-            break;
-        }
-        if options.stop.as_ref().is_some_and(|stop| stop.load(Ordering::Relaxed)) {
-            tracing::info!(worker = index, "Stopping: draining the pipeline and committing.");
-            break;
-        }
-    }
-    // Drain: close the input, wait until every output of this worker is acknowledged, commit all.
-    let last_epoch = *input.time();
-    drop(input);
-    while probe.less_equal(&last_epoch) {
-        worker.step_or_park(Some(Duration::from_millis(10)));
-        sink.check()?;
-    }
-    source.commit_through(last_epoch)?;
-    if let Some(marker) = replay.as_mut() {
-        marker.advance(source.committed());
-    }
-    if let Some(first) = first_record {
-        report.active = acked_at.unwrap_or_else(Instant::now).duration_since(first);
-    }
-    tracing::info!(worker = index, records = report.records, committed = ?source.committed(), "Kafka pipeline worker done.");
-    source.shutdown();
+    let build = |records: StreamVec<'_, Time, KafkaRecord>| {
+        let (probe, _) = transform.build(records).sink_to_kafka(Arc::clone(&sink)).probe();
+        probe
+    };
+    let loop_options = LoopOptions {
+        epochs: Epochs::Tick(options.tick),
+        batch: options.batch,
+        max_open_epochs: options.max_open_epochs,
+        // The source's poll waits up to 1 ms for records; the worker itself does not park.
+        park: Duration::ZERO,
+        commit_interval: options.commit_interval,
+        idle_exit: options.idle_exit,
+        throttle: options.throttle,
+        stop: options.stop.clone(),
+    };
+    let report = drive(worker, &mut input, build, || sink.check(), &loop_options)?;
+    tracing::info!(worker = index, records = report.records, committed = ?input.source.committed(), "Kafka pipeline worker done.");
+    input.source.shutdown();
     Ok(report)
 }
 
-/// Commits through the epoch before the probe's frontier, when that moved.
-fn commit_passed(
-    source: &mut KafkaSource,
-    probe: &timely::dataflow::ProbeHandle<u64>,
-    committed_through: &mut Option<u64>,
-) -> Result<(), KafkaError> {
-    let frontier = probe.with_frontier(|f| f.first().copied());
-    let Some(done) = frontier.and_then(|f| f.checked_sub(1)) else { return Ok(()) };
-    if committed_through.is_some_and(|c| c >= done) {
-        return Ok(());
+/// A worker's partitions, and with replay the group's progress marker (advanced after every commit).
+struct KafkaInput {
+    source: KafkaSource,
+    marker: Option<ProgressMarker>,
+}
+
+impl WorkerInput for KafkaInput {
+    type Record = KafkaRecord;
+    type Error = KafkaError;
+
+    fn poll(&mut self, epoch: Time, max: usize) -> Result<Polled<KafkaRecord>, KafkaError> {
+        let batch = self.source.poll_batch(epoch, max, Duration::from_millis(1))?;
+        Ok(if batch.is_empty() { Polled::Nothing } else { Polled::Records(batch) })
     }
-    match source.commit_through(done) {
-        Ok(()) => *committed_through = Some(done),
-        // Not fatal: the offsets stay pending and the next commit retries them.
-        Err(error) => tracing::warn!(error = %error, epoch = done, "Offset commit failed; will retry."),
+
+    fn commit_through(&mut self, epoch: Time) -> Result<(), KafkaError> {
+        let committed = self.source.commit_through(epoch);
+        if let Some(marker) = self.marker.as_mut() {
+            marker.advance(self.source.committed());
+        }
+        committed
     }
-    Ok(())
 }

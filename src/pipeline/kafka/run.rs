@@ -25,11 +25,15 @@ use super::passthrough::{self, RunOptions};
 use crate::connectors::kafka::{ConnectionConfig, KafkaError, SinkConfig, SourceConfig};
 use crate::dataflow::progress::Snapshot;
 use crate::pipeline::config::PipelineConfig;
-use crate::pipeline::file::{spawn_progress, ProgressHook};
+use crate::pipeline::driver::{spawn_progress, ProgressHook};
 use crate::pipeline::resources::{self, PipelineParts, ResourceError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Most ticks with data a worker lets run ahead of the models: the topic is read about this many ticks
+/// (of 20 ms) ahead of what the LLM has finished, not to its end.
+pub const MAX_OPEN_TICKS: usize = 16;
 
 /// Why a Kafka run failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,8 +72,13 @@ pub fn run_fret(
     let PipelineParts { runtime: _runtime, stages, interrupted: stop } =
         resources::pipeline_parts(config, "stopping the Kafka source, draining the pipeline and committing.")?;
     let (labeler, metrics) = (Arc::clone(&stages.labeler), Arc::clone(&stages.metrics));
-    let run_options =
-        RunOptions { idle_exit: options.idle_exit, replay: true, stop: Some(stop), ..RunOptions::default() };
+    let run_options = RunOptions {
+        idle_exit: options.idle_exit,
+        replay: true,
+        stop: Some(stop),
+        max_open_epochs: MAX_OPEN_TICKS,
+        ..RunOptions::default()
+    };
     let transform = FretTransform { source_topic: source.topic.clone(), stages };
     let done = Arc::new(AtomicBool::new(false));
     let snapshot = || {
