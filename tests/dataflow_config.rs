@@ -352,3 +352,27 @@ fn an_instant_generator_can_pair_with_a_model_judge() {
     let judge = &provenance.judge.model;
     assert!(judge.starts_with("remote:") && judge.ends_with(":judge"), "{provenance:?}");
 }
+
+#[test]
+fn fretflow_llm_url_replaces_the_base_url_of_remote_roles_only() {
+    let env = |url: &'static str| move |name: &str| (name == "FRETFLOW_LLM_URL").then(|| url.to_owned());
+    let base_url = |config: &LlmConfig| match config {
+        LlmConfig::Remote(remote) => Some(remote.base_url.clone()),
+        _ => None,
+    };
+    let mut both = parse(&with_llm(REMOTE_ROLES)).unwrap();
+    both.apply_env(env("http://llm-gpu:8000/v1")).unwrap();
+    assert_eq!(base_url(&both.llm.generator).as_deref(), Some("http://llm-gpu:8000/v1"));
+    assert_eq!(base_url(&both.llm.judge).as_deref(), Some("http://llm-gpu:8000/v1"));
+    assert!(both.llm.shared(), "both roles changed alike, so they still share one backend");
+
+    // A local judge keeps its table; an empty value changes nothing.
+    let local_judge = "[llm.judge]\nbackend = \"local\"\nmodel = \"SmolLM2-135M-Instruct\"\n";
+    let (generator_table, _) = REMOTE_ROLES.split_at(REMOTE_ROLES.find("[llm.judge]").unwrap());
+    let mut mixed = parse(&with_llm(&format!("{generator_table}{local_judge}"))).unwrap();
+    mixed.apply_env(env("")).unwrap();
+    assert_eq!(base_url(&mixed.llm.generator).as_deref(), Some("http://127.0.0.1:9/v1"));
+    mixed.apply_env(env("http://other:1/v1")).unwrap();
+    assert_eq!(base_url(&mixed.llm.generator).as_deref(), Some("http://other:1/v1"));
+    assert!(matches!(mixed.llm.judge, LlmConfig::Local(_)));
+}

@@ -14,7 +14,7 @@ mod recipe;
 use crate::connectors::kafka::{self, ConnectionConfig};
 use crate::dataflow::params::FretParams;
 use crate::dataflow::params::Limits;
-pub use llm::{InstantLlmConfig, LlmConfig, LlmRoles, LocalLlmConfig};
+pub use llm::{InstantLlmConfig, LlmConfig, LlmRoles, LocalLlmConfig, LLM_URL_ENV};
 pub use recipe::{
     BatchConfig, BatchOverride, BatchingConfig, DuplicateQueriesConfig, FretConfig, HardNegativesConfig, WeightsConfig,
     DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_MAX_POSITIVE_RATIO,
@@ -305,6 +305,20 @@ impl PipelineConfig {
         let mut config = Self::parse(&text, path)?;
         config.resolve_paths(&base_dir(path));
         Ok(config)
+    }
+
+    /// Applies the environment's overrides from `lookup`: the Kafka connection's `FRETFLOW_KAFKA_*`
+    /// variables and [`LLM_URL_ENV`] for remote LLMs. A run applies them once, before it builds
+    /// anything; the file itself stays as written.
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), kafka::KafkaError> {
+        if let Some(kafka) = self.kafka.as_mut() {
+            kafka.connection.apply_env(&lookup)?;
+        }
+        let changed = self.llm.apply_env(&lookup);
+        if changed > 0 {
+            tracing::info!(roles = changed, "{} overrides base_url of the remote LLM.", LLM_URL_ENV);
+        }
+        Ok(())
     }
 
     /// Parses and validates TOML `text`; `path` only names the file in errors.

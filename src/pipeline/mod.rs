@@ -60,6 +60,9 @@ pub struct RunOutcome {
 /// The caller names the config file in the error.
 pub fn run(config: &PipelineConfig, options: RunOptions) -> anyhow::Result<RunOutcome> {
     let RunOptions { timely, process, idle_exit, progress, on_input_done } = options;
+    let mut config = config.clone();
+    config.apply_env(|name| std::env::var(name).ok())?;
+    let config = &config;
     // The in-process trainer runs where the sinks are: process 0.
     let train = match &config.train {
         Some(t) if process == 0 => Some((t.options.clone(), t.after_input)),
@@ -103,8 +106,6 @@ pub fn run(config: &PipelineConfig, options: RunOptions) -> anyhow::Result<RunOu
             Ok(RunOutcome { snapshot, trained: Some(trained) })
         }
         (Input::Kafka { connection, source, sink }, _) => {
-            let mut connection = connection.clone();
-            connection.apply_env(|name| std::env::var(name).ok())?;
             let options = FretRunOptions { idle_exit, progress };
             let snapshot = run_fret(config, &connection, source, sink, timely, options)?;
             Ok(RunOutcome { snapshot: finished(snapshot), trained: None })

@@ -49,6 +49,27 @@ impl LlmRoles {
     }
 }
 
+/// The environment variable that, when set, replaces `base_url` of every role whose backend is `remote`
+/// (as `FRETFLOW_KAFKA_BOOTSTRAP_SERVERS` replaces `[kafka] bootstrap_servers`), so one pipeline file
+/// serves hosts whose LLM server differs (e.g. a GPU server in deploy/compose.yaml's `gpu` profile).
+pub const LLM_URL_ENV: &str = "FRETFLOW_LLM_URL";
+
+impl LlmRoles {
+    /// Applies [`LLM_URL_ENV`] from `lookup` (an empty value is ignored); returns how many roles it
+    /// changed.
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> usize {
+        let Some(url) = lookup(LLM_URL_ENV).filter(|url| !url.trim().is_empty()) else { return 0 };
+        let mut changed = 0;
+        for role in [&mut self.generator, &mut self.judge] {
+            if let LlmConfig::Remote(remote) = role {
+                remote.base_url = url.trim().to_owned();
+                changed += 1;
+            }
+        }
+        changed
+    }
+}
+
 impl TryFrom<toml::Table> for LlmRoles {
     type Error = String;
 
