@@ -80,14 +80,41 @@ pub fn write_checkpoint(
     state: &TrainerState,
 ) -> Result<PathBuf, TrainError> {
     fs::create_dir_all(out_dir).map_err(io_err(out_dir))?;
+    remove_stale_temps(out_dir);
     let name = checkpoint_name(state.step);
     let tmp = out_dir.join(format!(".{name}.tmp-{}", std::process::id()));
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
     }
-    fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    if let Err(error) = write_files(&tmp, encoder, optimizer, state) {
+        // A full disk, say: leave no half-written directory behind to fill it further.
+        if let Err(e) = fs::remove_dir_all(&tmp) {
+            tracing::warn!(path = %tmp.display(), error = %e, "Cannot remove the unfinished checkpoint.");
+        }
+        return Err(error);
+    }
 
-    copy_model_files(encoder.model_dir(), &tmp)?;
+    let dest = out_dir.join(&name);
+    if dest.exists() {
+        fs::remove_dir_all(&dest).map_err(io_err(&dest))?;
+    }
+    fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+    point_link(out_dir, NEWEST, &name)?;
+    sync_dir(out_dir)?;
+    tracing::info!(step = state.step, path = %dest.display(), "Wrote checkpoint.");
+    Ok(dest)
+}
+
+/// Writes every file of a checkpoint into the new directory `tmp`, synced.
+fn write_files(
+    tmp: &Path,
+    encoder: &SentenceEncoder,
+    optimizer: &AdamW,
+    state: &TrainerState,
+) -> Result<(), TrainError> {
+    fs::create_dir_all(tmp).map_err(io_err(tmp))?;
+
+    copy_model_files(encoder.model_dir(), tmp)?;
     write_model_weights(encoder, &encoder.model_dir().join("model.safetensors"), &tmp.join("model.safetensors"))?;
     if !tmp.join("sentence_bert_config.json").exists() {
         write_json(
@@ -107,17 +134,33 @@ pub fn write_checkpoint(
     }
     optimizer.save_state(&tmp.join(OPTIMIZER_FILE))?;
     write_json(&tmp.join(STATE_FILE), state)?;
-    sync_tree(&tmp)?;
+    sync_tree(tmp)?;
+    Ok(())
+}
 
-    let dest = out_dir.join(&name);
-    if dest.exists() {
-        fs::remove_dir_all(&dest).map_err(io_err(&dest))?;
+/// Removes `.checkpoint-*.tmp-PID` directories under `out_dir` left by a trainer process that is gone
+/// (killed, or out of disk space before it could clean up). A live process's are kept: it may be writing.
+fn remove_stale_temps(out_dir: &Path) {
+    let Ok(entries) = fs::read_dir(out_dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) =
+            name.strip_prefix(".checkpoint-").and_then(|rest| rest.rsplit_once(".tmp-")).map(|(_, pid)| pid)
+        else {
+            continue;
+        };
+        let alive = pid.parse::<u32>().is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            match fs::remove_dir_all(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(path = %entry.path().display(), "Removed an unfinished checkpoint of a process that is gone.")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %entry.path().display(), error = %e, "Cannot remove an unfinished checkpoint.")
+                }
+            }
+        }
     }
-    fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
-    point_link(out_dir, NEWEST, &name)?;
-    sync_dir(out_dir)?;
-    tracing::info!(step = state.step, path = %dest.display(), "Wrote checkpoint.");
-    Ok(dest)
 }
 
 /// Copies tokenizer and configuration files and the module folders named in `modules.json`.
