@@ -29,12 +29,14 @@ build: setup
 demo: build
 	scripts/demo.sh
 
-# Formatting (rustfmt.toml), lints (Cargo.toml [lints] plus clippy's defaults) and no import cycles between
-# modules or files (scripts/module_cycles.py), as CI checks them.
+# Formatting (rustfmt.toml), lints (Cargo.toml [lints] plus clippy's defaults), no import cycles between
+# modules or files (scripts/module_cycles.py) and deploy/ in line with the code (scripts/check_deploy.py),
+# as CI checks them.
 check: setup
 	$(CARGO) fmt --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	python3 scripts/module_cycles.py src crates/records/src crates/connectors/src
+	python3 scripts/check_deploy.py
 
 # Tests need the Python reference tools (parity fixtures are committed, but some tests call Python), the
 # llama.cpp server and a local Kafka broker, which is started for the run and stopped afterwards. Nothing

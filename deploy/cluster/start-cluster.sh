@@ -7,8 +7,11 @@
 # Process i (0-based line i of HOSTFILE) runs `fretflow run PIPELINE.toml -w THREADS -n N -p i -h HOSTFILE`.
 # Lines whose host is this machine (127.0.0.1, localhost, or `hostname`) start here in the background; the
 # other lines are started over ssh (same paths on every host), so the whole cluster comes up from one place.
-# All processes join one Kafka consumer group, which spreads the passage topic's partitions over all
-# N x THREADS workers. Logs and pids go to --logs (default deploy/cluster/logs).
+# Partitioning is static (the pipeline's `partitioning = "static"`, required): worker i of the N x THREADS
+# workers reads the passage topic's partitions p with p % (N x THREADS) == i; no consumer group spreads
+# them. Each process opens the pipeline's `cache` file and redb locks it to one process, so run one process
+# per machine (or filesystem), or several without `cache` (replays then call the LLM again).
+# Logs and pids go to --logs (default deploy/cluster/logs).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -23,7 +26,7 @@ while [[ $# -gt 0 ]]; do
     --bin) bin="$2"; shift 2 ;;
     --logs) logs="$2"; shift 2 ;;
     --stop) stop=1; shift ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) positional+=("$1"); shift ;;
   esac
 done
