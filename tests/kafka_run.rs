@@ -284,3 +284,129 @@ fn rerun_with_the_same_cache_answers_every_llm_request_from_it_with_the_local_mo
     assert!(second["llm_cache_hits"].as_u64().unwrap() >= first["llm_calls"].as_u64().unwrap(), "{second}");
     assert_eq!(live(&bootstrap, &names.output), want);
 }
+
+/// A free TCP port on the loopback interface (for a timely process).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Writes a cache-less copy of `names`'s pipeline (the instant labeler needs no cache, and redb locks a cache
+/// file to one process) and a loopback hostfile for two processes into `dir`.
+fn cluster_files(dir: &Path, bootstrap: &str, names: &Names, llm: &str) -> (PathBuf, PathBuf) {
+    let config = pipeline(dir, bootstrap, names, llm);
+    let text = std::fs::read_to_string(&config).unwrap().replace("cache = \"llm-cache.redb\"\n", "");
+    std::fs::write(&config, text).unwrap();
+    let hostfile = write(dir, "hostfile", &format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()));
+    (config, hostfile)
+}
+
+/// deploy/cluster/start-cluster.sh for `config` on `hostfile`, 1 worker per process, logs under `logs`,
+/// then `more` (script flags, `--` and `fretflow run` arguments).
+fn start_cluster(config: &Path, hostfile: &Path, logs: &Path, more: &[&str]) -> Command {
+    let mut command = Command::new(repo().join("deploy/cluster/start-cluster.sh"));
+    command
+        .args([config.to_str().unwrap(), hostfile.to_str().unwrap(), "-w", "1"])
+        .args(["--bin", env!("CARGO_BIN_EXE_fretflow"), "--logs", logs.to_str().unwrap()])
+        .args(more);
+    command
+}
+
+fn cluster_logs(logs: &Path) -> String {
+    (0..2)
+        .map(|i| {
+            let log = std::fs::read_to_string(logs.join(format!("process-{i}.log"))).unwrap_or_default();
+            format!("--- process {i}\n{log}")
+        })
+        .collect()
+}
+
+/// The one-process reference: the live FRet set of a 2-worker run over `input` to its end.
+fn one_process_reference(bootstrap: &str, input: &str) -> BTreeMap<String, Value> {
+    let one = Names::new(input);
+    let dir = tempfile::tempdir().unwrap();
+    run_to_end(&pipeline(dir.path(), bootstrap, &one, INSTANT));
+    live(bootstrap, &one.output)
+}
+
+#[test]
+fn two_processes_on_loopback_end_with_the_same_fret_topic_as_one() {
+    let Some(bootstrap) = broker() else { return };
+    let input = unique("passages");
+    create_topic(&bootstrap, &input, 4);
+    produce(&bootstrap, &input, &corpus(120));
+    let want = one_process_reference(&bootstrap, &input);
+    assert_eq!(want.len(), 120);
+
+    let two = Names::new(&input);
+    let dir = tempfile::tempdir().unwrap();
+    let (config, hostfile) = cluster_files(dir.path(), &bootstrap, &two, INSTANT);
+    let logs = dir.path().join("logs");
+    let status = start_cluster(&config, &hostfile, &logs, &["--wait", "--", "--idle-exit", "3", "--no-progress"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "the cluster failed:\n{}", cluster_logs(&logs));
+    let got = live(&bootstrap, &two.output);
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "keys differ from one process's");
+    assert_eq!(got, want, "two processes end with one process's examples");
+    assert_eq!(committed(&bootstrap, &two.group, &input, 4), ends(&bootstrap, &input, 4));
+}
+
+#[test]
+fn sigkill_of_one_cluster_process_then_a_restart_of_both_loses_no_key() {
+    let Some(bootstrap) = broker() else { return };
+    let input = unique("passages");
+    create_topic(&bootstrap, &input, 4);
+    let passages = corpus(120);
+    produce(&bootstrap, &input, &passages[..60]);
+
+    // A slow cluster (300 ms per LLM batch): the first 60 passages go through, then the other 60 arrive
+    // and process 1 is killed with SIGKILL while they are in flight.
+    let two = Names::new(&input);
+    let dir = tempfile::tempdir().unwrap();
+    let (config, hostfile) = cluster_files(dir.path(), &bootstrap, &two, &format!("{INSTANT}\nlatency_ms = 300"));
+    let logs = dir.path().join("logs");
+    let started = start_cluster(&config, &hostfile, &logs, &["--", "--no-progress"]).status().unwrap();
+    assert!(started.success());
+    let pid = |i: usize| std::fs::read_to_string(logs.join(format!("process-{i}.pid"))).unwrap().trim().to_owned();
+    // Running (a zombie is dead: the processes are the script's orphans, reaped by whoever is init here).
+    let alive = |pid: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+    };
+    let (pid0, pid1) = (pid(0), pid(1));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !(topic_exists(&bootstrap, &two.output) && live(&bootstrap, &two.output).len() == 60) {
+        assert!(Instant::now() < deadline, "the first 60 examples were not out within 90 s:\n{}", cluster_logs(&logs));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    produce(&bootstrap, &input, &passages[60..]);
+    std::thread::sleep(Duration::from_millis(300)); // less than one LLM batch: the second wave is in flight
+    assert!(Command::new("kill").args(["-9", &pid1]).status().unwrap().success());
+    let partial = live(&bootstrap, &two.output).len();
+    assert!((60..120).contains(&partial), "killed mid-run: {partial} of 120 examples were out");
+    // Process 0 loses its peer: it stops on its own, or is killed as an operator would.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while alive(&pid0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if alive(&pid0) {
+        let _ = Command::new("kill").args(["-9", &pid0]).status();
+    }
+    while alive(&pid0) || alive(&pid1) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Restart both (instant LLM): the replay rebuilds the state and the topic ends where one process ends.
+    // (new ports: the killed processes' may still be in TIME_WAIT)
+    let (config, hostfile) = cluster_files(dir.path(), &bootstrap, &two, INSTANT);
+    let status = start_cluster(&config, &hostfile, &logs, &["--wait", "--", "--idle-exit", "3", "--no-progress"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "the restarted cluster failed:\n{}", cluster_logs(&logs));
+    let got = live(&bootstrap, &two.output);
+    let want = one_process_reference(&bootstrap, &input);
+    assert_eq!(want.len(), 120);
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "keys lost or added by the crash");
+    assert_eq!(got, want, "the restarted cluster ends with one process's examples");
+    assert_eq!(committed(&bootstrap, &two.group, &input, 4), ends(&bootstrap, &input, 4));
+}
