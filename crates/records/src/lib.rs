@@ -18,9 +18,13 @@
 //! `seed_id`, `negatives`, `ranking`, `provenance`, a change's `time`), and strict everywhere else: an
 //! unknown field of a change record, a wrong type or a missing required field is an error naming it.
 //!
-//! The FRet Parquet files carry the same example in columns: `query_id`, `task`, `query`, `seed_id`,
-//! `positive_id`, `positive_title`, `positive_text`, `negative_ids` (list), `negative_texts` (list),
-//! `ranking` and `provenance` (each its JSON text), and for the change file `op` and `time` first.
+//! The FRet Parquet files carry the same example in columns: the snapshot `key`, the change file `op`,
+//! `key` and `time`; then `task`, `query`, `seed_id`, `positive_id`, `positive_title`, `positive_text`,
+//! `negative_ids` (list), `negative_texts` (list), `example` (the whole example as JSON, what fretflow
+//! reads back); then the columns a sentence-transformers trainer takes, as fretflow's trainer encodes
+//! them: `anchor` ([`Example::query_text`]), `positive` and `negative` (the first hard negative, null
+//! without one) as [`Passage::embedding_text`], `negatives` (list); and `generator`, `judge` (backend:model)
+//! and `embedder`. A retraction's example columns are null.
 #![warn(missing_docs)]
 
 use serde::{Deserialize, Serialize};

@@ -82,55 +82,84 @@ impl ChangeSink for JsonlChanges {
     }
 }
 
-/// Columns describing an example, shared by change and snapshot files; null for a retraction.
+/// Columns describing an example, shared by change and snapshot files; null for a retraction. After the
+/// example's own fields and its whole JSON (`example`), the columns a sentence-transformers trainer takes,
+/// as fretflow's trainer encodes them: `anchor` (`task: {task} | query: {query}`), `positive` and
+/// `negative` (the first hard negative, null without one) as `title text`, `negatives` (all of them), and
+/// the provenance: `generator`, `judge` (backend:model) and `embedder`. `datasets.load_dataset("parquet")`
+/// reads them (tests/fixtures/fret/check_datasets.py).
 fn example_fields() -> Vec<Field> {
     let list = || DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)));
+    let text = |name: &str| Field::new(name, DataType::Utf8, true);
     vec![
-        Field::new("task", DataType::Utf8, true),
-        Field::new("query", DataType::Utf8, true),
-        Field::new("seed_id", DataType::Utf8, true),
-        Field::new("positive_id", DataType::Utf8, true),
-        Field::new("positive_title", DataType::Utf8, true),
-        Field::new("positive_text", DataType::Utf8, true),
+        text("task"),
+        text("query"),
+        text("seed_id"),
+        text("positive_id"),
+        text("positive_title"),
+        text("positive_text"),
         Field::new("negative_ids", list(), true),
         Field::new("negative_texts", list(), true),
-        Field::new("example", DataType::Utf8, true),
+        text("example"),
+        text("anchor"),
+        text("positive"),
+        text("negative"),
+        Field::new("negatives", list(), true),
+        text("generator"),
+        text("judge"),
+        text("embedder"),
     ]
 }
 
-/// Builds the example columns of `rows`.
+/// Builds the example columns of `rows`, in the order of [`example_fields`].
 fn example_columns<'a>(rows: impl Iterator<Item = Option<&'a Example>>) -> Result<Vec<ArrayRef>, SinkError> {
-    let mut strings: Vec<StringBuilder> = (0..6).map(|_| StringBuilder::new()).collect();
+    // The string columns before the lists; `example` and the trainer's columns after them.
+    let mut head: Vec<StringBuilder> = (0..6).map(|_| StringBuilder::new()).collect();
+    let mut tail: Vec<StringBuilder> = (0..4).map(|_| StringBuilder::new()).collect();
+    let mut provenance: Vec<StringBuilder> = (0..3).map(|_| StringBuilder::new()).collect();
     let mut negative_ids = ListBuilder::new(StringBuilder::new());
     let mut negative_texts = ListBuilder::new(StringBuilder::new());
-    let mut json = StringBuilder::new();
+    let mut negatives = ListBuilder::new(StringBuilder::new());
     for row in rows {
         match row {
             Some(e) => {
                 let values = [&e.task, &e.query, &e.seed_id, &e.positive.id, &e.positive.title, &e.positive.text];
-                for (builder, value) in strings.iter_mut().zip(values) {
+                for (builder, value) in head.iter_mut().zip(values) {
                     builder.append_value(value);
                 }
                 for n in &e.negatives {
                     negative_ids.values().append_value(&n.id);
                     negative_texts.values().append_value(&n.text);
+                    negatives.values().append_value(n.embedding_text());
                 }
                 negative_ids.append(true);
                 negative_texts.append(true);
-                json.append_value(serde_json::to_string(e).map_err(|e| format!("cannot encode an example: {e}"))?);
+                negatives.append(true);
+                let json = serde_json::to_string(e).map_err(|e| format!("cannot encode an example: {e}"))?;
+                tail[0].append_value(json);
+                tail[1].append_value(e.query_text());
+                tail[2].append_value(e.positive.embedding_text());
+                tail[3].append_option(e.negatives.first().map(|n| n.embedding_text()));
+                let p = &e.provenance;
+                for (builder, value) in provenance.iter_mut().zip([&p.generator.model, &p.judge.model, &p.embedder]) {
+                    builder.append_value(value);
+                }
             }
             None => {
-                strings.iter_mut().for_each(|b| b.append_null());
+                head.iter_mut().chain(tail.iter_mut()).chain(provenance.iter_mut()).for_each(|b| b.append_null());
                 negative_ids.append(false);
                 negative_texts.append(false);
-                json.append_null();
+                negatives.append(false);
             }
         }
     }
-    let mut columns: Vec<ArrayRef> = strings.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef).collect();
+    let strings = |builders: Vec<StringBuilder>| builders.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let mut columns: Vec<ArrayRef> = strings(head).collect();
     columns.push(Arc::new(negative_ids.finish()));
     columns.push(Arc::new(negative_texts.finish()));
-    columns.push(Arc::new(json.finish()));
+    columns.extend(strings(tail));
+    columns.push(Arc::new(negatives.finish()));
+    columns.extend(strings(provenance));
     Ok(columns)
 }
 
@@ -140,8 +169,8 @@ fn parquet_writer(path: &Path, file: File, schema: SchemaRef) -> Result<ArrowWri
 }
 
 /// Format: the change stream as Parquet: `op`, `key`, `time`, then the example columns (`task`, `query`,
-/// `seed_id`, `positive_*`, `negative_ids`, `negative_texts`, and the whole `example` as JSON), null
-/// for retractions.
+/// `seed_id`, `positive_*`, `negative_ids`, `negative_texts`, the whole `example` as JSON, and the trainer's
+/// and provenance columns of `example_fields`), null for retractions.
 pub struct ParquetChanges {
     path: PathBuf,
     schema: SchemaRef,
