@@ -469,4 +469,43 @@ async fn a_real_llama_cpp_python_server_generates_scores_and_labels() {
         .await;
     let probs = &labels[0].as_ref().unwrap().probs;
     assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{probs:?}");
+
+    // The pipeline on this server, as a user runs it: `fretflow run` with `[llm] backend = "remote"` on six
+    // passages of the sample, the base URL coming from FRETFLOW_LLM_URL (the file names a dead port).
+    // Candidates are ranked by RC alone (`ql = "unsupported"`, see above).
+    let dir = tempfile::tempdir().unwrap();
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample/passages.jsonl");
+    let six: String = std::fs::read_to_string(sample).unwrap().lines().take(6).map(|l| format!("{l}\n")).collect();
+    std::fs::write(dir.path().join("passages.jsonl"), six).unwrap();
+    let pipeline = "[source]\npath = \"passages.jsonl\"\n\
+        [llm]\nbackend = \"remote\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"smollm2\"\nql = \"unsupported\"\n\
+        timeout_secs = 120.0\n[embedder]\nmodel = \"all-MiniLM-L6-v2\"\ndevice = \"cpu\"\n\
+        [fret]\nneighbours = 2\nweights = { ql = 0.0, rc = 1.0 }\n[limits]\nmin_words = 1\n\
+        [sinks]\nsnapshot = [\"out/fret.jsonl\"]\ndead_letters = \"out/dead-letters.jsonl\"\nsummary = \"out/summary.json\"\n";
+    std::fs::write(dir.path().join("p.toml"), pipeline).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_fretflow"))
+        .args(["run", "p.toml", "--no-progress"])
+        .current_dir(dir.path())
+        .env("FRETFLOW_LLM_URL", &base)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "fretflow run on the remote backend failed: {stderr}");
+    let examples: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("out/fret.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let dead = std::fs::read_to_string(dir.path().join("out/dead-letters.jsonl")).unwrap_or_default();
+    assert!(!examples.is_empty(), "no example from six passages; dead letters:\n{dead}");
+    assert!(examples.len() + dead.lines().count() >= 6, "a passage went missing: {dead}");
+    for example in &examples {
+        let provenance = &example["provenance"];
+        assert!(provenance["generator"]["model"].as_str().unwrap().starts_with("remote:"), "{provenance}");
+        assert!(provenance["judge"]["model"].as_str().unwrap().starts_with("remote:"), "{provenance}");
+        assert!(example["ranking"].as_array().unwrap().iter().all(|c| c["rc"].as_f64().is_some()), "{example}");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("out/summary.json")).unwrap()).unwrap();
+    assert!(summary["llm_calls"].as_u64().unwrap() > 0, "{summary}");
 }
