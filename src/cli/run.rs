@@ -8,6 +8,7 @@ use crate::dataflow::params::DuplicateAction;
 use crate::dataflow::progress::Snapshot;
 use crate::pipeline::config::{Input, PipelineConfig};
 use crate::pipeline::driver::ProgressHook;
+use crate::pipeline::metrics::MetricsEndpoint;
 use crate::pipeline::{self, write_summary, InputDoneHook, RunOptions};
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -45,6 +46,10 @@ pub struct RunArgs {
     /// No progress bars (also off when stderr is not a terminal).
     #[arg(long)]
     pub no_progress: bool,
+    /// Serve the run's counters for Prometheus at `http://ADDR/metrics` (e.g. 127.0.0.1:9184; port 0
+    /// picks a free one, printed at start), refreshed about four times a second.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     pub help: Option<bool>,
@@ -83,7 +88,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         s => s.map(Duration::from_secs_f64),
     };
     let bars = (!args.no_progress && std::io::stderr().is_terminal()).then(Bars::new);
-    let progress: Option<ProgressHook> = bars.map(|mut b| Box::new(move |s: &Snapshot| b.update(s)) as ProgressHook);
+    let mut progress: Option<ProgressHook> =
+        bars.map(|mut b| Box::new(move |s: &Snapshot| b.update(s)) as ProgressHook);
+    if let Some(addr) = &args.metrics {
+        let endpoint = MetricsEndpoint::serve(addr)?;
+        println!("metrics: http://{}/metrics", endpoint.local_addr());
+        progress = Some(endpoint.hook(progress));
+    }
     // With `[train] after_input` the run's summary comes when the input has ended, before training.
     let after_input = config.train.as_ref().is_some_and(|t| t.after_input) && args.process == 0;
     let on_input_done = after_input.then(|| {

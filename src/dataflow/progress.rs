@@ -111,7 +111,7 @@ pub struct Metrics {
 
 /// A point-in-time copy of the metrics, with the labeler's counters; what the summary prints and
 /// writes as JSON.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Snapshot {
     /// Wall time since the run started, seconds.
     pub elapsed_s: f64,

@@ -14,6 +14,7 @@ pub mod config;
 pub mod driver;
 pub mod file;
 pub mod kafka;
+pub mod metrics;
 pub mod resources;
 
 use crate::dataflow::progress::Snapshot;
@@ -107,7 +108,7 @@ pub fn run(config: &PipelineConfig, options: RunOptions) -> anyhow::Result<RunOu
         }
         (Input::Kafka { connection, source, sink }, _) => {
             let options = FretRunOptions { idle_exit, progress };
-            let snapshot = run_fret(config, &connection, source, sink, timely, options)?;
+            let snapshot = run_fret(config, connection, source, sink, timely, options)?;
             Ok(RunOutcome { snapshot: finished(snapshot), trained: None })
         }
     }
