@@ -1,16 +1,27 @@
 #!/usr/bin/env bash
 # Fetches the Kafka broker's jars from Maven Central into deploy/kafka/libs (see pom.xml).
 # Idempotent: does nothing when libs/ already holds the jars of the pom's Kafka version.
-# Needs: java (17+), mvn.
+# Needs java (17+; the broker runs on it) and mvn: on Debian/Ubuntu as root they are installed from the
+# distribution when missing (openjdk-17-jre-headless, maven), so a fresh Debian 12 needs nothing by hand.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/pom.xml")"
+missing=()
+command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || missing+=(maven)
+if (( ${#missing[@]} )); then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    echo "fetch.sh: installing ${missing[*]} from the distribution ..." >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "fetch.sh: ${missing[*]} missing; install them (apt-get install ${missing[*]}) and rerun" >&2
+    exit 1
+  fi
+fi
 if [[ -f "$here/libs/kafka_2.13-$version.jar" && -f "$here/libs/kafka-tools-$version.jar" ]]; then
   exit 0
 fi
-for tool in java mvn; do
-  command -v "$tool" >/dev/null || { echo "fetch.sh: '$tool' is not installed (apt-get install openjdk-17-jre-headless maven)" >&2; exit 1; }
-done
 echo "fetch.sh: fetching Apache Kafka $version jars from Maven Central into $here/libs ..." >&2
 start=$(date +%s)
 rm -rf "$here/libs.tmp"
