@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/debug/fretflow
 
-.PHONY: all setup setup-kafka setup-llama-server setup-model build check demo test test-rust kafka-up kafka-down bench bench-deps clean
+.PHONY: all setup setup-kafka setup-llama-server setup-model build check demo test test-rust fuzz kafka-up kafka-down bench bench-deps clean
 
 all: build
 
@@ -57,6 +57,10 @@ kafka-down:
 
 # Benchmarks print ratios against the named peers on this machine (see docs/RESULTS.md, "Benchmarks").
 bench-deps: setup-llama-server
+
+# Each fuzz target of tests/fuzz_decoders.rs for FUZZ_SECONDS (default 600), in rounds of fresh random cases.
+fuzz: setup
+	scripts/fuzz.sh
 
 bench: build
 	scripts/bench.sh

@@ -161,7 +161,9 @@ fn damaged_gguf_headers_never_panic() {
     // The header and tensor table come first; 4 MiB holds them for SmolLM2 (its vocabulary included).
     let head = bytes[..bytes.len().min(4 << 20)].to_vec();
     assert!(GgufFile::from_bytes(Path::new("head.gguf"), head.clone()).is_ok(), "the intact header parses");
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 64, ..config() });
+    // 64 cases in `make test` (each parses 4 MiB); `make fuzz` sets PROPTEST_CASES.
+    let cases = if std::env::var_os("PROPTEST_CASES").is_some() { config().cases } else { 64 };
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases, ..config() });
     runner
         .run(&damaged(head), |damaged| {
             let read = timed("gguf", || GgufFile::from_bytes(Path::new("head.gguf"), damaged));
