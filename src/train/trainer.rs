@@ -325,6 +325,13 @@ impl Trainer {
             }),
         };
         let path = write_checkpoint(&self.config.out_dir, &self.encoder, &self.optimizer, &state)?;
+        self.record_checkpoint(path, &state)
+    }
+
+    /// What follows a checkpoint's write: evaluation, the promotion gate, the model card, the manifest,
+    /// listeners, retention, the plot.
+    fn record_checkpoint(&mut self, path: PathBuf, state: &TrainerState) -> Result<CheckpointEvent, TrainError> {
+        let mean_loss = state.mean_loss;
         let metrics = self.evaluate(&path)?;
         let Decision { promoted, reason } = self.decide(&metrics)?;
         let event = CheckpointEvent {
@@ -338,7 +345,7 @@ impl Trainer {
             promotion: reason,
             baseline: false,
         };
-        self.write_model_card(&state, &event)?;
+        self.write_model_card(state, &event)?;
         self.publish(&event)?;
         if promoted && self.gate_active() {
             self.promoted = Some(Promoted::from_event(&event));
@@ -485,12 +492,26 @@ impl Trainer {
         by_steps || by_time
     }
 
+    /// A trainer killed between writing a checkpoint (moving `newest`) and recording it left a checkpoint
+    /// the manifest does not list: the resumed run evaluates, gates and records it before training on, so
+    /// every checkpoint is listed once and `latest` can still move to it.
+    fn record_interrupted_checkpoint(&mut self) -> Result<(), TrainError> {
+        if self.step == 0 || read_manifest(&self.config.out_dir)?.iter().any(|e| e.step == self.step && !e.baseline) {
+            return Ok(());
+        }
+        let dir = self.config.out_dir.join(checkpoint_name(self.step));
+        let state = read_state(&dir)?;
+        tracing::warn!(step = self.step, checkpoint = %dir.display(), "Recording a checkpoint an interrupted run wrote but did not record.");
+        self.record_checkpoint(dir, &state).map(|_| ())
+    }
+
     /// Trains from `source` until `max_steps` (or, without it, one pass over a finite source) or until the
     /// [`Self::stop_when`] flag is set, then writes a final checkpoint if the last step has none.
     pub fn run(&mut self, source: &mut dyn ChangeSource) -> Result<RunSummary, TrainError> {
         self.source = source.describe();
         let start_step = self.step;
         self.evaluate_base()?;
+        self.record_interrupted_checkpoint()?;
         let mut limit = self.config.max_steps;
         let mut last_log = Instant::now();
         let (mut examples, mut timed_examples, mut timed) = (0u64, 0u64, Duration::ZERO);
