@@ -496,11 +496,14 @@ impl Trainer {
     /// the manifest does not list: the resumed run evaluates, gates and records it before training on, so
     /// every checkpoint is listed once and `latest` can still move to it.
     fn record_interrupted_checkpoint(&mut self) -> Result<(), TrainError> {
-        if self.step == 0 || read_manifest(&self.config.out_dir)?.iter().any(|e| e.step == self.step && !e.baseline) {
+        // Only the checkpoint this trainer resumed from, at its step (not a trainer stepped by hand).
+        let Some(dir) = link_target(&self.config.out_dir, NEWEST) else { return Ok(()) };
+        let state = read_state(&dir)?;
+        if state.step != self.step
+            || read_manifest(&self.config.out_dir)?.iter().any(|e| e.step == self.step && !e.baseline)
+        {
             return Ok(());
         }
-        let dir = self.config.out_dir.join(checkpoint_name(self.step));
-        let state = read_state(&dir)?;
         tracing::warn!(step = self.step, checkpoint = %dir.display(), "Recording a checkpoint an interrupted run wrote but did not record.");
         self.record_checkpoint(dir, &state).map(|_| ())
     }
