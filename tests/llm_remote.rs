@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+mod llama_support;
 mod prereq;
 
 fn config(server: &MockServer) -> RemoteConfig {
@@ -366,69 +367,16 @@ fn a_missing_key_variable_and_unknown_fields_are_config_errors_naming_them() {
     assert_eq!(c.api_base(), "http://localhost:8000/v1", "a bare host gets /v1");
 }
 
-/// Kills the server when the test ends, however it ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A real OpenAI-compatible server: llama-cpp-python's on the packaged SmolLM2 GGUF (`make test` installs
-/// it: `scripts/setup.sh llama-server`, a source build of llama.cpp). When `llama_cpp.server` is not
-/// importable in the project's `.venv` the test is recorded as skipped, or fails under CI (see `prereq`).
+/// it: `scripts/setup.sh llama-server`, a source build of llama.cpp; started by `llama_support`). When
+/// `llama_cpp.server` is not importable in the project's `.venv` the test is recorded as skipped, or fails
+/// under CI (see `prereq`).
 #[tokio::test]
 async fn a_real_llama_cpp_python_server_generates_scores_and_labels() {
-    use std::process::{Command, Stdio};
-    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    let importable = Command::new(&python)
-        .args(["-c", "import llama_cpp.server.app, uvicorn"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !importable {
-        prereq::missing(&format!(
-            "`import llama_cpp.server.app, uvicorn` fails in {}; `make test` installs it (scripts/setup.sh \
-             llama-server)",
-            python.display()
-        ));
-        return;
-    }
-    let model = match fretflow::assets::resolve_model("SmolLM2-135M-Instruct") {
-        Ok(path) => path,
-        Err(e) => {
-            prereq::missing(&e.to_string());
-            return;
-        }
-    };
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    use std::process::Command;
     let log = tempfile::NamedTempFile::new().unwrap();
-    let child = Command::new(&python)
-        .args(["-m", "llama_cpp.server", "--host", "127.0.0.1", "--port", &port.to_string(), "--n_ctx", "2048"])
-        .arg("--model")
-        .arg(&model)
-        .stdout(Stdio::null())
-        .stderr(log.reopen().unwrap())
-        .spawn()
-        .expect("start llama_cpp.server");
-    let mut server = KillOnDrop(child);
-    let base = format!("http://127.0.0.1:{port}/v1");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if reqwest::get(format!("{base}/models")).await.is_ok_and(|r| r.status().is_success()) {
-            break;
-        }
-        if let Ok(Some(status)) = server.0.try_wait() {
-            panic!(
-                "llama_cpp.server exited with {status}: {}",
-                std::fs::read_to_string(log.path()).unwrap_or_default()
-            );
-        }
-        assert!(Instant::now() < deadline, "llama_cpp.server did not start in 120 s");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let Some(server) = llama_support::LlamaServer::start(log.path()) else { return };
+    let base = server.base.clone();
 
     let mut c = RemoteConfig::new(&base, "smollm2");
     c.timeout_secs = 120.0;
