@@ -21,6 +21,17 @@ fn dataset(root: &Path, corpus: &str, queries: &str, qrels: &str) -> PathBuf {
 }
 
 /// Runs `fretflow eval --device cpu <args>` in `cwd`.
+/// `../shared/data/NAME`, the shared evaluation data next to the repository; `None` after recording the
+/// skip (see `prereq`) when it is not there.
+fn shared_dataset(name: &str) -> Option<PathBuf> {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(name);
+    if !data.is_dir() {
+        prereq::missing(&format!("{} is not here (the shared evaluation data)", data.display()));
+        return None;
+    }
+    Some(data)
+}
+
 fn eval(cwd: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fretflow"))
         .arg("eval")
@@ -104,11 +115,7 @@ const CRANFIELD_NDCG_AT_10: f64 = 0.3817;
 
 #[test]
 fn cranfield_ndcg_matches_the_reference_pipeline() {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cranfield");
-    if !data.is_dir() {
-        prereq::missing(&format!("{} is not here (the shared evaluation data)", data.display()));
-        return;
-    }
+    let Some(data) = shared_dataset("cranfield") else { return };
     let tmp = tempfile::tempdir().unwrap();
     let report_path = tmp.path().join("report.json");
     let out = eval(
@@ -139,11 +146,7 @@ fn cranfield_ndcg_matches_the_reference_pipeline() {
 /// tests/fixtures/metrics/make_truncate_fixture.py), texts encoded once, one report per dimension.
 #[test]
 fn truncated_dimensions_match_sentence_transformers_truncate_dim() {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/adi");
-    if !data.is_dir() {
-        prereq::missing(&format!("{} is not here (the shared evaluation data)", data.display()));
-        return;
-    }
+    let Some(data) = shared_dataset("adi") else { return };
     let fixture: serde_json::Value =
         serde_json::from_str(include_str!("fixtures/metrics/truncate_fixture.json")).unwrap();
     let tmp = tempfile::tempdir().unwrap();
