@@ -56,7 +56,9 @@ kafka-down:
 	deploy/kafka/stop.sh
 
 # Benchmarks print ratios against the named peers on this machine (see docs/RESULTS.md, "Benchmarks").
+# faiss-cpu is the retrieval peer of scripts/bench_retrieve.py.
 bench-deps: setup-llama-server
+	.venv/bin/python -m pip install --quiet --progress-bar off faiss-cpu==1.15.1
 
 # Each fuzz target of tests/fuzz_decoders.rs for FUZZ_SECONDS (default 600), in rounds of fresh random cases.
 fuzz: setup

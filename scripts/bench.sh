@@ -8,13 +8,14 @@
 #   dataflow  fretflow run with an instant LLM: passages/s, share outside LLM   target <= 5% overhead
 #   kafka     topic -> topic pass-through vs Kafka's ConsumerPerformance
 #   train     fretflow train vs sentence-transformers MNRL                       target >= 1.2x
+#   retrieve  sharded top-N retrieval at 1/2/4 workers; vs faiss IndexFlatIP      target >= 0.8x
 #
-#   scripts/bench.sh [encode llm dataflow kafka train]    # default: all
+#   scripts/bench.sh [encode llm dataflow kafka train retrieve]    # default: all
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 which=("$@")
-[[ ${#which[@]} -gt 0 ]] || which=(encode llm dataflow kafka train)
+[[ ${#which[@]} -gt 0 ]] || which=(encode llm dataflow kafka train retrieve)
 for bench in "${which[@]}"; do
   echo "==== $bench ($(date -u +%H:%M:%S), load average $(cut -d' ' -f1-3 /proc/loadavg))"
   case "$bench" in
@@ -23,6 +24,7 @@ for bench in "${which[@]}"; do
     dataflow) scripts/bench_dataflow.sh ;;
     kafka) scripts/bench_kafka.sh ;;
     train) $PY scripts/bench_train.py ;;
-    *) echo "bench.sh: unknown benchmark '$bench' (encode llm dataflow kafka train)" >&2; exit 2 ;;
+    retrieve) cargo build --quiet --example bench_retrieve && $PY scripts/bench_retrieve.py ;;
+    *) echo "bench.sh: unknown benchmark '$bench' (encode llm dataflow kafka train retrieve)" >&2; exit 2 ;;
   esac
 done

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! source records ─► source::Upsert ─► passages (id → current version)
-//!   passages ─► embed::EmbedPassages ─────────────────────────────┐ (broadcast index)
+//!   passages ─► embed::EmbedPassages ─────────────────────────────┐ (index sharded by id)
 //!   passages ─► generate::GenerateQueries ─► embed::EmbedQueries ─► dedup::DedupQueries
 //!            ─► retrieve::RetrieveTopN ─► judge::JudgeCandidates ─► fuse::FuseRankings
 //!            ─► examples (key = query id)

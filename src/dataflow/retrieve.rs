@@ -1,17 +1,23 @@
 //! The retrieval stage: each query's top-N passages by cosine, maintained incrementally in both
-//! directions.
+//! directions, over an index sharded across the timely workers.
 //!
-//! - Passage vectors are broadcast, so every worker holds the whole index; queries are exchanged by id.
-//! - A new query scans the index for its top N.
-//! - A new passage is scored against every existing query and enters a query's top N when it beats the
-//!   current N-th (or the list is short); the passage it pushes out is retracted.
-//! - A deleted passage leaves every top N it was in; those queries rescan the index to refill.
-//! - A deleted query retracts its whole top N.
+//! - Passages are exchanged by id: each worker indexes only the passages it owns (memory per worker is
+//!   about the corpus over the workers). Query vectors are broadcast: every worker keeps each live query
+//!   and its top N among its own passages (the query's local top N).
+//! - A new query scans each shard for its local top N.
+//! - A new passage is scored, on its shard, against every existing query and enters a query's local top N
+//!   when it beats the current N-th (or the list is short); the passage it pushes out is retracted.
+//! - A deleted passage leaves every local top N it was in; those queries rescan the shard to refill.
+//! - A deleted query retracts its whole local top N.
+//! - The global top N of a query is the best N of its local tops: a differential `reduce` keyed by query
+//!   over the shards' (query, passage, cosine) updates, so a passage that leaves a shard's local top N (by
+//!   deletion, change or a better passage) leaves the global one, and the next best takes its place. With
+//!   one worker the local top N is the global one and the merge is left out.
 //!
 //! Updates of one time are applied once both input frontiers have passed that time, so the output at
 //! each time is exactly the top N over the index and queries at that time. Ties in cosine are broken by
 //! passage (id first), and every score comes from the same [`Vector::dot`], so the result does not depend
-//! on the number of workers or the order of arrival.
+//! on the number of workers, on which shard owns a passage, or on the order of arrival.
 use super::generate::Query;
 use super::progress::SharedMetrics;
 use super::{Diff, Time};
@@ -23,6 +29,7 @@ use differential_dataflow::{AsCollection, Hashable, VecCollection};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
@@ -73,18 +80,22 @@ impl<'scope> RetrieveTopN<'scope> for VecCollection<'scope, Time, (Query, Vector
         metrics: SharedMetrics,
     ) -> VecCollection<'scope, Time, Candidate, Diff> {
         let n = n.max(1);
-        let passages = passages.inner.broadcast();
-        self.inner
+        let shards = self.inner.scope().peers();
+        let shard_metrics = Arc::clone(&metrics);
+        let local = self
+            .inner
+            .broadcast()
             .binary_frontier(
-                passages,
-                Exchange::new(|u: &((Query, Vector), Time, Diff)| (u.0).0.id.hashed()),
+                passages.inner,
                 Pipeline,
-                "RetrieveTopN",
+                Exchange::new(|u: &((Passage, Vector), Time, Diff)| (u.0).0.id.hashed()),
+                "RetrieveLocalTopN",
                 move |_cap, _info| {
                     let mut index = Index::default();
                     let mut queries: HashMap<Query, QueryState> = HashMap::new();
                     type Pending = (Vec<((Query, Vector), Diff)>, Vec<((Passage, Vector), Diff)>);
                     let mut pending: BTreeMap<Time, (Capability<Time>, Pending)> = BTreeMap::new();
+                    let metrics = shard_metrics;
                     move |(query_input, query_frontier), (passage_input, passage_frontier), output| {
                         query_input.for_each(|cap, data| {
                             for (q, t, r) in data.drain(..) {
@@ -115,7 +126,20 @@ impl<'scope> RetrieveTopN<'scope> for VecCollection<'scope, Time, (Query, Vector
                     }
                 },
             )
-            .as_collection()
+            .as_collection();
+        if shards == 1 {
+            return local;
+        }
+        local
+            .map(|c| (c.query, (c.cosine, c.passage)))
+            .reduce_named("MergeTopN", move |_query, input, output| {
+                let started = Instant::now();
+                let mut all: Vec<&(Score, Passage)> = input.iter().filter(|(_, r)| *r > 0).map(|(e, _)| *e).collect();
+                all.sort_by(|a, b| rank_order(a, b));
+                output.extend(all.into_iter().take(n).map(|e| (e.clone(), 1 as Diff)));
+                metrics.retrieve.add_operator_time(started.elapsed());
+            })
+            .map(|(query, (cosine, passage))| Candidate { query, passage, cosine })
     }
 }
 

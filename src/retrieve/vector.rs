@@ -80,6 +80,44 @@ unsafe fn dot_avx(a: &[f32], b: &[f32]) -> f32 {
     sum_lanes_and_tail(&lanes, a, b, chunks * 8)
 }
 
+/// Calls `each(i)`, in order, for every `i` with `values[i]` not below `cut` (`>= cut`, or NaN): the scan's
+/// preselection over a block of product scores, where nearly all are below.
+pub fn for_each_at_least(values: &[f32], cut: f32, mut each: impl FnMut(usize)) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU supports AVX (checked just above).
+        return unsafe { for_each_at_least_avx(values, cut, &mut each) };
+    }
+    for (i, v) in values.iter().enumerate() {
+        if v.partial_cmp(&cut) != Some(Ordering::Less) {
+            each(i);
+        }
+    }
+}
+
+/// [`for_each_at_least`] eight values at a time with AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn for_each_at_least_avx(values: &[f32], cut: f32, each: &mut dyn FnMut(usize)) {
+    use std::arch::x86_64::{_mm256_cmp_ps, _mm256_loadu_ps, _mm256_movemask_ps, _mm256_set1_ps, _CMP_NLT_UQ};
+    let chunks = values.len() / 8;
+    let cuts = _mm256_set1_ps(cut);
+    for c in 0..chunks {
+        // SAFETY: c * 8 + 8 <= chunks * 8 <= values.len().
+        let v = unsafe { _mm256_loadu_ps(values.as_ptr().add(c * 8)) };
+        let mut mask = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NLT_UQ>(v, cuts)) as u32;
+        while mask != 0 {
+            each(c * 8 + mask.trailing_zeros() as usize);
+            mask &= mask - 1;
+        }
+    }
+    for (i, v) in values.iter().enumerate().skip(chunks * 8) {
+        if v.partial_cmp(&cut) != Some(Ordering::Less) {
+            each(i);
+        }
+    }
+}
+
 impl PartialEq for Vector {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other) == Ordering::Equal
@@ -125,6 +163,19 @@ mod tests {
         assert!((a.dot(&a) - 1.0).abs() < 1e-6);
         let z = Vector::normalized(vec![0.0; 5]);
         assert_eq!(z.0, vec![0.0; 5]);
+    }
+
+    #[test]
+    fn the_values_at_least_a_cut_are_found_in_order_with_nans_and_tails() {
+        let mut values: Vec<f32> = (0..37).map(|i| ((i * 7) % 11) as f32).collect();
+        values[5] = f32::NAN;
+        values[33] = f32::NAN;
+        for cut in [f32::NEG_INFINITY, 0.0, 5.0, 9.5, 10.0, f32::INFINITY] {
+            let want: Vec<usize> = (0..values.len()).filter(|&i| values[i].is_nan() || values[i] >= cut).collect();
+            let mut got = Vec::new();
+            super::for_each_at_least(&values, cut, |i| got.push(i));
+            assert_eq!(got, want, "cut {cut}");
+        }
     }
 
     #[test]
