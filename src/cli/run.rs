@@ -90,10 +90,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let bars = (!args.no_progress && std::io::stderr().is_terminal()).then(Bars::new);
     let mut progress: Option<ProgressHook> =
         bars.map(|mut b| Box::new(move |s: &Snapshot| b.update(s)) as ProgressHook);
+    let mut train_gauges = None;
     if let Some(addr) = &args.metrics {
         let endpoint = MetricsEndpoint::serve(addr)?;
         println!("metrics: http://{}/metrics", endpoint.local_addr());
         progress = Some(endpoint.hook(progress));
+        train_gauges = Some(endpoint.train_gauges());
     }
     // With `[train] after_input` the run's summary comes when the input has ended, before training.
     let after_input = config.train.as_ref().is_some_and(|t| t.after_input) && args.process == 0;
@@ -113,6 +115,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         idle_exit,
         progress,
         on_input_done,
+        train_gauges,
     };
     let outcome = pipeline::run(&config, options).with_context(|| format!("pipeline {}", args.config.display()))?;
     // A run that returns has ended its input, so with after_input the summary is already out.

@@ -3,6 +3,7 @@
 //!
 //! Kafka connection settings resolve as in `fretflow kafka`: `--kafka-config` (a pipeline file's
 //! `[kafka]` table), then `FRETFLOW_KAFKA_*` environment variables, then `--bootstrap`.
+use crate::pipeline::metrics::MetricsEndpoint;
 use crate::train::kafka::{CheckpointPublisher, FretTopicSource, TopicStats};
 use crate::train::options::{summary_text, TrainOptions};
 use crate::train::source::FileSource;
@@ -19,6 +20,10 @@ pub struct TrainArgs {
     /// Model, loss, optimizer, checkpoints, evaluation, device.
     #[command(flatten)]
     pub options: TrainOptions,
+    /// Serve the trainer's step, loss, examples/s and checkpoint metrics for Prometheus at
+    /// `http://ADDR/metrics` (e.g. 127.0.0.1:9185; port 0 picks a free port, printed first).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
     /// Kafka: the FRet topic to read, and where checkpoint events go (listed last: their help heading
     /// applies to every argument after them).
     #[command(flatten)]
@@ -71,6 +76,11 @@ impl TrainKafkaArgs {
 /// Runs `fretflow train`.
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let mut trainer = args.options.trainer()?;
+    if let Some(addr) = &args.metrics {
+        let endpoint = MetricsEndpoint::serve(addr)?;
+        println!("metrics: http://{}/metrics", endpoint.local_addr());
+        trainer.report_to(endpoint.train_gauges());
+    }
     if let Some(topic) = &args.kafka.events_topic {
         let publisher = CheckpointPublisher::start(&args.kafka.connection()?, topic)
             .with_context(|| format!("cannot publish checkpoint events to Kafka topic '{topic}'"))?;

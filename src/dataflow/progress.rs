@@ -1,7 +1,8 @@
 //! Counters and clocks the stages update as they work, shared by all workers of a process; read by the
 //! progress bars and the end-of-run summary.
 use serde::Serialize;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,8 @@ pub struct StageMetrics {
     pub failures: AtomicU64,
     /// Wall time with at least one batch of this stage in flight.
     pub busy: BusyClock,
+    /// Batches in flight now.
+    pub in_flight: AtomicI64,
     /// CPU time spent inside the operator itself (synchronous stages), in nanoseconds.
     pub operator_nanos: AtomicU64,
 }
@@ -80,6 +83,13 @@ pub struct Metrics {
     pub passages_deleted: AtomicU64,
     /// Dead letters written.
     pub dead_letters: AtomicU64,
+    /// Dead letters written, by the stage that rejected them (`source`, `validate`, `embed`, ...).
+    pub dead_letters_by_stage: Mutex<BTreeMap<String, u64>>,
+    /// Live passages in this process's shards of the retrieval index.
+    pub index_passages: AtomicI64,
+    /// Live queries known to this process's retrieval workers (each worker keeps every query: this is
+    /// the number of queries times the process's workers).
+    pub index_queries: AtomicI64,
     /// Example changes written (upserts and retractions).
     pub example_changes: AtomicU64,
     /// Examples in the current set.
@@ -135,6 +145,14 @@ pub struct Snapshot {
     pub duplicate_queries: u64,
     /// Dead letters.
     pub dead_letters: u64,
+    /// Dead letters by the stage that rejected them.
+    pub dead_letters_by_stage: BTreeMap<String, u64>,
+    /// Live passages in this process's shards of the retrieval index.
+    pub index_passages: i64,
+    /// Live queries held by this process's retrieval workers (queries x workers).
+    pub index_queries: i64,
+    /// Batches in flight now, per model stage.
+    pub in_flight_batches: Vec<(String, i64)>,
     /// LLM requests answered by the model.
     pub llm_calls: u64,
     /// LLM requests answered from the cache.
@@ -146,6 +164,13 @@ pub struct Snapshot {
 }
 
 impl Metrics {
+    /// Counts one dead letter rejected by `stage`.
+    pub fn count_dead_letter(&self, stage: &str) {
+        self.dead_letters.fetch_add(1, Ordering::Relaxed);
+        let mut by_stage = self.dead_letters_by_stage.lock().unwrap_or_else(|e| e.into_inner());
+        *by_stage.entry(stage.to_string()).or_insert(0) += 1;
+    }
+
     /// Copies the counters; `llm_stats` are the labeler's (calls, cache hits).
     pub fn snapshot(&self, started: Instant, llm_stats: (u64, u64)) -> Snapshot {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -163,6 +188,14 @@ impl Metrics {
             positive_not_seed: load(&self.positive_not_seed),
             duplicate_queries: load(&self.duplicate_queries),
             dead_letters: load(&self.dead_letters),
+            dead_letters_by_stage: self.dead_letters_by_stage.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            index_passages: self.index_passages.load(Ordering::Relaxed),
+            index_queries: self.index_queries.load(Ordering::Relaxed),
+            in_flight_batches: vec![
+                ("generate".into(), self.generate.in_flight.load(Ordering::Relaxed)),
+                ("embed".into(), self.embed.in_flight.load(Ordering::Relaxed)),
+                ("judge".into(), self.judge.in_flight.load(Ordering::Relaxed)),
+            ],
             llm_calls: llm_stats.0,
             llm_cache_hits: llm_stats.1,
             llm_busy_share: if elapsed > 0.0 { self.llm_busy.busy().as_secs_f64() / elapsed } else { 0.0 },

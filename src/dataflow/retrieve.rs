@@ -29,6 +29,7 @@ use differential_dataflow::{AsCollection, Hashable, VecCollection};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
 use std::time::Instant;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -117,9 +118,12 @@ impl<'scope> RetrieveTopN<'scope> for VecCollection<'scope, Time, (Query, Vector
                             }
                             let (cap, (query_updates, passage_updates)) = entry.remove();
                             let mut changes: Vec<(Candidate, Time, Diff)> = Vec::new();
+                            let sizes = (index.len() as i64, queries.len() as i64);
                             apply_time(&mut index, &mut queries, query_updates, passage_updates, n, |c, r| {
                                 changes.push((c, t, r))
                             });
+                            metrics.index_passages.fetch_add(index.len() as i64 - sizes.0, AtomicOrdering::Relaxed);
+                            metrics.index_queries.fetch_add(queries.len() as i64 - sizes.1, AtomicOrdering::Relaxed);
                             output.session(&cap).give_iterator(changes.into_iter());
                         }
                         metrics.retrieve.add_operator_time(started.elapsed());

@@ -140,8 +140,8 @@ impl<'scope> SinkDeadLetters<'scope> for Stream<'scope, Time, Vec<DeadLetter>> {
         self.sink(Exchange::new(|_: &DeadLetter| 0), "SinkDeadLetters", move |(input, _frontier)| {
             let mut wrote = false;
             input.for_each(|_cap, data| {
-                metrics.dead_letters.fetch_add(data.len() as u64, Ordering::Relaxed);
                 for letter in data.iter() {
+                    metrics.count_dead_letter(letter.stage.as_str());
                     tracing::warn!(stage = ?letter.stage, input = %letter.input, reason = %letter.reason, "Dead letter.");
                 }
                 if let Some(s) = sink.as_mut() {

@@ -1,14 +1,20 @@
-//! `fretflow run --metrics ADDR`: the run's counters as a Prometheus endpoint, `GET /metrics` in the text
-//! exposition format (encoded by the Prometheus project's `prometheus-client` crate), refreshed from the
-//! progress snapshots the driver takes about four times a second.
+//! `fretflow run --metrics ADDR` and `fretflow train --metrics ADDR`: the run's counters as a Prometheus
+//! endpoint, `GET /metrics` in the text exposition format (encoded by the Prometheus project's
+//! `prometheus-client` crate), refreshed from the progress snapshots the driver takes about four times a
+//! second and from the trainer's gauges after each step.
 //!
-//! Exported (all prefixed `fretflow_`): the counters `records_in`, `passages_in`, `passages_deleted`,
-//! `queries`, `judged_pairs`, `example_changes`, `dead_letters`, `llm_calls`, `llm_cache_hits` (each
-//! `_total`) and `stage_seconds_total{stage}`; the gauges `examples_live`, `positive_not_seed`,
-//! `duplicate_queries`, `llm_busy_ratio` and `elapsed_seconds`. A scrape before the first snapshot gets
-//! no samples.
+//! Exported (all prefixed `fretflow_`), for a pipeline: the counters `records_in`, `passages_in`,
+//! `passages_deleted`, `queries`, `judged_pairs`, `example_changes`, `dead_letters`, `llm_calls`,
+//! `llm_cache_hits` (each `_total`), `stage_seconds_total{stage}` and `dead_letters_by_stage_total{stage}`;
+//! the gauges `examples_live`, `positive_not_seed`, `duplicate_queries`, `llm_busy_ratio`,
+//! `elapsed_seconds`, `index_passages`, `index_queries` and `in_flight_batches{stage}`. For a trainer (its
+//! own, or `run`'s in-process one): `train_steps_total`, `train_examples_total`, `train_checkpoints_total`
+//! and the gauges `train_loss`, `train_examples_per_second`, `train_buffer_examples`, `checkpoint_step`,
+//! `promoted_step` and `checkpoint_metric{dataset,metric}` (the newest checkpoint's evaluation). A scrape
+//! before the first snapshot or step gets no samples of that part.
 use super::driver::ProgressHook;
 use crate::dataflow::progress::Snapshot;
+use crate::train::gauges::TrainGauges;
 use anyhow::Context;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -26,6 +32,7 @@ type Latest = Arc<Mutex<Option<Snapshot>>>;
 /// A running `/metrics` endpoint.
 pub struct MetricsEndpoint {
     latest: Latest,
+    train: Arc<TrainGauges>,
     addr: SocketAddr,
 }
 
@@ -36,8 +43,10 @@ impl MetricsEndpoint {
         let listener = TcpListener::bind(addr).with_context(|| format!("--metrics {addr}: cannot listen"))?;
         let addr = listener.local_addr().with_context(|| format!("--metrics {addr}"))?;
         let latest: Latest = Arc::new(Mutex::new(None));
+        let train = Arc::new(TrainGauges::default());
         let mut registry = Registry::default();
         registry.register_collector(Box::new(SnapshotCollector(Arc::clone(&latest))));
+        registry.register_collector(Box::new(TrainCollector(Arc::clone(&train))));
         std::thread::Builder::new()
             .name("fretflow-metrics".into())
             .spawn(move || {
@@ -49,12 +58,17 @@ impl MetricsEndpoint {
             })
             .context("cannot start the metrics thread")?;
         tracing::info!(%addr, "Serving Prometheus metrics at /metrics.");
-        Ok(Self { latest, addr })
+        Ok(Self { latest, train, addr })
     }
 
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The gauges a trainer reports to ([`crate::train::Trainer::report_to`]).
+    pub fn train_gauges(&self) -> Arc<TrainGauges> {
+        Arc::clone(&self.train)
     }
 
     /// A progress hook that keeps each snapshot for the endpoint, then passes it to `inner`.
@@ -120,7 +134,17 @@ impl Collector for SnapshotCollector {
             let counter = ConstCounter::new(value);
             counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
         }
-        let gauges: [(&str, &str, f64); 5] = [
+        let gauges: [(&str, &str, f64); 7] = [
+            (
+                "fretflow_index_passages",
+                "Live passages in this process's shards of the retrieval index",
+                s.index_passages as f64,
+            ),
+            (
+                "fretflow_index_queries",
+                "Live queries held by this process's retrieval workers (queries x workers)",
+                s.index_queries as f64,
+            ),
             ("fretflow_examples_live", "Examples in the current FRet set", s.examples_live as f64),
             (
                 "fretflow_positive_not_seed",
@@ -150,6 +174,80 @@ impl Collector for SnapshotCollector {
             let labels = [("stage", stage.as_str())];
             ConstCounter::new(*seconds).encode(family.encode_family(&labels)?)?;
         }
+        let mut family = encoder.encode_descriptor(
+            "fretflow_dead_letters_by_stage",
+            "Records sent to the dead letters, by the stage that rejected them",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (stage, count) in &s.dead_letters_by_stage {
+            ConstCounter::new(*count).encode(family.encode_family(&[("stage", stage.as_str())])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "fretflow_in_flight_batches",
+            "Model batches in flight now, per stage",
+            None,
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        for (stage, count) in &s.in_flight_batches {
+            ConstGauge::new(*count).encode(family.encode_family(&[("stage", stage.as_str())])?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Encodes the trainer's gauges on each scrape, once it has taken a step or recorded an evaluation.
+#[derive(Debug)]
+struct TrainCollector(Arc<TrainGauges>);
+
+impl Collector for TrainCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let s = self.0.snapshot();
+        if s.step == 0 && s.checkpoint_metrics.is_empty() {
+            return Ok(());
+        }
+        let counters: [(&str, &str, u64); 3] = [
+            ("fretflow_train_steps", "Optimizer steps taken", s.step),
+            ("fretflow_train_examples", "Examples trained on", s.examples_seen),
+            ("fretflow_train_checkpoints", "Checkpoints recorded by this run", s.checkpoints),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+        }
+        let mut gauges: Vec<(&str, &str, f64)> = vec![
+            ("fretflow_train_loss", "Loss of the last step's batch", s.loss),
+            (
+                "fretflow_train_examples_per_second",
+                "Examples per second since this run's first step",
+                s.examples_per_second,
+            ),
+            ("fretflow_train_buffer_examples", "Examples in the replay buffer", s.buffer as f64),
+            (
+                "fretflow_checkpoint_step",
+                "Step of the newest recorded checkpoint (0: the base model)",
+                s.checkpoint_step as f64,
+            ),
+        ];
+        if let Some(step) = s.promoted_step {
+            gauges.push(("fretflow_promoted_step", "Step of the checkpoint latest points at", step as f64));
+        }
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "fretflow_checkpoint_metric",
+            "The newest checkpoint's evaluation, per dataset and metric (ndcg@10/256: at 256 dimensions)",
+            None,
+            ConstGauge::new(0.0).metric_type(),
+        )?;
+        for (dataset, metrics) in &s.checkpoint_metrics {
+            for (metric, value) in metrics {
+                let labels = [("dataset", dataset.as_str()), ("metric", metric.as_str())];
+                ConstGauge::new(*value).encode(family.encode_family(&labels)?)?;
+            }
+        }
         Ok(())
     }
 }
@@ -177,6 +275,9 @@ mod tests {
             examples_live: 38,
             llm_busy_share: 0.25,
             stage_seconds: vec![("embed".into(), 1.5)],
+            dead_letters_by_stage: [("validate".to_string(), 3)].into(),
+            index_passages: 17,
+            in_flight_batches: vec![("judge".into(), 1)],
             ..Snapshot::default()
         };
         hook(&snapshot);
@@ -186,9 +287,13 @@ mod tests {
             "fretflow_examples_live 38",
             "fretflow_llm_busy_ratio 0.25",
             "fretflow_stage_seconds_total{stage=\"embed\"} 1.5",
+            "fretflow_dead_letters_by_stage_total{stage=\"validate\"} 3",
+            "fretflow_index_passages 17",
+            "fretflow_in_flight_batches{stage=\"judge\"} 1",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
+        assert!(!text.contains("fretflow_train_steps"), "no trainer, no train samples");
         assert!(get(endpoint.local_addr(), "/other").starts_with("HTTP/1.1 404"));
     }
 }

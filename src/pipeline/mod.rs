@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod resources;
 
 use crate::dataflow::progress::Snapshot;
+use crate::train::gauges::TrainGauges;
 use crate::train::options::{summary_text, TrainOptions};
 use crate::train::source::{channel, ChannelSource};
 use anyhow::Context;
@@ -45,6 +46,8 @@ pub struct RunOptions {
     pub progress: Option<ProgressHook>,
     /// Called once when the input has ended and, with `[train] after_input`, before training starts.
     pub on_input_done: Option<InputDoneHook>,
+    /// Where the in-process trainer shows its step and checkpoint numbers (the `/metrics` endpoint).
+    pub train_gauges: Option<Arc<TrainGauges>>,
 }
 
 /// What a run did.
@@ -60,7 +63,7 @@ pub struct RunOutcome {
 /// process, on its own thread while examples stream in or, with `after_input`, once the input has ended.
 /// The caller names the config file in the error.
 pub fn run(config: &PipelineConfig, options: RunOptions) -> anyhow::Result<RunOutcome> {
-    let RunOptions { timely, process, idle_exit, progress, on_input_done } = options;
+    let RunOptions { timely, process, idle_exit, progress, on_input_done, train_gauges } = options;
     let mut config = config.clone();
     config.apply_env(|name| std::env::var(name).ok())?;
     let config = &config;
@@ -86,13 +89,13 @@ pub fn run(config: &PipelineConfig, options: RunOptions) -> anyhow::Result<RunOu
             if after_input {
                 let snapshot = run_pipeline(config, timely, process, vec![Box::new(feed)], progress)?;
                 let snapshot = finished(snapshot);
-                let trained = train_in_process(train, interrupted, source)?;
+                let trained = train_in_process(train, interrupted, source, train_gauges)?;
                 return Ok(RunOutcome { snapshot, trained: Some(trained) });
             }
             let stop = Arc::clone(&interrupted);
             let trainer = std::thread::Builder::new()
                 .name("fretflow-train".into())
-                .spawn(move || train_in_process(train, interrupted, source))
+                .spawn(move || train_in_process(train, interrupted, source, train_gauges))
                 .context("cannot start the trainer thread")?;
             let result = run_pipeline(config, timely, process, vec![Box::new(feed)], progress);
             if result.is_err() {
@@ -119,9 +122,13 @@ fn train_in_process(
     options: TrainOptions,
     interrupted: Arc<AtomicBool>,
     mut source: ChannelSource,
+    gauges: Option<Arc<TrainGauges>>,
 ) -> anyhow::Result<String> {
     let mut trainer = options.trainer()?;
     trainer.stop_when(interrupted);
+    if let Some(gauges) = gauges {
+        trainer.report_to(gauges);
+    }
     let summary = trainer.run(&mut source).context("in-process training failed")?;
     summary_text(&trainer, &summary, &options.out)
 }

@@ -18,6 +18,7 @@ pub mod buffer;
 pub mod checkpoint;
 pub mod data;
 pub mod evaluate;
+pub mod gauges;
 pub mod gradcache;
 pub mod kafka;
 pub mod loss;

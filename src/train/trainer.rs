@@ -14,6 +14,7 @@ use super::checkpoint::{
     NEWEST, OPTIMIZER_FILE,
 };
 use super::data::{read_pairs_jsonl, TrainExample};
+use super::gauges::TrainGauges;
 use super::gradcache::{backward, BackwardConfig};
 use super::manifest::{append_manifest, apply_retention, read_manifest, write_plot, CheckpointEvaluator};
 use super::model_card;
@@ -118,6 +119,8 @@ pub struct Trainer {
     stop: Option<Arc<AtomicBool>>,
     /// The promoted model while the gate is active; read back from the manifest when first needed.
     promoted: Option<Promoted>,
+    /// Where step and checkpoint numbers are shown (the `/metrics` endpoint), if anywhere.
+    gauges: Option<Arc<TrainGauges>>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -174,6 +177,7 @@ impl Trainer {
             last_checkpoint: (step, Instant::now()),
             evaluator: None,
             listeners: Vec::new(),
+            gauges: None,
             stop: None,
             promoted: None,
             config,
@@ -184,6 +188,11 @@ impl Trainer {
     /// promotion gate when `config.promotion.enabled`.
     pub fn set_evaluator(&mut self, evaluator: Box<dyn CheckpointEvaluator>) {
         self.evaluator = Some(evaluator);
+    }
+
+    /// Shows step, loss, throughput and each recorded checkpoint's metrics in `gauges`.
+    pub fn report_to(&mut self, gauges: Arc<TrainGauges>) {
+        self.gauges = Some(gauges);
     }
 
     /// Calls `listener` with each checkpoint event (e.g. to publish it on Kafka).
@@ -231,6 +240,9 @@ impl Trainer {
         self.step = next;
         self.examples_seen += batch.len() as u64;
         self.losses = (self.losses.0 + loss, self.losses.1 + 1);
+        if let Some(gauges) = &self.gauges {
+            gauges.stepped(next, self.examples_seen, loss, self.buffer.len());
+        }
         Ok(StepReport { step: next, loss, grad_norm, lr, batch_size: batch.len() })
     }
 
@@ -260,6 +272,9 @@ impl Trainer {
         }
         for listener in &mut self.listeners {
             listener(event)?;
+        }
+        if let Some(gauges) = &self.gauges {
+            gauges.checkpointed(event);
         }
         write_plot(&self.config.out_dir, &read_manifest(&self.config.out_dir)?)
     }

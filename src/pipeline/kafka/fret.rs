@@ -73,7 +73,8 @@ fn count_outputs<'scope>(
     let mut live: HashMap<Vec<u8>, bool> = HashMap::new();
     records.inspect(move |record| {
         if record.destination == Destination::DeadLetter {
-            metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
+            let stage = record.headers.iter().find(|(k, _)| k == headers::ERROR).map_or("unknown", |(_, v)| v.as_str());
+            metrics.count_dead_letter(stage);
             return;
         }
         let Some(key) = &record.key else { return };
