@@ -106,21 +106,34 @@ pub fn apply_retention(
     Ok(removed)
 }
 
-/// Redraws `out_dir/ndcg_at_10.png` from the events' `ndcg@10` per dataset (skipped without metrics).
+/// Redraws `out_dir/ndcg_at_10.png` from the events' nDCG@10 per dataset and dimension (skipped without
+/// metrics): one line per dataset at the full dimension and one per truncated (Matryoshka) dimension.
 pub fn write_plot(out_dir: &Path, events: &[CheckpointEvent]) -> Result<(), TrainError> {
-    let mut series: BTreeMap<String, Vec<(u64, f64)>> = BTreeMap::new();
-    for e in events {
-        for (dataset, m) in &e.metrics {
-            if let Some(v) = m.get("ndcg@10") {
-                series.entry(dataset.clone()).or_default().push((e.step, *v));
-            }
-        }
-    }
+    let series = ndcg_series(events);
     if series.is_empty() {
         return Ok(());
     }
     let path = out_dir.join(PLOT);
     super::plot::write_metric_plot(&path, "NDCG@10 VS STEP", &series).map_err(|e| TrainError::checkpoint(&path, e))
+}
+
+/// The plot's lines: `dataset` (full dimension, metric `ndcg@10`) and `dataset/D` (metric `ndcg@10/D`,
+/// see [`super::evaluate`]), each with its `(step, value)` points.
+fn ndcg_series(events: &[CheckpointEvent]) -> BTreeMap<String, Vec<(u64, f64)>> {
+    let mut series: BTreeMap<String, Vec<(u64, f64)>> = BTreeMap::new();
+    for e in events {
+        for (dataset, m) in &e.metrics {
+            for (metric, v) in m {
+                let name = match metric.strip_prefix("ndcg@10") {
+                    Some("") => dataset.clone(),
+                    Some(dim) if dim.starts_with('/') => format!("{dataset}{dim}"),
+                    _ => continue,
+                };
+                series.entry(name).or_default().push((e.step, *v));
+            }
+        }
+    }
+    series
 }
 
 #[cfg(test)]
@@ -139,6 +152,31 @@ mod tests {
             promotion: String::new(),
             baseline: false,
         }
+    }
+
+    #[test]
+    fn the_plot_has_a_line_per_dataset_and_truncated_dimension() {
+        let mut events = vec![event(0), event(5)];
+        for (k, e) in events.iter_mut().enumerate() {
+            let m = BTreeMap::from([
+                ("ndcg@10".to_string(), 0.5 + k as f64),
+                ("ndcg@10/64".to_string(), 0.3 + k as f64),
+                ("ndcg@100".to_string(), 9.0),
+                ("recall@10/64".to_string(), 9.0),
+            ]);
+            e.metrics.insert("cranfield".into(), m);
+        }
+        let series = ndcg_series(&events);
+        assert_eq!(
+            series,
+            BTreeMap::from([
+                ("cranfield".to_string(), vec![(0, 0.5), (5, 1.5)]),
+                ("cranfield/64".to_string(), vec![(0, 0.3), (5, 1.3)]),
+            ])
+        );
+        let dir = tempfile::tempdir().unwrap();
+        write_plot(dir.path(), &events).unwrap();
+        assert!(std::fs::metadata(dir.path().join(PLOT)).unwrap().len() > 1000);
     }
 
     /// A crash while a record is appended leaves a torn last line: it is left out on reading and cut off
