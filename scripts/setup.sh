@@ -43,17 +43,23 @@ LLAMA_CPP_PYTHON=0.3.36
 setup_llama_server() {
   setup_python
   local want="llama-cpp-python[server]==$LLAMA_CPP_PYTHON"
-  if stamp_ok .venv/.fretflow-llama-server "$want" \
+  # The stamp also records the build flags below, so a .venv built natively is rebuilt portably.
+  local stamp="$want portable-avx2"
+  if stamp_ok .venv/.fretflow-llama-server "$stamp" \
     && .venv/bin/python -c "import llama_cpp.server.app, uvicorn" 2>/dev/null; then
     echo "setup: llama-cpp-python server is up to date"
     return
   fi
-  echo "setup: installing $want (builds llama.cpp from source the first time, ~5 min on 2 cores)"
-  # CPU-only build for this machine; pip keeps the built wheel in its cache, so a rebuilt .venv reuses it.
-  CMAKE_ARGS="${CMAKE_ARGS:--DGGML_CUDA=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF}" \
-    .venv/bin/python -m pip install --quiet --progress-bar off "$want"
+  echo "setup: installing $want (builds llama.cpp from source, ~5 min on 2 cores)"
+  # CPU-only, portable x86-64 build (AVX2/FMA/F16C): a native build (-march=native) on a Sapphire Rapids VM
+  # compiles llama.cpp's AMX kernels, and their first `ldtilecfg` kills the server with a general protection
+  # fault (the guest may not grant AMX state), so the remote-backend tests saw "connection refused". No pip
+  # cache: a wheel built with other flags must not be reused.
+  .venv/bin/python -m pip uninstall --quiet -y llama-cpp-python >/dev/null 2>&1 || true
+  CMAKE_ARGS="${CMAKE_ARGS:--DGGML_CUDA=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF}" \
+    .venv/bin/python -m pip install --quiet --progress-bar off --no-cache-dir "$want"
   .venv/bin/python -c "import llama_cpp.server.app, uvicorn"
-  echo "$want" > .venv/.fretflow-llama-server
+  echo "$stamp" > .venv/.fretflow-llama-server
   echo "setup: llama-cpp-python server ready"
 }
 

@@ -124,10 +124,25 @@ fn summary(dir: &Path, output: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join(format!("summary-{output}.json"))).unwrap()).unwrap()
 }
 
-fn fretflow(config: &Path) -> Command {
+/// `fretflow run` on `config`, ending once the topic has been quiet for `idle_exit` seconds (or following
+/// it until Ctrl-C).
+fn fretflow(config: &Path, idle_exit: Option<&str>) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_fretflow"));
-    command.args(["run", config.to_str().unwrap(), "--no-progress", "--idle-exit", "5"]).env("RUST_LOG", "warn");
+    command.args(["run", config.to_str().unwrap(), "--no-progress"]).env("RUST_LOG", "warn");
+    if let Some(seconds) = idle_exit {
+        command.args(["--idle-exit", seconds]);
+    }
     command
+}
+
+/// Whether every passage has a live example or a dead letter naming it in `output`.
+fn all_accounted_for(bootstrap: &str, output: &str, passages: &[(String, Raw)]) -> bool {
+    let got = live(bootstrap, output);
+    let dead: Vec<String> =
+        read_all(bootstrap, &format!("{output}.dead-letter")).into_iter().filter_map(|m| m.key).collect();
+    passages.iter().all(|(id, _)| {
+        got.contains_key(&fretflow::dataflow::generate::query_id(id)) || dead.iter().any(|d| d.contains(id.as_str()))
+    })
 }
 
 #[test]
@@ -139,12 +154,19 @@ fn a_kafka_pipeline_survives_its_llm_server_being_killed_and_restarted() {
     let input = unique("passages");
     create_topic(&bootstrap, &input, 2);
     let passages = sample();
-    produce(&bootstrap, &input, &passages.iter().map(|(_, raw)| raw.clone()).collect::<Vec<_>>());
+    let raw: Vec<Raw> = passages.iter().map(|(_, raw)| raw.clone()).collect();
+    // Two waves: the first half is produced before the start and goes through; the server is killed right
+    // after the second half arrives, while its LLM work is in flight. (With the whole topic there at the
+    // start, the run may read it in one epoch, and an epoch's examples come out together: a kill timed by
+    // the first example would land after the last.)
+    let half = raw.len() / 2;
+    produce(&bootstrap, &input, &raw[..half]);
 
     let (output, group) = (unique("fret"), unique("group"));
     let config = pipeline(dir.path(), &bootstrap, &input, &output, &group, &base);
-    let mut run = fretflow(&config).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    // Kill the server once the run has examples out (its LLM work under way), then restart it on its port.
+    // It follows the topic (no idle exit: a slow first wave must not pass for the end of the input) and is
+    // stopped with Ctrl-C once every passage is accounted for.
+    let mut run = fretflow(&config, None).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let out = read_all(&bootstrap, &output).len();
@@ -155,10 +177,19 @@ fn a_kafka_pipeline_survives_its_llm_server_being_killed_and_restarted() {
         assert!(Instant::now() < deadline, "no example out within 180 s");
         std::thread::sleep(Duration::from_millis(200));
     }
+    produce(&bootstrap, &input, &raw[half..]);
+    std::thread::sleep(Duration::from_millis(500));
     let out_at_kill = live(&bootstrap, &output).len();
     drop(server); // SIGKILL
     std::thread::sleep(Duration::from_secs(2));
     let restarted = LlamaServer::start_on(port, &dir.path().join("server-2.log")).expect("the server restarts");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !all_accounted_for(&bootstrap, &output, &passages) && Instant::now() < deadline {
+        assert!(run.try_wait().unwrap().is_none(), "the run ended by itself after the server restart");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // SAFETY: kill(2) on the child's own pid, which has not been waited for yet.
+    assert_eq!(unsafe { libc::kill(run.id() as libc::pid_t, libc::SIGINT) }, 0, "Ctrl-C to the run");
     let status = run.wait().unwrap();
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut stderr).unwrap();
@@ -188,7 +219,7 @@ fn a_kafka_pipeline_survives_its_llm_server_being_killed_and_restarted() {
     let rerun = |base: &str| {
         let (output, group) = (unique("fret"), unique("group"));
         let config = pipeline(dir.path(), &bootstrap, &input, &output, &group, base);
-        let status = fretflow(&config).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
+        let status = fretflow(&config, Some("5")).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
         assert!(status.success());
         (summary(dir.path(), &output), live(&bootstrap, &output))
     };
