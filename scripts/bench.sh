@@ -9,13 +9,14 @@
 #   kafka     topic -> topic pass-through vs Kafka's ConsumerPerformance
 #   train     fretflow train vs sentence-transformers MNRL                       target >= 1.2x
 #   retrieve  sharded top-N retrieval at 1/2/4 workers; vs faiss IndexFlatIP      target >= 0.8x
+#   remote    remote LLM backend vs llama-cpp-python's server: busy share at c = 1/2/4/8  target >= 95%
 #
-#   scripts/bench.sh [encode llm dataflow kafka train retrieve]    # default: all
+#   scripts/bench.sh [encode llm dataflow kafka train retrieve remote]    # default: all
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 which=("$@")
-[[ ${#which[@]} -gt 0 ]] || which=(encode llm dataflow kafka train retrieve)
+[[ ${#which[@]} -gt 0 ]] || which=(encode llm dataflow kafka train retrieve remote)
 for bench in "${which[@]}"; do
   echo "==== $bench ($(date -u +%H:%M:%S), load average $(cut -d' ' -f1-3 /proc/loadavg))"
   case "$bench" in
@@ -25,6 +26,7 @@ for bench in "${which[@]}"; do
     kafka) scripts/bench_kafka.sh ;;
     train) $PY scripts/bench_train.py ;;
     retrieve) cargo build --quiet --example bench_retrieve && $PY scripts/bench_retrieve.py ;;
-    *) echo "bench.sh: unknown benchmark '$bench' (encode llm dataflow kafka train retrieve)" >&2; exit 2 ;;
+    remote) $PY scripts/bench_remote.py ;;
+    *) echo "bench.sh: unknown benchmark '$bench' (encode llm dataflow kafka train retrieve remote)" >&2; exit 2 ;;
   esac
 done
