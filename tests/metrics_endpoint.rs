@@ -24,6 +24,42 @@ fn scrape(addr: &str) -> Option<BTreeMap<String, f64>> {
     )
 }
 
+/// Runs `fretflow ARGS` in `dir` (with `--metrics 127.0.0.1:0`: the endpoint is named on the first line of
+/// stdout), scrapes it every `every` until the process exits (at most 300 s) and checks that it succeeded;
+/// returns the scrapes that have `key`.
+fn scrape_while_running(dir: &Path, args: &[&str], key: &str, every: Duration) -> Vec<BTreeMap<String, f64>> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fretflow"))
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("metrics: http://")
+        .and_then(|a| a.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("the first line does not name the endpoint: {first:?}"))
+        .to_owned();
+    let mut scrapes = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        if let Some(samples) = scrape(&addr).filter(|s| s.contains_key(key)) {
+            scrapes.push(samples);
+        }
+        std::thread::sleep(every);
+    }
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{rest}\n{}", String::from_utf8_lossy(&output.stderr));
+    scrapes
+}
+
 #[test]
 fn a_scrape_during_a_run_shows_counters_that_move_and_agree_with_the_summary() {
     let dir = tempfile::tempdir().unwrap();
@@ -38,34 +74,8 @@ fn a_scrape_during_a_run_shows_counters_that_move_and_agree_with_the_summary() {
          [sinks]\nsnapshot = [\"out/fret.jsonl\"]\nsummary = \"out/summary.json\"\ndead_letters = \"out/dead.jsonl\"\n"
     );
     std::fs::write(dir.path().join("p.toml"), pipeline).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fretflow"))
-        .args(["run", "p.toml", "--no-progress", "--metrics", "127.0.0.1:0"])
-        .current_dir(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
-    let addr = first
-        .trim()
-        .strip_prefix("metrics: http://")
-        .and_then(|a| a.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("the first line does not name the endpoint: {first:?}"));
-    let addr = addr.to_owned();
-    let mut scrapes = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-        if let Some(samples) = scrape(&addr).filter(|s| s.contains_key("fretflow_records_in_total")) {
-            scrapes.push(samples);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let mut rest = String::new();
-    stdout.read_to_string(&mut rest).unwrap();
-    assert!(child.wait().unwrap().success(), "{rest}");
+    let args = ["run", "p.toml", "--no-progress", "--metrics", "127.0.0.1:0"];
+    let scrapes = scrape_while_running(dir.path(), &args, "fretflow_records_in_total", Duration::from_millis(200));
     assert!(scrapes.len() >= 3, "only {} scrapes with samples during the run", scrapes.len());
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("out/summary.json")).unwrap()).unwrap();
@@ -110,31 +120,7 @@ fn a_scrape_during_training_shows_steps_and_the_newest_checkpoints_metrics() {
         "--steps", "8", "--checkpoint-every", "4", "--batch-size", "4", "--max-seq-length", "64",
         "--device", "cpu", "--metrics", "127.0.0.1:0",
     ];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fretflow"))
-        .args(args)
-        .current_dir(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
-    let addr =
-        first.trim().strip_prefix("metrics: http://").and_then(|a| a.strip_suffix("/metrics")).unwrap().to_owned();
-    let mut scrapes = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-        if let Some(samples) = scrape(&addr).filter(|s| s.contains_key("fretflow_checkpoint_step")) {
-            scrapes.push(samples);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut rest = String::new();
-    stdout.read_to_string(&mut rest).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "{rest}\n{}", String::from_utf8_lossy(&output.stderr));
+    let scrapes = scrape_while_running(dir.path(), &args, "fretflow_checkpoint_step", Duration::from_millis(50));
     assert!(!scrapes.is_empty(), "no scrape with trainer samples");
     let steps: Vec<f64> = scrapes.iter().map(|s| s.get("fretflow_train_steps_total").copied().unwrap_or(0.0)).collect();
     assert!(steps.windows(2).all(|w| w[0] <= w[1]) && steps.iter().all(|s| *s <= 8.0), "{steps:?}");
