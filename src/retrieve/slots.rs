@@ -6,10 +6,11 @@
 //! block of rows stays in cache while every query of the time is scored against it.
 //!
 //! The scan scores a block of rows against all queries at once with a matrix product (LibTorch's, on the
-//! index's own memory; MKL's sgemm on x86-64, as fast as faiss's BLAS). The product's rounding differs
-//! from [`dot`]'s (and with it the thread count and blocking), so it only preselects: a passage whose product score is
-//! within the rounding bound of the query's current N-th is scored again with [`dot`], and only exact
-//! scores are kept and compared. The result is exactly the [`dot`] top N, whatever the block or batch.
+//! index's own memory; MKL's sgemm on x86-64, as fast as faiss's BLAS). The product rounds otherwise than
+//! [`dot`] (and differently with the thread count and blocking), so it only preselects: a passage whose
+//! product score is within the rounding bound of the query's current N-th is scored again with [`dot`],
+//! and only exact scores are kept and compared. The result is exactly the [`dot`] top N, whatever the
+//! block or batch.
 use super::rank_cmp;
 use super::vector::{dot, for_each_at_least, Vector};
 use crate::records::Passage;
