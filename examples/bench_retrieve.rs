@@ -142,28 +142,26 @@ fn main() -> anyhow::Result<()> {
             advance!();
             let load_s = started.elapsed().as_secs_f64();
 
-            let started = Instant::now();
-            let my_queries = mine(&queries_path, 0..usize::MAX);
-            let per_batch = my_queries.len().div_ceil(batches).max(1);
-            let mut chunks = my_queries.chunks(per_batch);
-            for _ in 0..batches {
-                for (i, v) in chunks.next().unwrap_or_default() {
-                    query_input.insert((query(*i), v.clone()));
-                }
-                advance!();
+            // Feeds `rows` as `record(i)`s into `input` over `batches` epochs, each stepped to completion.
+            macro_rules! in_batches {
+                ($rows:expr, $input:ident, $record:expr) => {
+                    let rows = $rows;
+                    let mut chunks = rows.chunks(rows.len().div_ceil(batches).max(1));
+                    for _ in 0..batches {
+                        for (i, v) in chunks.next().unwrap_or_default() {
+                            $input.insert(($record(*i), v.clone()));
+                        }
+                        advance!();
+                    }
+                };
             }
+
+            let started = Instant::now();
+            in_batches!(mine(&queries_path, 0..usize::MAX), query_input, query);
             let scan_s = started.elapsed().as_secs_f64();
 
             let started = Instant::now();
-            let my_late = mine(&passages_path, early_count..usize::MAX);
-            let per_batch = my_late.len().div_ceil(batches).max(1);
-            let mut chunks = my_late.chunks(per_batch);
-            for _ in 0..batches {
-                for (i, v) in chunks.next().unwrap_or_default() {
-                    passage_input.insert((passage(*i), v.clone()));
-                }
-                advance!();
-            }
+            in_batches!(mine(&passages_path, early_count..usize::MAX), passage_input, passage);
             let late_s = started.elapsed().as_secs_f64();
             if worker.index() == process * (peers / processes) {
                 *timings.lock().unwrap() = (load_s, scan_s, late_s, worker.peers());

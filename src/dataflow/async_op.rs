@@ -315,7 +315,6 @@ where
                         let _permit = running.acquire_owned().await;
                         let future = func.call(batch);
                         counters(&clocks).busy.enter();
-                        counters(&clocks).in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         if calls_llm {
                             clocks.llm_busy.enter();
                         }
@@ -330,7 +329,6 @@ where
                         if calls_llm {
                             clocks.llm_busy.exit();
                         }
-                        counters(&clocks).in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                         counters(&clocks).busy.exit();
                         // The dataflow may be gone (shutdown); then nobody needs the answers.
                         if tx.send((id, answers)).is_ok() {

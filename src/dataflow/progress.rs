@@ -41,6 +41,11 @@ impl BusyClock {
         }
     }
 
+    /// Calls in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.state.lock().expect("busy clock poisoned. This is a bug.").in_flight
+    }
+
     /// Busy time so far, including the current busy interval.
     pub fn busy(&self) -> Duration {
         let s = self.state.lock().expect("busy clock poisoned. This is a bug.");
@@ -59,8 +64,6 @@ pub struct StageMetrics {
     pub failures: AtomicU64,
     /// Wall time with at least one batch of this stage in flight.
     pub busy: BusyClock,
-    /// Batches in flight now.
-    pub in_flight: AtomicI64,
     /// CPU time spent inside the operator itself (synchronous stages), in nanoseconds.
     pub operator_nanos: AtomicU64,
 }
@@ -152,7 +155,7 @@ pub struct Snapshot {
     /// Live queries held by this process's retrieval workers (queries x workers).
     pub index_queries: i64,
     /// Batches in flight now, per model stage.
-    pub in_flight_batches: Vec<(String, i64)>,
+    pub in_flight_batches: Vec<(String, usize)>,
     /// LLM requests answered by the model.
     pub llm_calls: u64,
     /// LLM requests answered from the cache.
@@ -192,9 +195,9 @@ impl Metrics {
             index_passages: self.index_passages.load(Ordering::Relaxed),
             index_queries: self.index_queries.load(Ordering::Relaxed),
             in_flight_batches: vec![
-                ("generate".into(), self.generate.in_flight.load(Ordering::Relaxed)),
-                ("embed".into(), self.embed.in_flight.load(Ordering::Relaxed)),
-                ("judge".into(), self.judge.in_flight.load(Ordering::Relaxed)),
+                ("generate".into(), self.generate.busy.in_flight()),
+                ("embed".into(), self.embed.busy.in_flight()),
+                ("judge".into(), self.judge.busy.in_flight()),
             ],
             llm_calls: llm_stats.0,
             llm_cache_hits: llm_stats.1,

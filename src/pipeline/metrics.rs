@@ -20,6 +20,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -119,7 +120,7 @@ struct SnapshotCollector(Latest);
 impl Collector for SnapshotCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let Some(s) = self.0.lock().map_err(|_| std::fmt::Error)?.clone() else { return Ok(()) };
-        let counters: [(&str, &str, u64); 9] = [
+        let counters = [
             ("fretflow_records_in", "Source records read", s.records_in),
             ("fretflow_passages_in", "Passage versions that entered the corpus", s.passages_in),
             ("fretflow_passages_deleted", "Passage deletions", s.passages_deleted),
@@ -130,11 +131,8 @@ impl Collector for SnapshotCollector {
             ("fretflow_llm_calls", "LLM requests answered by the model", s.llm_calls),
             ("fretflow_llm_cache_hits", "LLM requests answered from the cache", s.llm_cache_hits),
         ];
-        for (name, help, value) in counters {
-            let counter = ConstCounter::new(value);
-            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
-        }
-        let gauges: [(&str, &str, f64); 7] = [
+        encode_each(&mut encoder, counters.map(|(name, help, v)| (name, help, ConstCounter::new(v))))?;
+        let gauges = [
             (
                 "fretflow_index_passages",
                 "Live passages in this process's shards of the retrieval index",
@@ -159,40 +157,30 @@ impl Collector for SnapshotCollector {
             ("fretflow_llm_busy_ratio", "Share of wall time with an LLM batch in flight", s.llm_busy_share),
             ("fretflow_elapsed_seconds", "Wall time since the run started", s.elapsed_s),
         ];
-        for (name, help, value) in gauges {
-            let gauge = ConstGauge::new(value);
-            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
-        }
-        let probe = ConstCounter::new(0.0);
-        let mut family = encoder.encode_descriptor(
+        encode_each(&mut encoder, gauges.map(|(name, help, v)| (name, help, ConstGauge::new(v))))?;
+        encode_family(
+            &mut encoder,
             "fretflow_stage_seconds",
             "Seconds per stage: busy (in flight) for model stages, in-operator time for the others",
-            None,
-            probe.metric_type(),
+            MetricType::Counter,
+            s.stage_seconds
+                .iter()
+                .map(|(stage, seconds)| (vec![("stage", stage.as_str())], ConstCounter::new(*seconds))),
         )?;
-        for (stage, seconds) in &s.stage_seconds {
-            let labels = [("stage", stage.as_str())];
-            ConstCounter::new(*seconds).encode(family.encode_family(&labels)?)?;
-        }
-        let mut family = encoder.encode_descriptor(
+        encode_family(
+            &mut encoder,
             "fretflow_dead_letters_by_stage",
             "Records sent to the dead letters, by the stage that rejected them",
-            None,
-            ConstCounter::new(0u64).metric_type(),
+            MetricType::Counter,
+            s.dead_letters_by_stage.iter().map(|(stage, n)| (vec![("stage", stage.as_str())], ConstCounter::new(*n))),
         )?;
-        for (stage, count) in &s.dead_letters_by_stage {
-            ConstCounter::new(*count).encode(family.encode_family(&[("stage", stage.as_str())])?)?;
-        }
-        let mut family = encoder.encode_descriptor(
+        encode_family(
+            &mut encoder,
             "fretflow_in_flight_batches",
             "Model batches in flight now, per stage",
-            None,
-            ConstGauge::new(0i64).metric_type(),
-        )?;
-        for (stage, count) in &s.in_flight_batches {
-            ConstGauge::new(*count).encode(family.encode_family(&[("stage", stage.as_str())])?)?;
-        }
-        Ok(())
+            MetricType::Gauge,
+            s.in_flight_batches.iter().map(|(stage, n)| (vec![("stage", stage.as_str())], ConstGauge::new(*n as i64))),
+        )
     }
 }
 
@@ -206,16 +194,13 @@ impl Collector for TrainCollector {
         if s.step == 0 && s.checkpoint_metrics.is_empty() {
             return Ok(());
         }
-        let counters: [(&str, &str, u64); 3] = [
+        let counters = [
             ("fretflow_train_steps", "Optimizer steps taken", s.step),
             ("fretflow_train_examples", "Examples trained on", s.examples_seen),
             ("fretflow_train_checkpoints", "Checkpoints recorded by this run", s.checkpoints),
         ];
-        for (name, help, value) in counters {
-            let counter = ConstCounter::new(value);
-            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
-        }
-        let mut gauges: Vec<(&str, &str, f64)> = vec![
+        encode_each(&mut encoder, counters.map(|(name, help, v)| (name, help, ConstCounter::new(v))))?;
+        let mut gauges = vec![
             ("fretflow_train_loss", "Loss of the last step's batch", s.loss),
             (
                 "fretflow_train_examples_per_second",
@@ -232,24 +217,46 @@ impl Collector for TrainCollector {
         if let Some(step) = s.promoted_step {
             gauges.push(("fretflow_promoted_step", "Step of the checkpoint latest points at", step as f64));
         }
-        for (name, help, value) in gauges {
-            let gauge = ConstGauge::new(value);
-            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
-        }
-        let mut family = encoder.encode_descriptor(
+        encode_each(&mut encoder, gauges.into_iter().map(|(name, help, v)| (name, help, ConstGauge::new(v))))?;
+        let samples = s.checkpoint_metrics.iter().flat_map(|(dataset, metrics)| {
+            metrics.iter().map(move |(metric, v)| {
+                (vec![("dataset", dataset.as_str()), ("metric", metric.as_str())], ConstGauge::new(*v))
+            })
+        });
+        encode_family(
+            &mut encoder,
             "fretflow_checkpoint_metric",
             "The newest checkpoint's evaluation, per dataset and metric (ndcg@10/256: at 256 dimensions)",
-            None,
-            ConstGauge::new(0.0).metric_type(),
-        )?;
-        for (dataset, metrics) in &s.checkpoint_metrics {
-            for (metric, value) in metrics {
-                let labels = [("dataset", dataset.as_str()), ("metric", metric.as_str())];
-                ConstGauge::new(*value).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        Ok(())
+            MetricType::Gauge,
+            samples,
+        )
     }
+}
+
+/// Encodes each `(name, help, metric)` as a metric of its own, without labels.
+fn encode_each<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder<'_>,
+    metrics: impl IntoIterator<Item = (&'static str, &'static str, M)>,
+) -> Result<(), std::fmt::Error> {
+    for (name, help, metric) in metrics {
+        metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+    }
+    Ok(())
+}
+
+/// Encodes one metric family `name` of `metric_type`: a sample per label set (described even without one).
+fn encode_family<'a, M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    metric_type: MetricType,
+    samples: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, metric_type)?;
+    for (labels, metric) in samples {
+        metric.encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -121,7 +121,9 @@ impl Index {
             rank_cmp(a.0.get(), self.passage(a.1), b.0.get(), self.passage(b.1))
         };
         let dim = self.dim.max(1);
-        let mut products = vec![0f32; BLOCK_QUERIES * BLOCK_ROWS];
+        // The products of one batch and block; sized to what this call needs (it runs for every time's
+        // new queries and refills, often a handful).
+        let mut products = vec![0f32; queries.len().min(BLOCK_QUERIES) * self.slots.len().min(BLOCK_ROWS)];
         for (chunk, batch) in queries.chunks(BLOCK_QUERIES).enumerate() {
             // The batch's queries side by side (a query shorter than the rows counts as zero-padded, as
             // `dot` over the shorter length does), and each one's rounding bound against any row.
