@@ -1,6 +1,7 @@
 //! Assembles the FRet dataflow from its stages.
 use super::dedup::DedupQueries;
 use super::embed::{EmbedPassages, EmbedQueries};
+use super::embedder::EmbedderVersion;
 use super::fuse::{FuseParams, FuseRankings};
 use super::generate::GenerateQueries;
 use super::judge::JudgeCandidates;
@@ -22,12 +23,18 @@ pub struct FretStreams<'scope> {
     pub dead_letters: Stream<'scope, Time, Vec<DeadLetter>>,
 }
 
-/// Builds the FRet dataflow over a stream of source records.
-pub fn fret_dataflow<'scope>(records: Stream<'scope, Time, Vec<SourceRecord>>, stages: &Stages) -> FretStreams<'scope> {
+/// Builds the FRet dataflow over a stream of source records. `versions` is the encoder version in use
+/// (see [`super::embed`]); it is read only when the embedder follows a checkpoint directory, and may
+/// stay empty otherwise.
+pub fn fret_dataflow<'scope>(
+    records: Stream<'scope, Time, Vec<SourceRecord>>,
+    versions: VecCollection<'scope, Time, EmbedderVersion, Diff>,
+    stages: &Stages,
+) -> FretStreams<'scope> {
     let (passages, dead_source) = records.upsert_passages(stages.limits, Arc::clone(&stages.metrics));
-    let (passage_vectors, dead_embed_p) = passages.clone().embed_passages(stages);
+    let (passage_vectors, dead_embed_p) = passages.clone().embed_passages(&versions, stages);
     let (queries, dead_generate) = passages.generate_queries(stages);
-    let (query_vectors, dead_embed_q) = queries.embed_queries(stages);
+    let (query_vectors, dead_embed_q) = queries.embed_queries(&versions, stages);
     let (query_vectors, dead_dedup) = match stages.fret.duplicate_queries {
         Some(params) => {
             let (live, dead) = query_vectors.dedup_queries(params, Arc::clone(&stages.metrics));

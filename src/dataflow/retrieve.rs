@@ -214,6 +214,13 @@ fn emit_difference(
 }
 
 /// Applies one time's updates and reports the changes of the candidate set.
+/// The non-zero net updates of one time, retractions before insertions: a record whose vector changed
+/// (a new encoder version) is removed with its old vector, then added with its new one.
+fn removals_first<K: Ord>(net: BTreeMap<K, Diff>) -> impl Iterator<Item = (K, Diff)> {
+    let (removals, additions): (Vec<_>, Vec<_>) = net.into_iter().filter(|(_, r)| *r != 0).partition(|(_, r)| *r < 0);
+    removals.into_iter().chain(additions)
+}
+
 fn apply_time(
     index: &mut Index,
     queries: &mut HashMap<Query, QueryState>,
@@ -229,7 +236,9 @@ fn apply_time(
     for (pv, r) in passage_updates {
         *net.entry(pv).or_insert(0) += r;
     }
-    for ((passage, vector), r) in net.into_iter().filter(|(_, r)| *r != 0) {
+    // Removals first: a passage re-embedded by a new encoder version (same passage, new vector) must
+    // leave the index before it enters again with its new vector.
+    for ((passage, vector), r) in removals_first(net) {
         match index.update(passage.clone(), &vector, r) {
             Transition::Added => added.push((passage, vector)),
             Transition::Removed => {
@@ -245,7 +254,7 @@ fn apply_time(
         *net.entry(qv).or_insert(0) += r;
     }
     let mut fresh: Vec<Query> = Vec::new();
-    for ((query, vector), r) in net.into_iter().filter(|(_, r)| *r != 0) {
+    for ((query, vector), r) in removals_first(net) {
         let state =
             queries.entry(query.clone()).or_insert(QueryState { vector, count: 0, top: Vec::new(), fresh: false });
         let before = state.count;

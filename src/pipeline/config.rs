@@ -255,11 +255,26 @@ pub struct EmbedderConfig {
     /// Token budget of one encoder batch.
     #[serde(default = "default_batch_tokens")]
     pub batch_tokens: usize,
+    /// A training output directory (the trainer's `out`) whose promoted checkpoint (`latest`) the
+    /// pipeline embeds with: each newly promoted checkpoint re-embeds passages and queries, re-mines the
+    /// top N with it, and only new query–passage pairs go to the judge. `model` is used until a checkpoint
+    /// is promoted. Checked every `follow_poll_ms`.
+    #[serde(default)]
+    pub follow: Option<PathBuf>,
+    /// How often `follow` is checked for a newly promoted checkpoint, in milliseconds.
+    #[serde(default = "default_follow_poll_ms")]
+    pub follow_poll_ms: u64,
 }
 
 impl Default for EmbedderConfig {
     fn default() -> Self {
-        Self { model: default_embedder(), device: DeviceChoice::default(), batch_tokens: default_batch_tokens() }
+        Self {
+            model: default_embedder(),
+            device: DeviceChoice::default(),
+            batch_tokens: default_batch_tokens(),
+            follow: None,
+            follow_poll_ms: default_follow_poll_ms(),
+        }
     }
 }
 
@@ -296,6 +311,9 @@ fn default_embedder() -> String {
 }
 fn default_batch_tokens() -> usize {
     8192
+}
+fn default_follow_poll_ms() -> u64 {
+    2000
 }
 
 impl PipelineConfig {
@@ -526,6 +544,9 @@ impl PipelineConfig {
             fix(p);
         }
         if let Some(p) = self.cache.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.embedder.follow.as_mut() {
             fix(p);
         }
         if let Some(train) = self.train.as_mut() {

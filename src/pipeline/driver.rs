@@ -1,8 +1,9 @@
 //! The one driver loop: what every timely worker of every pipeline runs, whatever its input (a file,
 //! Kafka partitions) and its sinks (files and the in-process trainer, a Kafka topic).
 //!
-//! A worker builds its dataflow from its [`WorkerInput`]'s records to its sinks, which end in a probe that
-//! passes an epoch once that epoch's outputs are durable. Then it loops:
+//! A worker builds its dataflow from its [`WorkerInput`]'s records (and the encoder version collection,
+//! fed by worker 0 when the embedder follows a checkpoint directory: [`LoopOptions::follow`]) to its
+//! sinks, which end in a probe that passes an epoch once that epoch's outputs are durable. Then it loops:
 //!
 //! 1. advance the input to the current epoch ([`Epochs`]);
 //! 2. read a batch, unless more than [`LoopOptions::max_open_epochs`] epochs with data are unfinished (so
@@ -20,16 +21,20 @@
 //!   partitions are quiet does not hold the others back.
 //! - **Commits.** A file has nothing to commit; Kafka commits consumer offsets
 //!   ([`WorkerInput::commit_through`]), which is why the probe sits after the sinks.
+use crate::dataflow::embedder::{EmbedderVersion, SharedEmbedder};
 use crate::dataflow::labeler::Labeler;
 use crate::dataflow::progress::{SharedMetrics, Snapshot};
-use crate::dataflow::Time;
+use crate::dataflow::{Diff, Time};
+use differential_dataflow::input::{Input as _, InputSession};
+use differential_dataflow::VecCollection;
 use std::collections::VecDeque;
 use std::fmt::Display;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::Input;
-use timely::dataflow::{ProbeHandle, StreamVec};
+use timely::dataflow::{InputHandle, ProbeHandle, StreamVec};
 
 /// What one poll of a [`WorkerInput`] found.
 #[derive(Debug)]
@@ -90,6 +95,9 @@ pub struct LoopOptions {
     pub throttle: Option<Duration>,
     /// Set (e.g. by a Ctrl-C handler) to stop reading, drain and commit.
     pub stop: Option<Arc<AtomicBool>>,
+    /// An encoder that follows a checkpoint directory: worker 0 polls it every loop iteration and feeds
+    /// each version change into the dataflow's version collection at the current epoch.
+    pub follow: Option<SharedEmbedder>,
 }
 
 /// Most epochs with data a file pipeline lets run ahead of the slowest stage.
@@ -107,6 +115,7 @@ impl Default for LoopOptions {
             idle_exit: None,
             throttle: None,
             stop: None,
+            follow: None,
         }
     }
 }
@@ -124,8 +133,28 @@ pub struct WorkerReport {
 /// How long the drain parks between steps while it waits for the last outputs to become durable.
 const DRAIN_PARK: Duration = Duration::from_millis(10);
 
-/// Runs one worker's pipeline: `build` makes the dataflow from the input's records and returns the probe
-/// after its sinks; `healthy` reports a sink that failed. See the module docs for the loop.
+/// The dataflow's two inputs, advanced together: the input's records and the encoder version in use
+/// (fed only when [`LoopOptions::follow`] is set, by worker 0).
+struct Inputs<R: Clone + 'static> {
+    records: InputHandle<Time, CapacityContainerBuilder<Vec<R>>>,
+    versions: InputSession<Time, EmbedderVersion, Diff>,
+}
+
+impl<R: Clone + 'static> Inputs<R> {
+    fn time(&self) -> Time {
+        *self.records.time()
+    }
+
+    fn advance_to(&mut self, epoch: Time) {
+        self.records.advance_to(epoch);
+        self.versions.advance_to(epoch);
+        self.versions.flush();
+    }
+}
+
+/// Runs one worker's pipeline: `build` makes the dataflow from the input's records and the encoder
+/// version collection, and returns the probe after its sinks; `healthy` reports a sink that failed. See
+/// the module docs for the loop.
 pub fn drive<I, B, H>(
     worker: &mut timely::worker::Worker,
     source: &mut I,
@@ -135,13 +164,18 @@ pub fn drive<I, B, H>(
 ) -> Result<WorkerReport, I::Error>
 where
     I: WorkerInput,
-    B: for<'scope> FnOnce(StreamVec<'scope, Time, I::Record>) -> ProbeHandle<Time>,
+    B: for<'scope> FnOnce(
+        StreamVec<'scope, Time, I::Record>,
+        VecCollection<'scope, Time, EmbedderVersion, Diff>,
+    ) -> ProbeHandle<Time>,
     H: FnMut() -> Result<(), I::Error>,
 {
     let (mut input, probe) = worker.dataflow::<Time, _, _>(|scope| {
-        let (input, records) = scope.new_input::<Vec<I::Record>>();
-        (input, build(records))
+        let (records, record_stream) = scope.new_input::<Vec<I::Record>>();
+        let (versions, version_collection) = scope.new_collection();
+        (Inputs { records, versions }, build(record_stream, version_collection))
     });
+    let follow = options.follow.as_ref().filter(|_| worker.index() == 0);
     let started = Instant::now();
     let mut report = WorkerReport::default();
     let (mut first_record, mut last_record) = (None::<Instant>, Instant::now());
@@ -153,8 +187,23 @@ where
     loop {
         if let Epochs::Tick(tick) = options.epochs {
             let now = (started.elapsed().as_millis() / tick.as_millis().max(1)) as Time;
-            if now > *input.time() {
+            if now > input.time() {
                 input.advance_to(now);
+            }
+        }
+        if let Some(change) = follow.and_then(SharedEmbedder::poll_follow) {
+            // At the current epoch, which a file's input then closes as it does after a batch.
+            let epoch = input.time();
+            if let Some(from) = change.from {
+                input.versions.update(from, -1);
+            }
+            input.versions.update(change.to, 1);
+            input.versions.flush();
+            if open.back() != Some(&epoch) {
+                open.push_back(epoch);
+            }
+            if options.epochs == Epochs::PerBatch {
+                input.advance_to(epoch + 1);
             }
         }
         while open.front().is_some_and(|epoch| !probe.less_equal(epoch)) {
@@ -162,14 +211,14 @@ where
         }
         let mut read = false;
         if open.len() <= options.max_open_epochs {
-            let epoch = *input.time();
+            let epoch = input.time();
             match source.poll(epoch, options.batch)? {
                 Polled::Records(mut batch) if !batch.is_empty() => {
                     read = true;
                     report.records += batch.len() as u64;
                     first_record.get_or_insert_with(Instant::now);
                     last_record = Instant::now();
-                    input.send_batch(&mut batch);
+                    input.records.send_batch(&mut batch);
                     if open.back() != Some(&epoch) {
                         open.push_back(epoch);
                     }
@@ -207,7 +256,7 @@ where
         }
     }
     // Drain: close the input, wait until every output of this worker is durable, commit all.
-    let last_epoch = *input.time();
+    let last_epoch = input.time();
     drop(input);
     while probe.less_equal(&last_epoch) {
         worker.step_or_park(Some(DRAIN_PARK));
@@ -302,7 +351,7 @@ mod tests {
             let mut source = batches(vec![vec![1, 2], vec![3], vec![4, 5, 6]], &held);
             let captured = Rc::new(RefCell::new(None));
             let slot = Rc::clone(&captured);
-            let build = move |records: StreamVec<'_, Time, u32>| {
+            let build = move |records: StreamVec<'_, Time, u32>, _: VecCollection<'_, Time, EmbedderVersion, Diff>| {
                 *slot.borrow_mut() = Some(records.clone().capture());
                 let (probe, _) = records.probe();
                 probe
@@ -332,7 +381,7 @@ mod tests {
         let (report, polled_while_held) = timely::execute_directly(move |worker| {
             let mut source = batches((0..10).map(|i| vec![i]).collect(), &held_in);
             let hold = Arc::clone(&held_in);
-            let build = move |records: StreamVec<'_, Time, u32>| {
+            let build = move |records: StreamVec<'_, Time, u32>, _: VecCollection<'_, Time, EmbedderVersion, Diff>| {
                 let scope = records.scope();
                 let held_back = records.unary_frontier::<CapacityContainerBuilder<Vec<u32>>, _, _, _>(
                     Pipeline,

@@ -10,11 +10,13 @@ use super::config::PipelineConfig;
 use super::driver::{drive, spawn_progress, LoopOptions, Polled, ProgressHook, WorkerInput};
 use super::resources::{self, PipelineParts, ResourceError};
 use crate::connectors::file::source::PassageReader;
+use crate::dataflow::embedder::EmbedderVersion;
 use crate::dataflow::graph::fret_dataflow;
 use crate::dataflow::progress::Snapshot;
 use crate::dataflow::sink::{ChangeSink, ErrorSlot, SinkChanges, SinkDeadLetters};
-use crate::dataflow::Time;
+use crate::dataflow::{Diff, Time};
 use crate::records::SourceRecord;
+use differential_dataflow::VecCollection;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -73,6 +75,7 @@ pub fn run_pipeline(
         None
     }));
     let file_source = config.source.as_ref().ok_or(ResourceError::NotFile)?;
+    let follow = stages.embedder.following().map(|_| stages.embedder.clone());
     let (epoch_records, poll) = (file_source.epoch_records, Duration::from_millis(file_source.poll_ms));
 
     let guards = {
@@ -86,8 +89,9 @@ pub fn run_pipeline(
                 }
                 None => (FileInput(None), Vec::new(), None),
             };
-            let build = |records: timely::dataflow::StreamVec<'_, Time, SourceRecord>| {
-                let out = fret_dataflow(records, &stages);
+            let build = |records: timely::dataflow::StreamVec<'_, Time, SourceRecord>,
+                         versions: VecCollection<'_, Time, EmbedderVersion, Diff>| {
+                let out = fret_dataflow(records, versions, &stages);
                 let (probe, examples) = out.examples.probe();
                 examples.sink_changes(change_sinks, Arc::clone(&errors), Arc::clone(&stages.metrics));
                 out.dead_letters.sink_dead_letters(dead_sink, Arc::clone(&errors), Arc::clone(&stages.metrics));
@@ -97,7 +101,8 @@ pub fn run_pipeline(
                 Some(e) => Err(RunError::Sink(e.to_string())),
                 None => Ok(()),
             };
-            drive(worker, &mut input, build, healthy, &LoopOptions::default()).map(|_| ())
+            let options = LoopOptions { follow: follow.clone(), ..LoopOptions::default() };
+            drive(worker, &mut input, build, healthy, &options).map(|_| ())
         })
         .map_err(RunError::Timely)?
     };

@@ -4,13 +4,13 @@ use super::config::{FileFormat, LlmConfig, PipelineConfig, ReadMode};
 use crate::connectors::file::sink::{change_sink, JsonlDeadLetters, Snapshot};
 use crate::connectors::file::source::{JsonlPassages, Limited, ParquetPassages, PassageReader, SourceError};
 use crate::connectors::{ChangeSink, DeadLetterSink};
-use crate::dataflow::embedder::SharedEmbedder;
+use crate::dataflow::embedder::{EncoderLoader, SharedEmbedder};
 use crate::dataflow::fret_labeler::FretLabeler;
 use crate::dataflow::instant::{HashingEmbedder, OverlapLabeler, WithLatency};
 use crate::dataflow::labeler::{Labeler, SplitLabeler};
 use crate::dataflow::progress::Metrics;
 use crate::dataflow::stages::Stages;
-use crate::embed::{EncoderOptions, SentenceEncoder};
+use crate::embed::{EncoderOptions, SentenceEncoder, TextEmbedder};
 use crate::llm::cache::LlmCache;
 use crate::llm::fret::{FretLlm, FretOptions};
 use crate::llm::LlmBackend;
@@ -192,20 +192,29 @@ fn role_labeler(
     Arc::new(FretLabeler::new(Arc::new(FretLlm::new(backend, cache, options))))
 }
 
-/// The encoder of `config.embedder`.
+/// The encoder of `config.embedder`, following its `follow` directory's promoted checkpoints when set
+/// (each loaded as a sentence-transformers directory with the same device and batching).
 pub fn embedder(config: &PipelineConfig) -> Result<SharedEmbedder, ResourceError> {
     let e = &config.embedder;
-    if let Some(dim) = e.model.strip_prefix("hashing:") {
+    let device = e.device.resolve().map_err(|err| ResourceError::Embedder(format!("device: {err}")))?;
+    let options = EncoderOptions { device, token_budget: e.batch_tokens, ..EncoderOptions::default() };
+    let shared = if let Some(dim) = e.model.strip_prefix("hashing:") {
         let dim: usize = dim.parse().ok().filter(|d| *d > 0).ok_or_else(|| {
             ResourceError::Embedder(format!("model: `hashing:DIM` needs a positive DIM, got {dim:?}"))
         })?;
-        return Ok(SharedEmbedder::new(e.model.clone(), HashingEmbedder::new(dim)));
-    }
-    let device = e.device.resolve().map_err(|err| ResourceError::Embedder(format!("device: {err}")))?;
-    let options = EncoderOptions { device, token_budget: e.batch_tokens, ..EncoderOptions::default() };
-    let encoder =
-        SentenceEncoder::from_name(&e.model, options).map_err(|err| ResourceError::Embedder(err.to_string()))?;
-    Ok(SharedEmbedder::new(e.model.clone(), encoder))
+        SharedEmbedder::new(e.model.clone(), HashingEmbedder::new(dim))
+    } else {
+        let encoder =
+            SentenceEncoder::from_name(&e.model, options).map_err(|err| ResourceError::Embedder(err.to_string()))?;
+        SharedEmbedder::new(e.model.clone(), encoder)
+    };
+    let Some(dir) = &e.follow else { return Ok(shared) };
+    let loader: EncoderLoader = Arc::new(move |checkpoint: &str| {
+        let encoder = SentenceEncoder::load(std::path::Path::new(checkpoint), options)
+            .map_err(|err| format!("checkpoint {checkpoint}: {err}"))?;
+        Ok(Box::new(encoder) as Box<dyn TextEmbedder + Send>)
+    });
+    Ok(shared.follow_checkpoints(dir, loader, Duration::from_millis(e.follow_poll_ms.max(1))))
 }
 
 /// The passage reader of `config.source`.

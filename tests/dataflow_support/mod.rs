@@ -2,6 +2,7 @@
 //! with a tiny deterministic embedder, captures its outputs and extracts them (as differential's own
 //! tests do). No sleeps: workers park until the async stages wake them.
 #![allow(dead_code)]
+use differential_dataflow::input::Input as _;
 use fretflow::dataflow::async_op::BatchPolicy;
 use fretflow::dataflow::embedder::SharedEmbedder;
 use fretflow::dataflow::graph::fret_dataflow;
@@ -85,6 +86,10 @@ pub struct Run {
     pub params: FretParams,
     pub limits: Limits,
     pub llm_batch: BatchPolicy,
+    /// The encoder (default: [`WordEmbedder`] as `test:words`).
+    pub embedder: Option<SharedEmbedder>,
+    /// For a versioned encoder: the version set at each listed time (the previous one retracted).
+    pub versions: Vec<(Time, String)>,
 }
 
 impl Default for Run {
@@ -96,6 +101,8 @@ impl Default for Run {
             params: FretParams { neighbours: 3, duplicate_queries: None, ..FretParams::default() },
             limits: Limits::default(),
             llm_batch: BatchPolicy { max_batch: 4, max_wait: Duration::ZERO, max_in_flight: 2 },
+            embedder: None,
+            versions: Vec::new(),
         }
     }
 }
@@ -107,7 +114,7 @@ impl Run {
         let metrics = Arc::new(Metrics::default());
         let stages = Stages {
             labeler,
-            embedder: SharedEmbedder::new("test:words", WordEmbedder),
+            embedder: self.embedder.clone().unwrap_or_else(|| SharedEmbedder::new("test:words", WordEmbedder)),
             runtime: runtime.handle().clone(),
             generate_batch: self.llm_batch,
             judge_batch: self.llm_batch,
@@ -120,23 +127,34 @@ impl Run {
         let (dead_tx, dead_rx) = mpsc::channel();
         let (examples_tx, dead_tx) = (Arc::new(Mutex::new(examples_tx)), Arc::new(Mutex::new(dead_tx)));
         let epochs = Arc::new(epochs);
+        let schedule = self.versions.clone();
         timely::execute(timely::Config::process(self.workers), move |worker| {
             let (examples_tx, dead_tx) = (examples_tx.lock().unwrap().clone(), dead_tx.lock().unwrap().clone());
-            let (mut input, probe) = worker.dataflow::<Time, _, _>(|scope| {
+            let (mut input, mut versions, probe) = worker.dataflow::<Time, _, _>(|scope| {
                 let (input, records) = scope.new_input::<Vec<SourceRecord>>();
-                let out = fret_dataflow(records, &stages);
+                let (versions, version_collection) = scope.new_collection();
+                let out = fret_dataflow(records, version_collection, &stages);
                 let (probe, examples) = out.examples.probe();
                 examples.inner.capture_into(examples_tx);
                 out.dead_letters.capture_into(dead_tx);
-                (input, probe)
+                (input, versions, probe)
             });
             if worker.index() == 0 {
+                let mut current: Option<String> = None;
                 for (t, batch) in epochs.iter().enumerate() {
+                    if let Some((_, version)) = schedule.iter().find(|(at, _)| *at == t as Time) {
+                        if let Some(old) = current.replace(version.clone()) {
+                            versions.remove(old);
+                        }
+                        versions.insert(version.clone());
+                    }
                     for record in batch {
                         input.send(record.clone());
                     }
                     let next = t as Time + 1;
                     input.advance_to(next);
+                    versions.advance_to(next);
+                    versions.flush();
                     worker.step_or_park_while(None, || probe.less_than(&next));
                 }
             }

@@ -20,11 +20,14 @@ use super::passthrough::Transform;
 use super::timely::UpsertRecords;
 use crate::connectors::kafka::sink::Destination;
 use crate::connectors::kafka::{headers, KafkaRecord, SinkRecord};
+use crate::dataflow::embedder::{EmbedderVersion, SharedEmbedder};
 use crate::dataflow::generate::query_id;
 use crate::dataflow::graph::fret_dataflow;
 use crate::dataflow::progress::SharedMetrics;
 use crate::dataflow::stages::Stages;
+use crate::dataflow::Diff;
 use crate::records::{DeadLetter, Example, Passage, SourceRecord};
+use differential_dataflow::VecCollection;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use timely::container::CapacityContainerBuilder;
@@ -49,17 +52,25 @@ pub struct FretTransform {
 }
 
 impl Transform for FretTransform {
-    fn build<'scope>(&self, input: StreamVec<'scope, u64, KafkaRecord>) -> StreamVec<'scope, u64, SinkRecord> {
+    fn build<'scope>(
+        &self,
+        input: StreamVec<'scope, u64, KafkaRecord>,
+        versions: VecCollection<'scope, u64, EmbedderVersion, Diff>,
+    ) -> StreamVec<'scope, u64, SinkRecord> {
         let topic = self.source_topic.clone();
         let deleted = deleted_query_keys(input.clone());
         let (events, undecodable) = input.ok_err(move |record| match record.event {
             Ok(event) => Ok::<SourceRecord, _>(Ok(event)),
             Err(ref dead) => Err(SinkRecord::dead_letter(&topic, &record, dead)),
         });
-        let streams = fret_dataflow(events, &self.stages);
+        let streams = fret_dataflow(events, versions, &self.stages);
         let examples = streams.examples.inner.concat(deleted).upsert_records_with(provenance_headers);
         let dead = streams.dead_letters.map(flow_dead_letter);
         count_outputs(examples.concat(undecodable).concat(dead), self.stages.metrics.clone())
+    }
+
+    fn follow(&self) -> Option<SharedEmbedder> {
+        self.stages.embedder.following().map(|_| self.stages.embedder.clone())
     }
 }
 

@@ -16,9 +16,11 @@ use crate::connectors::kafka::replay::{ProgressMarker, ReplayStart};
 use crate::connectors::kafka::{
     ConnectionConfig, KafkaError, KafkaRecord, KafkaSink, KafkaSource, SinkConfig, SinkRecord, SourceConfig,
 };
-use crate::dataflow::Time;
+use crate::dataflow::embedder::{EmbedderVersion, SharedEmbedder};
+use crate::dataflow::{Diff, Time};
 pub use crate::pipeline::driver::WorkerReport;
 use crate::pipeline::driver::{drive, Epochs, LoopOptions, Polled, WorkerInput};
+use differential_dataflow::VecCollection;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +32,18 @@ use timely::dataflow::StreamVec;
 pub trait Transform: Send + Sync + 'static {
     /// Builds this worker's part of the dataflow from the decoded input records (timestamped with their
     /// epoch) to the records for the sink (at the epochs of the inputs they derive from, or later).
-    fn build<'scope>(&self, input: StreamVec<'scope, u64, KafkaRecord>) -> StreamVec<'scope, u64, SinkRecord>;
+    /// `versions` is the encoder version in use, fed from [`Transform::follow`] (empty without it).
+    fn build<'scope>(
+        &self,
+        input: StreamVec<'scope, u64, KafkaRecord>,
+        versions: VecCollection<'scope, u64, EmbedderVersion, Diff>,
+    ) -> StreamVec<'scope, u64, SinkRecord>;
+
+    /// An encoder following a checkpoint directory, whose version changes the driver feeds to `build`'s
+    /// `versions`.
+    fn follow(&self) -> Option<SharedEmbedder> {
+        None
+    }
 }
 
 /// Passes every passage through unchanged: upsert in, upsert out (key = passage id, value = the passage
@@ -43,7 +56,11 @@ pub struct Identity {
 }
 
 impl Transform for Identity {
-    fn build<'scope>(&self, input: StreamVec<'scope, u64, KafkaRecord>) -> StreamVec<'scope, u64, SinkRecord> {
+    fn build<'scope>(
+        &self,
+        input: StreamVec<'scope, u64, KafkaRecord>,
+        _versions: VecCollection<'scope, u64, EmbedderVersion, Diff>,
+    ) -> StreamVec<'scope, u64, SinkRecord> {
         let topic = self.source_topic.clone();
         input.map(move |record| {
             let out = match &record.event {
@@ -160,8 +177,9 @@ pub fn run_worker<X: Transform>(
     } else {
         KafkaInput { source: KafkaSource::start(connection, source_config, index, peers)?, marker: None }
     };
-    let build = |records: StreamVec<'_, Time, KafkaRecord>| {
-        let (probe, _) = transform.build(records).sink_to_kafka(Arc::clone(&sink)).probe();
+    let build = |records: StreamVec<'_, Time, KafkaRecord>,
+                 versions: VecCollection<'_, Time, EmbedderVersion, Diff>| {
+        let (probe, _) = transform.build(records, versions).sink_to_kafka(Arc::clone(&sink)).probe();
         probe
     };
     let loop_options = LoopOptions {
@@ -174,6 +192,7 @@ pub fn run_worker<X: Transform>(
         idle_exit: options.idle_exit,
         throttle: options.throttle,
         stop: options.stop.clone(),
+        follow: transform.follow(),
     };
     let report = drive(worker, &mut input, build, || sink.check(), &loop_options)?;
     tracing::info!(worker = index, records = report.records, committed = ?input.source.committed(), "Kafka pipeline worker done.");
