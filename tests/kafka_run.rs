@@ -4,9 +4,11 @@
 //!
 //! Run with the broker: `scripts/with-kafka.sh cargo test --test kafka_run`.
 mod kafka_support;
+mod prometheus_support;
 
 use fretflow::dataflow::generate::query_id;
 use kafka_support::*;
+use prometheus_support::{endpoint, scrape};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -148,6 +150,54 @@ fn two_hundred_passages_over_three_partitions_give_one_live_example_per_query_ke
     );
     assert!(stdout.contains("examples") && stdout.contains(&format!("wrote topic {}", names.output)), "{stdout}");
     assert_eq!(committed(&bootstrap, &names.group, &names.input, 3), ends(&bootstrap, &names.input, 3));
+}
+
+#[test]
+fn a_metrics_scrape_shows_each_partitions_committed_offset_rising_to_its_end_and_the_lag_falling_to_zero() {
+    let Some(bootstrap) = broker() else { return };
+    let names = Names::new(&unique("passages"));
+    create_topic(&bootstrap, &names.input, 3);
+    produce(&bootstrap, &names.input, &corpus(240));
+    let dir = tempfile::tempdir().unwrap();
+    // 100 ms per LLM batch: the run lasts several statistics intervals (1 s) and commits (200 ms).
+    let config = pipeline(dir.path(), &bootstrap, &names, &format!("{INSTANT}\nlatency_ms = 100"));
+    let mut child = fretflow(&config, Some("3"))
+        .args(["--metrics", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = endpoint(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()));
+    let lag = |s: &BTreeMap<String, f64>, p: i32| {
+        s.get(&format!("fretflow_kafka_consumer_lag{{topic=\"{}\",partition=\"{p}\"}}", names.input)).copied()
+    };
+    let committed_at = |s: &BTreeMap<String, f64>, p: i32| {
+        s.get(&format!("fretflow_kafka_committed_offset{{topic=\"{}\",partition=\"{p}\"}}", names.input)).copied()
+    };
+    let mut scrapes = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        if let Some(samples) = scrape(&addr).filter(|s| (0..3).all(|p| lag(s, p).is_some())) {
+            scrapes.push(samples);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(scrapes.len() >= 5, "only {} scrapes with every partition's lag", scrapes.len());
+    let ends = ends(&bootstrap, &names.input, 3);
+    let total_lag: Vec<f64> = scrapes.iter().map(|s| (0..3).filter_map(|p| lag(s, p)).sum()).collect();
+    assert!(total_lag[0] > 0.0, "the run was scraped before it caught up: {total_lag:?}");
+    assert!(total_lag.windows(2).all(|w| w[1] <= w[0]), "the lag rose with nothing produced: {total_lag:?}");
+    let last = scrapes.last().unwrap();
+    for p in 0..3 {
+        let offsets: Vec<f64> = scrapes.iter().filter_map(|s| committed_at(s, p)).collect();
+        assert!(offsets.windows(2).all(|w| w[0] <= w[1]), "partition {p}'s committed offset went back: {offsets:?}");
+        assert_eq!(committed_at(last, p), Some(ends[&p] as f64), "partition {p} ends committed at its end");
+        assert_eq!(lag(last, p), Some(0.0), "partition {p} ends with no lag");
+    }
+    assert_eq!(committed(&bootstrap, &names.group, &names.input, 3), ends);
 }
 
 #[test]

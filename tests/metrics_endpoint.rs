@@ -2,27 +2,14 @@
 //! corpus with the instant labeler slowed to 100 ms per batch (4 requests), so it lasts long enough to be scraped several
 //! times; the counters must be there, move, and never pass the run's own summary. One malformed line in
 //! the corpus gives a dead letter, counted by stage.
+mod prometheus_support;
+
+use prometheus_support::{endpoint, scrape};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufReader, Read};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// `name -> value` of every sample line of a scrape (labels kept in the name).
-fn scrape(addr: &str) -> Option<BTreeMap<String, f64>> {
-    let mut stream = TcpStream::connect(addr).ok()?;
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: fretflow\r\n\r\n").ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let body = text.split_once("\r\n\r\n")?.1;
-    Some(
-        body.lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .filter_map(|l| l.rsplit_once(' ').and_then(|(name, v)| Some((name.to_owned(), v.parse().ok()?))))
-            .collect(),
-    )
-}
 
 /// Runs `fretflow ARGS` in `dir` (with `--metrics 127.0.0.1:0`: the endpoint is named on the first line of
 /// stdout), scrapes it every `every` until the process exits (at most 300 s) and checks that it succeeded;
@@ -37,14 +24,7 @@ fn scrape_while_running(dir: &Path, args: &[&str], key: &str, every: Duration) -
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
-    let addr = first
-        .trim()
-        .strip_prefix("metrics: http://")
-        .and_then(|a| a.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("the first line does not name the endpoint: {first:?}"))
-        .to_owned();
+    let addr = endpoint(&mut stdout);
     let mut scrapes = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(300);
     while child.try_wait().unwrap().is_none() && Instant::now() < deadline {

@@ -120,6 +120,21 @@ pub struct Metrics {
     pub sink: StageMetrics,
     /// Wall time with at least one LLM batch (generation or judging) in flight.
     pub llm_busy: BusyClock,
+    /// Where each partition of the input stands (Kafka sources), by (topic, partition).
+    pub source_partitions: Mutex<BTreeMap<(String, i32), SourcePartition>>,
+}
+
+/// Where one partition of the input stands: committed offset and consumer lag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourcePartition {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// Next offset committed for the consumer group (`None`: nothing committed yet).
+    pub committed: Option<i64>,
+    /// Records between the committed offset and the partition's end.
+    pub lag: i64,
 }
 
 /// A point-in-time copy of the metrics, with the labeler's counters; what the summary prints and
@@ -164,6 +179,9 @@ pub struct Snapshot {
     pub llm_busy_share: f64,
     /// Seconds per stage: busy (in flight) for model stages, in-operator time for the others.
     pub stage_seconds: Vec<(String, f64)>,
+    /// Committed offset and lag of each input partition this process reads (Kafka sources).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub source_partitions: Vec<SourcePartition>,
 }
 
 impl Metrics {
@@ -172,6 +190,12 @@ impl Metrics {
         self.dead_letters.fetch_add(1, Ordering::Relaxed);
         let mut by_stage = self.dead_letters_by_stage.lock().unwrap_or_else(|e| e.into_inner());
         *by_stage.entry(stage.to_string()).or_insert(0) += 1;
+    }
+
+    /// Records where partition `partition` of `topic` stands.
+    pub fn set_source_partition(&self, progress: SourcePartition) {
+        let mut partitions = self.source_partitions.lock().unwrap_or_else(|e| e.into_inner());
+        partitions.insert((progress.topic.clone(), progress.partition), progress);
     }
 
     /// Copies the counters; `llm_stats` are the labeler's (calls, cache hits).
@@ -212,6 +236,13 @@ impl Metrics {
                 ("fuse".into(), op_s(&self.fuse)),
                 ("sinks".into(), op_s(&self.sink)),
             ],
+            source_partitions: self
+                .source_partitions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .cloned()
+                .collect(),
         }
     }
 }

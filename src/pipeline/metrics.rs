@@ -7,13 +7,15 @@
 //! `passages_deleted`, `queries`, `judged_pairs`, `example_changes`, `dead_letters`, `llm_calls`,
 //! `llm_cache_hits` (each `_total`), `stage_seconds_total{stage}` and `dead_letters_by_stage_total{stage}`;
 //! the gauges `examples_live`, `positive_not_seed`, `duplicate_queries`, `llm_busy_ratio`,
-//! `elapsed_seconds`, `index_passages`, `index_queries` and `in_flight_batches{stage}`. For a trainer (its
+//! `elapsed_seconds`, `index_passages`, `index_queries` and `in_flight_batches{stage}`; for a Kafka
+//! pipeline, `kafka_committed_offset{topic,partition}` and `kafka_consumer_lag{topic,partition}` of the
+//! partitions this process reads. For a trainer (its
 //! own, or `run`'s in-process one): `train_steps_total`, `train_examples_total`, `train_checkpoints_total`
 //! and the gauges `train_loss`, `train_examples_per_second`, `train_buffer_examples`, `checkpoint_step`,
 //! `promoted_step` and `checkpoint_metric{dataset,metric}` (the newest checkpoint's evaluation). A scrape
 //! before the first snapshot or step gets no samples of that part.
 use super::driver::ProgressHook;
-use crate::dataflow::progress::Snapshot;
+use crate::dataflow::progress::{Snapshot, SourcePartition};
 use crate::train::gauges::TrainGauges;
 use anyhow::Context;
 use prometheus_client::collector::Collector;
@@ -180,6 +182,27 @@ impl Collector for SnapshotCollector {
             "Model batches in flight now, per stage",
             MetricType::Gauge,
             s.in_flight_batches.iter().map(|(stage, n)| (vec![("stage", stage.as_str())], ConstGauge::new(*n as i64))),
+        )?;
+        if s.source_partitions.is_empty() {
+            return Ok(());
+        }
+        let partitions: Vec<(&str, String, &SourcePartition)> =
+            s.source_partitions.iter().map(|p| (p.topic.as_str(), p.partition.to_string(), p)).collect();
+        encode_family(
+            &mut encoder,
+            "fretflow_kafka_committed_offset",
+            "Next offset committed for the consumer group, per input partition this process reads",
+            MetricType::Gauge,
+            partitions.iter().filter_map(|(topic, partition, p)| {
+                p.committed.map(|offset| (partition_labels(topic, partition), ConstGauge::new(offset)))
+            }),
+        )?;
+        encode_family(
+            &mut encoder,
+            "fretflow_kafka_consumer_lag",
+            "Records between the committed offset and the partition's end (librdkafka's high watermark, ~1 s old)",
+            MetricType::Gauge,
+            partitions.iter().map(|(topic, partition, p)| (partition_labels(topic, partition), ConstGauge::new(p.lag))),
         )
     }
 }
@@ -244,6 +267,10 @@ fn encode_each<M: EncodeMetric>(
     Ok(())
 }
 
+fn partition_labels<'a>(topic: &'a str, partition: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![("topic", topic), ("partition", partition)]
+}
+
 /// Encodes one metric family `name` of `metric_type`: a sample per label set (described even without one).
 fn encode_family<'a, M: EncodeMetric>(
     encoder: &mut DescriptorEncoder<'_>,
@@ -285,6 +312,10 @@ mod tests {
             dead_letters_by_stage: [("validate".to_string(), 3)].into(),
             index_passages: 17,
             in_flight_batches: vec![("judge".into(), 1)],
+            source_partitions: vec![
+                SourcePartition { topic: "passages".into(), partition: 0, committed: Some(12), lag: 3 },
+                SourcePartition { topic: "passages".into(), partition: 1, committed: None, lag: 9 },
+            ],
             ..Snapshot::default()
         };
         hook(&snapshot);
@@ -297,9 +328,16 @@ mod tests {
             "fretflow_dead_letters_by_stage_total{stage=\"validate\"} 3",
             "fretflow_index_passages 17",
             "fretflow_in_flight_batches{stage=\"judge\"} 1",
+            "fretflow_kafka_committed_offset{topic=\"passages\",partition=\"0\"} 12",
+            "fretflow_kafka_consumer_lag{topic=\"passages\",partition=\"0\"} 3",
+            "fretflow_kafka_consumer_lag{topic=\"passages\",partition=\"1\"} 9",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
+        assert!(
+            !text.contains("partition=\"1\"} 0")
+                && !text.contains("committed_offset{topic=\"passages\",partition=\"1\"}")
+        );
         assert!(!text.contains("fretflow_train_steps"), "no trainer, no train samples");
         assert!(get(endpoint.local_addr(), "/other").starts_with("HTTP/1.1 404"));
     }

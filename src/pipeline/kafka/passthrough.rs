@@ -17,6 +17,7 @@ use crate::connectors::kafka::{
     ConnectionConfig, KafkaError, KafkaRecord, KafkaSink, KafkaSource, SinkConfig, SinkRecord, SourceConfig,
 };
 use crate::dataflow::embedder::{EmbedderVersion, SharedEmbedder};
+use crate::dataflow::progress::{SharedMetrics, SourcePartition};
 use crate::dataflow::{Diff, Time};
 pub use crate::pipeline::driver::WorkerReport;
 use crate::pipeline::driver::{drive, Epochs, LoopOptions, Polled, WorkerInput};
@@ -100,6 +101,8 @@ pub struct RunOptions {
     pub replay: bool,
     /// Set (e.g. by a Ctrl-C handler) to stop reading, drain and commit, as after `idle_exit`.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Where each worker reports its partitions' committed offsets and lag (after every commit).
+    pub metrics: Option<SharedMetrics>,
 }
 
 impl Default for RunOptions {
@@ -114,6 +117,7 @@ impl Default for RunOptions {
             throttle: None,
             replay: false,
             stop: None,
+            metrics: None,
         }
     }
 }
@@ -173,9 +177,10 @@ pub fn run_worker<X: Transform>(
     let mut input = if options.replay {
         let start = ReplayStart::prepare(connection, source_config, index, peers)?;
         let source = KafkaSource::start(connection, &start.reader, index, peers)?;
-        KafkaInput { source, marker: Some(start.marker) }
+        KafkaInput { source, marker: Some(start.marker), metrics: options.metrics.clone() }
     } else {
-        KafkaInput { source: KafkaSource::start(connection, source_config, index, peers)?, marker: None }
+        let source = KafkaSource::start(connection, source_config, index, peers)?;
+        KafkaInput { source, marker: None, metrics: options.metrics.clone() }
     };
     let build = |records: StreamVec<'_, Time, KafkaRecord>,
                  versions: VecCollection<'_, Time, EmbedderVersion, Diff>| {
@@ -204,6 +209,7 @@ pub fn run_worker<X: Transform>(
 struct KafkaInput {
     source: KafkaSource,
     marker: Option<ProgressMarker>,
+    metrics: Option<SharedMetrics>,
 }
 
 impl WorkerInput for KafkaInput {
@@ -219,6 +225,17 @@ impl WorkerInput for KafkaInput {
         let committed = self.source.commit_through(epoch);
         if let Some(marker) = self.marker.as_mut() {
             marker.advance(self.source.committed());
+        }
+        if let Some(metrics) = &self.metrics {
+            for p in self.source.progress() {
+                let topic = self.source.topic().to_string();
+                metrics.set_source_partition(SourcePartition {
+                    topic,
+                    partition: p.partition,
+                    committed: p.committed,
+                    lag: p.lag,
+                });
+            }
         }
         committed
     }

@@ -77,6 +77,7 @@ pub fn run_fret(
         replay: true,
         stop: Some(stop),
         max_open_epochs: MAX_OPEN_TICKS,
+        metrics: Some(Arc::clone(&stages.metrics)),
         ..RunOptions::default()
     };
     let transform = FretTransform { source_topic: source.topic.clone(), stages };

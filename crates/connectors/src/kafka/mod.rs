@@ -24,7 +24,7 @@ pub mod topic;
 
 pub use config::ConnectionConfig;
 pub use sink::{KafkaSink, SinkConfig, SinkRecord};
-pub use source::{KafkaRecord, KafkaSource, SourceConfig, Undecodable};
+pub use source::{KafkaRecord, KafkaSource, PartitionProgress, SourceConfig, Undecodable};
 
 /// Header names written by the sink.
 pub mod headers {

@@ -10,18 +10,49 @@ use super::{Command, KafkaRecord, Partitioning, SourceConfig, Undecodable};
 use crate::kafka::{ConnectionConfig, KafkaError};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Logs rebalances with the topic's partitions.
+/// Logs rebalances with the topic's partitions, and keeps the offsets librdkafka's statistics report for
+/// them (`statistics.interval.ms`).
 pub(super) struct SourceContext {
     pub(super) topic: String,
     pub(super) worker: usize,
+    pub(super) watermarks: Watermarks,
 }
 
-impl ClientContext for SourceContext {}
+/// What librdkafka last reported of each partition this consumer reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PartitionWatermarks {
+    /// The partition's first offset.
+    pub low: i64,
+    /// The partition's end: the offset its next record will get.
+    pub high: i64,
+    /// The group's committed offset as the consumer knows it (-1: none).
+    pub committed: i64,
+}
+
+/// Partition -> its last reported offsets, shared by the consumer's context and the source.
+pub(super) type Watermarks = Arc<Mutex<HashMap<i32, PartitionWatermarks>>>;
+
+/// How often librdkafka reports statistics (the high watermarks behind the consumer-lag metric).
+const STATISTICS_INTERVAL_MS: &str = "1000";
+
+impl ClientContext for SourceContext {
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else { return };
+        let mut watermarks = self.watermarks.lock().unwrap_or_else(|e| e.into_inner());
+        for p in topic.partitions.values().filter(|p| p.partition >= 0 && p.desired && p.hi_offset >= 0) {
+            let entry =
+                PartitionWatermarks { low: p.lo_offset.max(0), high: p.hi_offset, committed: p.committed_offset };
+            watermarks.insert(p.partition, entry);
+        }
+    }
+}
 
 impl ConsumerContext for SourceContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -64,8 +95,9 @@ pub(super) fn connect(setup: &Setup) -> Result<BaseConsumer<SourceContext>, Kafk
                 super::StartFrom::Latest => "latest",
             },
         )
-        .set("client.id", format!("{}-source-{worker}", connection.client_id));
-    let context = SourceContext { topic: topic.clone(), worker: *worker };
+        .set("client.id", format!("{}-source-{worker}", connection.client_id))
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+    let context = SourceContext { topic: topic.clone(), worker: *worker, watermarks: Watermarks::default() };
     let consumer: BaseConsumer<SourceContext> = client
         .create_with_context(context)
         .map_err(|e| KafkaError::client(format!("creating the consumer for topic '{topic}'"), e))?;

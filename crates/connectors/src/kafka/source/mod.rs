@@ -31,6 +31,7 @@ pub use decode::{origin, DecodeError};
 
 use super::{ConnectionConfig, KafkaError};
 use fretflow_records::PassageEvent;
+use rdkafka::consumer::Consumer as _;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
@@ -75,6 +76,22 @@ pub struct KafkaSource {
     pending: BTreeMap<u64, HashMap<i32, i64>>,
     /// partition -> next offset, as last committed by this source.
     committed: HashMap<i32, i64>,
+    /// The partitions' offsets as librdkafka last reported them.
+    watermarks: consumer::Watermarks,
+}
+
+/// Where one partition of a source stands: what is committed and how far the partition's end is ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionProgress {
+    /// The partition.
+    pub partition: i32,
+    /// Next offset committed for the group: this source's last commit, else the group's as the consumer
+    /// knows it; `None` when nothing is committed.
+    pub committed: Option<i64>,
+    /// The partition's end (its high watermark) at the last statistics report.
+    pub high: i64,
+    /// Records between the committed offset (or the partition's start) and the end.
+    pub lag: i64,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -105,6 +122,7 @@ impl KafkaSource {
         }
         let setup = consumer::Setup { connection: connection.clone(), config: config.clone(), worker, peers };
         let consumer = consumer::connect(&setup)?;
+        let watermarks = std::sync::Arc::clone(&consumer.context().watermarks);
         let (record_tx, records) = mpsc::sync_channel(config.buffer_records);
         let (commands, command_rx) = mpsc::channel();
         let topic = config.topic.clone();
@@ -113,7 +131,8 @@ impl KafkaSource {
             .spawn(move || consumer::run(consumer, setup, record_tx, command_rx))
             .map_err(|e| KafkaError::SourceStopped { topic: topic.clone(), message: e.to_string() })?;
         tracing::info!(topic = %topic, group = %config.group_id, worker, peers, "Kafka source started.");
-        Ok(Self { topic, records, commands, thread: Some(thread), pending: BTreeMap::new(), committed: HashMap::new() })
+        let (pending, committed) = (BTreeMap::new(), HashMap::new());
+        Ok(Self { topic, records, commands, thread: Some(thread), pending, committed, watermarks })
     }
 
     /// The topic read.
@@ -195,6 +214,26 @@ impl KafkaSource {
     /// Per partition, the next offset this source has committed (empty before the first commit).
     pub fn committed(&self) -> &HashMap<i32, i64> {
         &self.committed
+    }
+
+    /// Committed offset and lag of each partition this source reads, by partition, from librdkafka's last
+    /// statistics report (about every second; empty before the first).
+    pub fn progress(&self) -> Vec<PartitionProgress> {
+        let watermarks = self.watermarks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut progress: Vec<PartitionProgress> = watermarks
+            .iter()
+            .map(|(&partition, w)| {
+                let committed = self.committed.get(&partition).copied().or((w.committed >= 0).then_some(w.committed));
+                PartitionProgress {
+                    partition,
+                    committed,
+                    high: w.high,
+                    lag: (w.high - committed.unwrap_or(w.low)).max(0),
+                }
+            })
+            .collect();
+        progress.sort_by_key(|p| p.partition);
+        progress
     }
 
     /// Stops the consumer thread and leaves the group, without committing anything pending.
