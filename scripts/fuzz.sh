@@ -12,16 +12,21 @@ cd "$(dirname "$0")/.."
 seconds="${FUZZ_SECONDS:-600}"
 cases="${PROPTEST_CASES:-2000}"
 filter="${1:-}"
-cargo test --quiet --test fuzz_decoders --no-run
-mapfile -t targets < <(cargo test --quiet --test fuzz_decoders -- --list --format terse 2>/dev/null \
-  | sed -n 's/: test$//p' | grep -F -- "$filter" || true)
+# The test binary runs directly, from a copy: no cargo per round, and rebuilding target/ meanwhile neither
+# waits on this script's lock nor changes what it runs.
+built=$(cargo test --quiet --test fuzz_decoders --no-run --message-format=json \
+  | sed -n 's/.*"executable":"\([^"]*fuzz_decoders[^"]*\)".*/\1/p' | tail -n 1)
+[[ -x "$built" ]] || { echo "fuzz.sh: cannot find the fuzz_decoders test binary" >&2; exit 1; }
+bin=$(mktemp -d)/fuzz_decoders
+cp "$built" "$bin"
+mapfile -t targets < <("$bin" --list --format terse 2>/dev/null | sed -n 's/: test$//p' | grep -F -- "$filter" || true)
 (( ${#targets[@]} )) || { echo "fuzz.sh: no target matches '$filter'" >&2; exit 1; }
 failed=0
 printf '%-40s %7s %10s %8s %s\n' target rounds cases seconds result
 for target in "${targets[@]}"; do
   start=$(date +%s); rounds=0; result=ok
   while (( $(date +%s) - start < seconds )); do
-    if ! PROPTEST_CASES="$cases" cargo test --quiet --test fuzz_decoders -- --exact "$target" >"/tmp/fuzz-$target.log" 2>&1; then
+    if ! PROPTEST_CASES="$cases" "$bin" --quiet --exact "$target" >"/tmp/fuzz-$target.log" 2>&1; then
       result="FAILED (see /tmp/fuzz-$target.log and proptest-regressions/)"; failed=1
       rounds=$((rounds + 1)); break
     fi
