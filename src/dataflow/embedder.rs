@@ -45,6 +45,8 @@ struct Follow {
     interval: Duration,
     last_poll: Option<Instant>,
     current: Option<EmbedderVersion>,
+    /// The last promoted checkpoint that failed to load (not tried again until `latest` moves).
+    rejected: Option<EmbedderVersion>,
 }
 
 /// The embedder switched versions: retract `from` (none at the start), insert `to`.
@@ -90,7 +92,8 @@ impl SharedEmbedder {
         let dir = dir.into();
         let mut this = self.with_versions(loader);
         this.name = format!("{} following {}", this.base, dir.display());
-        this.follow = Some(Arc::new(Mutex::new(Follow { dir, interval, last_poll: None, current: None })));
+        this.follow =
+            Some(Arc::new(Mutex::new(Follow { dir, interval, last_poll: None, current: None, rejected: None })));
         this
     }
 
@@ -116,8 +119,8 @@ impl SharedEmbedder {
 
     /// When following: the first call gives the starting version (the promoted checkpoint, or the
     /// configured encoder when none is promoted yet); later calls, at most every `interval`, give a change
-    /// when `latest` has moved to a checkpoint that loads. A checkpoint that fails to load is skipped with
-    /// a warning (the current version stays) and tried again at the next move. `None`: no change (or not
+    /// when `latest` has moved to a checkpoint that loads. A checkpoint that fails to load (or embeds in
+    /// another dimension) is skipped with a warning, once: the current version stays until `latest` moves. `None`: no change (or not
     /// following).
     pub fn poll_follow(&self) -> Option<VersionChange> {
         let follow = self.follow.as_ref()?;
@@ -128,7 +131,7 @@ impl SharedEmbedder {
         f.last_poll = Some(Instant::now());
         let promoted = promoted_checkpoint(&f.dir);
         let wanted = promoted.clone().unwrap_or_else(|| self.base.clone());
-        if f.current.as_ref() == Some(&wanted) {
+        if f.current.as_ref() == Some(&wanted) || f.rejected.as_ref() == Some(&wanted) {
             return None;
         }
         if promoted.is_some() && !self.is_loaded(&wanted) {
@@ -136,6 +139,7 @@ impl SharedEmbedder {
             match loader(&wanted).and_then(|encoder| self.same_dimension(&wanted, encoder)) {
                 Ok(encoder) => self.insert_loaded(wanted.clone(), Arc::new(Mutex::new(encoder))),
                 Err(error) => {
+                    f.rejected = Some(wanted.clone());
                     if f.current.is_some() {
                         tracing::warn!(checkpoint = %wanted, %error, "Cannot load the promoted checkpoint; the embedder stays on its current version.");
                         return None;
@@ -285,8 +289,14 @@ mod tests {
     use super::*;
     use crate::dataflow::instant::HashingEmbedder;
 
+    /// Loads of the following test's broken checkpoint (no other test loads it).
+    static LOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
     fn loader() -> EncoderLoader {
         Arc::new(|version: &str| {
+            if version.ends_with("checkpoint-broken") {
+                LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             if version.ends_with("broken") {
                 return Err(format!("{version}: model.safetensors is damaged"));
             }
@@ -325,6 +335,9 @@ mod tests {
 
         promote("checkpoint-broken");
         assert_eq!(embedder.poll_follow(), None, "a checkpoint that does not load is skipped");
+        let loads = LOADS.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(embedder.poll_follow(), None);
+        assert_eq!(LOADS.load(std::sync::atomic::Ordering::Relaxed), loads, "and not loaded again until latest moves");
         promote("checkpoint-wide");
         assert_eq!(embedder.poll_follow(), None, "a checkpoint of another dimension is skipped");
         let third = promote("checkpoint-3");
