@@ -6,11 +6,15 @@
 //! Decoders: passage JSON lines (`records::decode_json_passage`), FRet change records and examples
 //! (`records::Change::from_slice`), Kafka passage messages (`connectors::kafka::source::decode`), FRet
 //! JSONL and Parquet files (`connectors::file::fret`), pipeline TOML (`pipeline::config`), GGUF headers
-//! (`llm::local::gguf::GgufFile::from_bytes`) and the LLM cache (tests/llm_cache.rs covers it with
-//! truncated and bit-flipped files).
+//! (`llm::local::gguf::GgufFile::from_bytes`), passage Parquet files (`connectors::file::source`), BEIR
+//! datasets (`eval::beir`), safetensors checkpoints (`embed::weights::load_safetensors`) and the LLM cache
+//! (tests/llm_cache.rs covers it with truncated and bit-flipped files).
 use fretflow::connectors::file::fret::{read_jsonl, read_parquet};
 use fretflow::connectors::file::sink::change_sink;
+use fretflow::connectors::file::source::{ParquetPassages, PassageReader};
 use fretflow::connectors::kafka::source::decode::decode;
+use fretflow::embed::weights::load_safetensors;
+use fretflow::eval::beir::{BeirDataset, LoadOptions};
 use fretflow::llm::local::gguf::GgufFile;
 use fretflow::pipeline::config::PipelineConfig;
 use fretflow::records::{decode_json_passage, Change, Example, Passage};
@@ -173,4 +177,121 @@ fn damaged_gguf_headers_never_panic() {
             Ok(())
         })
         .unwrap();
+}
+
+/// Runs `check` on `valid` damaged, `cases` times (the file-based targets write each case to disk).
+fn run_damaged(valid: Vec<u8>, check: impl Fn(Vec<u8>) -> Result<(), TestCaseError>) {
+    let mut runner = proptest::test_runner::TestRunner::new(config());
+    runner.run(&damaged(valid), check).unwrap();
+}
+
+/// A passage Parquet file (the source format), damaged: opening and reading it gives passages, dead
+/// letters or an error naming the file, never a panic.
+#[test]
+fn damaged_passage_parquet_files_never_panic() {
+    use arrow::array::StringArray;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::record_batch::RecordBatch;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("passages.parquet");
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("title", DataType::Utf8, true),
+        Field::new("text", DataType::Utf8, false),
+    ]));
+    let ids: Vec<String> = (0..20).map(|i| format!("p{i}")).collect();
+    let texts: Vec<String> = (0..20).map(|i| format!("text of passage {i}")).collect();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(ids)),
+            Arc::new(StringArray::from(vec![Some("Title"); 20])),
+            Arc::new(StringArray::from(texts)),
+        ],
+    )
+    .unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let valid = std::fs::read(&path).unwrap();
+    let target = dir.path().join("damaged-passages.parquet");
+    run_damaged(valid, |damaged| {
+        std::fs::write(&target, &damaged).unwrap();
+        let read = timed("passage parquet", || -> Result<usize, String> {
+            let mut reader = ParquetPassages::open(&target).map_err(|e| e.to_string())?;
+            let mut records = 0;
+            loop {
+                let polled = reader.poll(8).map_err(|e| e.to_string())?;
+                records += polled.records.len();
+                if polled.finished {
+                    return Ok(records);
+                }
+            }
+        });
+        if let Err(e) = read {
+            prop_assert!(e.contains("damaged-passages.parquet"), "{e}");
+        }
+        Ok(())
+    });
+}
+
+/// A BEIR dataset (corpus, queries, qrels) with one of its files damaged: loading gives the dataset or an
+/// error naming the file, never a panic.
+#[test]
+fn damaged_beir_datasets_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("qrels")).unwrap();
+    let corpus: String =
+        (0..10).map(|i| format!("{{\"_id\": \"d{i}\", \"title\": \"T\", \"text\": \"text {i}\"}}\n")).collect();
+    let queries: String = (0..5).map(|i| format!("{{\"_id\": \"q{i}\", \"text\": \"query {i}\"}}\n")).collect();
+    let qrels: String = "query-id\tcorpus-id\tscore\n".to_string()
+        + &(0..5).map(|i| format!("q{i}\td{}\t{}\n", i * 2, i % 3)).collect::<String>();
+    let files = [("corpus.jsonl", corpus), ("queries.jsonl", queries), ("qrels/test.tsv", qrels)];
+    for (name, text) in &files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    assert!(BeirDataset::load(dir.path(), &LoadOptions::default()).is_ok(), "the intact dataset loads");
+    for (name, text) in &files {
+        let path = dir.path().join(name);
+        run_damaged(text.as_bytes().to_vec(), |damaged| {
+            std::fs::write(&path, &damaged).unwrap();
+            let loaded = timed(name, || BeirDataset::load(dir.path(), &LoadOptions::default()));
+            if let Err(e) = loaded {
+                let file = Path::new(name).file_name().unwrap().to_str().unwrap();
+                prop_assert!(e.to_string().contains(file), "{name}: {e}");
+            }
+            Ok(())
+        });
+        std::fs::write(&path, text).unwrap();
+    }
+}
+
+/// A safetensors checkpoint, damaged (header length, JSON header, offsets, data): loading it into a model's
+/// variables copies every tensor or gives an error naming the file, never a panic.
+#[test]
+fn damaged_safetensors_checkpoints_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    let a = tch::Tensor::arange(6, (tch::Kind::Float, tch::Device::Cpu)).view([2, 3]);
+    let b = tch::Tensor::ones([4], (tch::Kind::Float, tch::Device::Cpu));
+    tch::Tensor::write_safetensors(&[("encoder.a", &a), ("encoder.b", &b)], &path).unwrap();
+    let model = || {
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let root = vs.root() / "encoder";
+        let _ = root.zeros("a", &[2, 3]);
+        let _ = root.zeros("b", &[4]);
+        vs
+    };
+    assert!(load_safetensors(&model(), &path).is_ok(), "the intact checkpoint loads");
+    let valid = std::fs::read(&path).unwrap();
+    let target = dir.path().join("damaged-model.safetensors");
+    run_damaged(valid, |damaged| {
+        std::fs::write(&target, &damaged).unwrap();
+        let vs = model();
+        if let Err(e) = timed("safetensors", || load_safetensors(&vs, &target)) {
+            prop_assert!(e.to_string().contains("damaged-model.safetensors"), "{e}");
+        }
+        Ok(())
+    });
 }

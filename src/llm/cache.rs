@@ -251,15 +251,10 @@ impl LlmCache {
 
 /// Opens (or creates) the redb file at `path`. redb reports most damage as `Corrupted`, but asserts (panics)
 /// on some truncated files while reading their allocator state; that panic is contained here and reported
-/// as [`CacheError::Damaged`]. The process-wide panic hook is silenced while redb opens the file, so a
-/// contained panic prints no stack trace (opening happens at startup, before other threads do work).
+/// as [`CacheError::Damaged`] ([`crate::connectors::contain::contained`]: no stack trace is printed for it).
 fn open_database(path: &Path) -> Result<Database, CacheError> {
     let damaged = |message: String| CacheError::Damaged { path: path.to_path_buf(), message };
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let opened = std::panic::catch_unwind(|| Database::create(path));
-    std::panic::set_hook(hook);
-    match opened {
+    match crate::connectors::contain::contained(|| Database::create(path)) {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(message)))) => Err(damaged(message)),
         // A file too short for its own header, or whose header does not parse.
@@ -272,14 +267,7 @@ fn open_database(path: &Path) -> Result<Database, CacheError> {
             Err(damaged(format!("written in redb file format {version}, which this version cannot read")))
         }
         Ok(Err(source)) => Err(CacheError::Open { path: path.to_path_buf(), source: Box::new(source) }),
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("the store's consistency checks failed");
-            Err(damaged(format!("redb: {message}")))
-        }
+        Err(panic) => Err(damaged(format!("redb: {panic}"))),
     }
 }
 

@@ -7,6 +7,7 @@
 //! it needs of a file source is [`file::source::PassageReader`]; the Kafka clients are in [`kafka`].
 #![warn(missing_docs)]
 
+pub mod contain;
 pub mod file;
 pub mod kafka;
 

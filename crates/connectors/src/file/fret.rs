@@ -9,6 +9,7 @@
 //!
 //! Every error names the file and its line or row.
 use super::{jsonl, InputError};
+use crate::contain::contained;
 use fretflow_records::Change;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::{Field, Row};
@@ -33,15 +34,19 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<Change>, InputError> {
 pub fn read_parquet(path: &Path) -> Result<Vec<Change>, InputError> {
     let malformed = |line: usize, message: String| InputError::Malformed { path: path.to_path_buf(), line, message };
     let file = std::fs::File::open(path).map_err(|source| InputError::Open { path: path.to_path_buf(), source })?;
-    let reader = SerializedFileReader::new(file).map_err(|e| malformed(0, e.to_string()))?;
-    let rows = reader.get_row_iter(None).map_err(|e| malformed(0, e.to_string()))?;
-    let mut changes = Vec::new();
-    for (k, row) in rows.enumerate() {
-        let row = row.map_err(|e| malformed(k + 1, format!("row {}: {e}", k + 1)))?;
-        let change = row_change(row_to_json(&row)).map_err(|m| malformed(k + 1, format!("row {}: {m}", k + 1)))?;
-        changes.push(change);
-    }
-    Ok(changes)
+    // The parquet crate panics on some corrupt pages: contained, that is an error naming the file.
+    contained(|| {
+        let reader = SerializedFileReader::new(file).map_err(|e| malformed(0, e.to_string()))?;
+        let rows = reader.get_row_iter(None).map_err(|e| malformed(0, e.to_string()))?;
+        let mut changes = Vec::new();
+        for (k, row) in rows.enumerate() {
+            let row = row.map_err(|e| malformed(k + 1, format!("row {}: {e}", k + 1)))?;
+            let change = row_change(row_to_json(&row)).map_err(|m| malformed(k + 1, format!("row {}: {m}", k + 1)))?;
+            changes.push(change);
+        }
+        Ok(changes)
+    })
+    .unwrap_or_else(|panic| Err(malformed(0, format!("damaged file: {panic}"))))
 }
 
 /// One row as a change: from its `example` JSON text (and `op`, `key`, `time`) when it has one, otherwise

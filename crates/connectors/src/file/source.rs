@@ -5,6 +5,7 @@
 //! [`decode_json_passage`] (format). [`ParquetPassages`] reads row groups of a Parquet file. Both yield
 //! [`SourceRecord`]s, so a bad record is a dead letter naming `file:line` (or `file:row`), and reading
 //! goes on.
+use crate::contain::contained;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::DataType;
 use fretflow_records::{decode_json_passage, DeadLetter, Passage, PassageEvent, SourceRecord, Stage};
@@ -219,7 +220,9 @@ impl ParquetPassages {
     pub fn open(path: &Path) -> Result<Self, SourceError> {
         let bad = |message: String| SourceError::Parquet { path: path.into(), message };
         let file = File::open(path).map_err(|source| SourceError::Io { path: path.into(), source })?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(e.to_string()))?;
+        let builder = contained(|| ParquetRecordBatchReaderBuilder::try_new(file))
+            .map_err(|panic| bad(format!("damaged file: {panic}")))?
+            .map_err(|e| bad(e.to_string()))?;
         let schema = builder.schema().clone();
         let has = |name: &str| schema.column_with_name(name).is_some();
         if !has("id") && !has("_id") {
@@ -296,9 +299,13 @@ fn cell(column: Option<&dyn Array>, i: usize) -> Result<Option<String>, String> 
 impl PassageReader for ParquetPassages {
     fn poll(&mut self, max: usize) -> Result<Polled, SourceError> {
         while self.pending.len() < max {
-            match self.reader.next() {
+            // The parquet crate panics on some corrupt pages: contained, that is an error naming the file
+            // (which stops the pipeline: the file cannot be read on).
+            let bad = |message: String| SourceError::Parquet { path: self.path.clone(), message };
+            let next = contained(|| self.reader.next()).map_err(|panic| bad(format!("damaged file: {panic}")))?;
+            match next {
                 Some(Ok(batch)) => self.decode_batch(&batch),
-                Some(Err(e)) => return Err(SourceError::Parquet { path: self.path.clone(), message: e.to_string() }),
+                Some(Err(e)) => return Err(bad(e.to_string())),
                 None => break,
             }
         }
