@@ -400,7 +400,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="teacher softmax temperature on the RRF scale, soft labels only (default 0.001)")
     p.add_argument("--precision", choices=("f32", "bf16"), default="f32", help="training precision")
     p.add_argument("--eval-precision", choices=("f32", "bf16"), default="f32")
-    p.add_argument("--query-prefix", default=PREFIX, help=f"prefix of the tuned model's queries (default {PREFIX!r})")
+    p.add_argument("--query-prefix", default=None,
+                   help=f"prefix of the tuned model's queries (default {PREFIX!r}; with --query-format plain, none)")
+    p.add_argument("--query-format", choices=("task", "plain"), default="task",
+                   help="how the trainer gives FRet queries to the encoder: `task` (Gecko's `task: ... | query: ...`) "
+                   "or `plain` (the query alone, as the base model was trained; the tuned model is then evaluated "
+                   "with plain queries too)")
     p.add_argument("--model", default="all-MiniLM-L6-v2", help="base model (trained from and compared against)")
     p.add_argument("--also", action="append", default=[], type=Path,
                    help="another BEIR dataset to evaluate on (repeatable; not in --dev-only runs)")
@@ -421,6 +426,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--nice", type=int, default=15)
     p.add_argument("--bin", type=Path, default=ROOT / "target/debug/fretflow")
     args = p.parse_args(argv)
+    if args.query_prefix is None:
+        args.query_prefix = PREFIX if args.query_format == "task" else ""
     args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
     if not args.seed_list:
         p.error("--seeds: give at least one seed")
@@ -479,7 +486,8 @@ def main(argv: list[str]) -> int:
     warmup = min(steps, max(3, steps // 10))
     train_opts = [f"--steps={steps}", f"--batch-size={args.batch_size}", f"--lr={args.lr}",
                   f"--warmup-steps={warmup}", "--decay=constant", f"--temperature={args.temperature}",
-                  f"--hard-negatives={args.hard_negatives}", f"--precision={args.precision}", f"--model={args.model}"]
+                  f"--hard-negatives={args.hard_negatives}", f"--precision={args.precision}", f"--model={args.model}",
+                  f"--query-format={args.query_format}"]
     distill = ""
     if args.labels in ("soft", "soft_student"):
         teacher = "rrf" if args.labels == "soft" else "rrf_student"
@@ -487,7 +495,8 @@ def main(argv: list[str]) -> int:
                        f"--distill-temperature={args.distill_temperature}"]
         distill = f", distill {teacher} w {args.distill_weight} T {args.distill_temperature}"
     setting = (f"{steps} x {args.batch_size}, lr {args.lr:g}, hn {args.hard_negatives}{distill}, {args.precision}"
-               + ("" if args.query_prefix == PREFIX else f", prefix {args.query_prefix!r}"))
+               + ("" if args.query_format == "task" else ", plain queries")
+               + ("" if args.query_prefix in (PREFIX, "") else f", prefix {args.query_prefix!r}"))
 
     tuned: dict[str, list[dict[str, float]]] = {"split": [], **{a.name: [] for a in args.also}}
     eval_split = "dev" if args.dev_only else "test"
@@ -503,7 +512,7 @@ def main(argv: list[str]) -> int:
         if not (model / "config.json").exists():
             raise Failure(f"training wrote no checkpoint {model}; log: {seed_dir / 'train.log'}")
         log(f"   trained in {wall:.0f} s")
-        log(f"== 4. seed {s}: evaluate tuned with prefix (f32{', dev only' if args.dev_only else ''})")
+        log(f"== 4. seed {s}: evaluate tuned ({'with prefix' if args.query_prefix else 'plain queries'}; f32{', dev only' if args.dev_only else ''})")
         report = seed_dir / f"eval-tuned-prefix-{name}-{eval_split}.json"
         wall = evaluate(args, str(model.resolve()), split_dir, eval_split, args.query_prefix, report)
         times[f"eval seed {s} {split_dir.name}/{eval_split}"] = wall
@@ -523,7 +532,7 @@ def main(argv: list[str]) -> int:
     # The base model with the prefix: how much of a difference is the prefix's, not the training's. A
     # reference only; the comparison stays tuned-with-prefix vs base-plain, fixed in advance.
     base_prefix = {}
-    if not args.no_base_prefix:
+    if not args.no_base_prefix and args.query_prefix:
         base_prefix["split"] = base_eval(args, split_dir, eval_split, args.query_prefix, name, times)
         for a in args.also:
             base_prefix[a.name] = base_eval(args, a, "test", args.query_prefix, a.name, times)
@@ -547,7 +556,7 @@ def main(argv: list[str]) -> int:
         for s, r in zip(args.seed_list, c["per_seed"]):
             log(f"   seed {s:>4}: {r['mean']:.4f}")
         t = c["tuned"]
-        log(f"   tuned with prefix: mean {t['mean']:.4f} (min {t['min']:.4f}, max {t['max']:.4f}, sd {t['std']:.4f}) "
+        log(f"   tuned ({'with prefix' if args.query_prefix else 'plain queries'}): mean {t['mean']:.4f} (min {t['min']:.4f}, max {t['max']:.4f}, sd {t['std']:.4f}) "
             f"over {c['queries']} queries; base plain {c['base']:.4f}"
             + (f", base with prefix {c['base_prefix']:.4f}" if base_prefix else ""))
         report = {**common, "mode": "dev-only", "dev": c, "times_s": times, "total_s": time.time() - t_start}
@@ -564,7 +573,7 @@ def main(argv: list[str]) -> int:
             ids = {"dev": dev, "heldout": held, "full": None}
             for c, r in results.items():
                 r["base_prefix"] = mean_over(base_prefix.get(c, base_prefix["split"]), ids.get(c))
-        log(f"== 6. nDCG@10, tuned with prefix vs base plain ({args.labels}; {setting}; prefix {args.query_prefix!r})")
+        log(f"== 6. nDCG@10, tuned ({'with prefix' if args.query_prefix else 'plain'}) vs base plain ({args.labels}; {setting}; prefix {args.query_prefix!r})")
         cols = list(results)
         log(f"   {'':16}" + "".join(f"{c:>12}" for c in cols))
         log(f"   {'base plain':16}" + "".join(f"{results[c]['base']:12.4f}" for c in cols))

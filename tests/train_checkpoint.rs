@@ -7,6 +7,7 @@
 use fretflow::embed::{EncoderOptions, SentenceEncoder, TextEmbedder};
 use fretflow::records::Metrics;
 use fretflow::train::buffer::SamplerConfig;
+use fretflow::train::data::QueryFormat;
 use fretflow::train::checkpoint::{read_state, LATEST};
 use fretflow::train::gradcache::BackwardConfig;
 use fretflow::train::manifest::{read_manifest, CheckpointEvaluator, PLOT};
@@ -43,6 +44,7 @@ fn config(out: &Path, max_steps: u64, every: u64) -> TrainerConfig {
         pair_datasets: vec![],
         resume: true,
         promotion: PromotionConfig::default(),
+        query_format: QueryFormat::Task,
     }
 }
 

@@ -5,7 +5,7 @@
 use fretflow::connectors::file::fret::read_jsonl as read_fret_jsonl;
 use fretflow::records::{Change, Example, Passage, RankedCandidate, Score};
 use fretflow::train::buffer::{sample_batch, ReplayBuffer, SamplerConfig};
-use fretflow::train::data::{read_pairs_jsonl, TrainExample};
+use fretflow::train::data::{read_pairs_jsonl, QueryFormat, TrainExample};
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -174,7 +174,7 @@ fn teacher_scores_come_from_the_ranking_by_passage_id() {
         ranked("c", 0.9, Some(-80.0), 0.4, 0.0310),
         ranked("n-q", 0.6, None, 0.2, 0.0300),
     ];
-    let t = TrainExample::from_fret(&e);
+    let t = TrainExample::from_fret(&e, QueryFormat::Task);
     let rrf = |fused: f64, cosine: f64| 1.0 / (60.0 + fused) + 1.0 / (60.0 + cosine);
     let p = t.positive.teacher.expect("the positive is ranked");
     assert_eq!((p.rrf, p.ql, p.rc), (0.0328, Some(-70.0), 0.9));
@@ -185,7 +185,7 @@ fn teacher_scores_come_from_the_ranking_by_passage_id() {
     assert_eq!(t.negatives[1].teacher, None, "a passage missing from the ranking has no teacher score");
 
     e.ranking.clear();
-    let t = TrainExample::from_fret(&e);
+    let t = TrainExample::from_fret(&e, QueryFormat::Task);
     assert_eq!(t.positive.teacher, None, "an example without a ranking trains without distillation");
     assert_eq!(t.negatives.len(), 2);
 }
@@ -225,4 +225,19 @@ fn batches_carry_teacher_scores_and_owners_aligned_with_their_passages() {
         assert_eq!(batch.keys[batch.negative_owners[k]], format!("q{query}"), "negative {id} belongs to its query");
         assert_eq!(batch.negative_teachers[k].unwrap().rrf, 1.0 / (20.0 + index.parse::<f64>().unwrap()));
     }
+}
+
+#[test]
+fn a_buffer_gives_fret_queries_with_their_task_or_plain_as_configured() {
+    let mut e = example("q", "P");
+    e.task = "Given a question, find a passage".into();
+    e.query = "what thickens a boundary layer".into();
+    let change = Change::upsert(e.clone(), 0);
+    let mut task = ReplayBuffer::new();
+    task.apply(&change);
+    assert_eq!(task.examples()[0].query, "task: Given a question, find a passage | query: what thickens a boundary layer");
+    let mut plain = ReplayBuffer::with_format(QueryFormat::Plain);
+    plain.apply(&change);
+    assert_eq!(plain.examples()[0].query, "what thickens a boundary layer");
+    assert_eq!(plain.examples()[0].positive.text, task.examples()[0].positive.text, "passages are the same");
 }

@@ -7,6 +7,7 @@
 use fretflow::embed::EncoderOptions;
 use fretflow::records::{CheckpointEvent, Metrics};
 use fretflow::train::buffer::SamplerConfig;
+use fretflow::train::data::QueryFormat;
 use fretflow::train::checkpoint::{checkpoint_name, find_latest, point_latest, read_state, LATEST, NEWEST};
 use fretflow::train::gradcache::BackwardConfig;
 use fretflow::train::manifest::{read_manifest, CheckpointEvaluator};
@@ -42,6 +43,7 @@ fn config(out: &Path, max_steps: u64, promotion: PromotionConfig) -> TrainerConf
         pair_datasets: vec![],
         resume: true,
         promotion,
+        query_format: QueryFormat::Task,
     }
 }
 

@@ -5,7 +5,7 @@
 //! from the buffer (and, with a mix ratio, from extra pair datasets) with a generator seeded by
 //! `(seed, step)`: the same buffer and step give the same batch, which is what lets a restarted trainer
 //! repeat exactly the steps it would have taken.
-use super::data::TrainExample;
+use super::data::{QueryFormat, TrainExample};
 use super::loss::{TeacherInputs, TeacherScores};
 use crate::records::Change;
 use rand::rngs::StdRng;
@@ -19,12 +19,18 @@ pub struct ReplayBuffer {
     index: HashMap<String, usize>,
     upserts: u64,
     retractions: u64,
+    format: QueryFormat,
 }
 
 impl ReplayBuffer {
-    /// An empty buffer.
+    /// An empty buffer (queries in Gecko's task format).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty buffer giving FRet queries in `format`.
+    pub fn with_format(format: QueryFormat) -> Self {
+        Self { format, ..Self::default() }
     }
 
     /// Applies one change; returns whether the buffer changed (retracting an absent key does not).
@@ -32,7 +38,7 @@ impl ReplayBuffer {
         match change.upserted() {
             Some(example) => {
                 self.upserts += 1;
-                let example = TrainExample::from_fret(example);
+                let example = TrainExample::from_fret(example, self.format);
                 match self.index.get(&example.key) {
                     Some(&i) => self.examples[i] = example,
                     None => {

@@ -60,6 +60,9 @@ pub struct TrainerState {
     pub backward: super::gradcache::BackwardConfig,
     /// Where the data came from, and the state of the replay buffer (free-form, for people).
     pub data: serde_json::Value,
+    /// How queries were given to the encoder (and how the checkpoint's users should give them).
+    #[serde(default)]
+    pub query_format: super::data::QueryFormat,
 }
 
 /// The directory name of the checkpoint at `step`.

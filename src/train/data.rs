@@ -96,14 +96,36 @@ pub struct TrainExample {
     pub provenance: Option<Provenance>,
 }
 
+/// How a FRet example's query is given to the encoder, in training and in the checkpoints' use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum QueryFormat {
+    /// `task: {task} | query: {query}`: Gecko's prompt, the task the generator wrote with the query.
+    #[default]
+    Task,
+    /// The query alone, as the base model was trained (all-MiniLM-L6-v2 saw no task prompts; users then
+    /// encode plain queries).
+    Plain,
+}
+
+impl QueryFormat {
+    /// The encoder input of `e`'s query.
+    pub fn query_text(self, e: &Example) -> String {
+        match self {
+            QueryFormat::Task => e.query_text(),
+            QueryFormat::Plain => e.query.clone(),
+        }
+    }
+}
+
 impl TrainExample {
-    /// From a FRet example: task-prefixed query, passages as `title + " " + text`, each with its teacher
+    /// From a FRet example: its query in `format`, passages as `title + " " + text`, each with its teacher
     /// scores ([`teacher_scores`]; none when the example has no ranking).
-    pub fn from_fret(e: &Example) -> Self {
+    pub fn from_fret(e: &Example, format: QueryFormat) -> Self {
         let scores = teacher_scores(e);
         Self {
             key: e.query_id.clone(),
-            query: e.query_text(),
+            query: format.query_text(e),
             positive: TextWithId::from_passage(&e.positive, &scores),
             negatives: e.negatives.iter().map(|n| TextWithId::from_passage(n, &scores)).collect(),
             seed_id: Some(e.seed_id.clone()).filter(|s| !s.is_empty()),

@@ -4,6 +4,7 @@
 //! checkpoint per dataset), generated from the checkpoint's `fretflow.json` and its manifest entry, so a
 //! person picking up `checkpoints/latest` sees what it is and how it measured.
 use super::checkpoint::TrainerState;
+use super::data::QueryFormat;
 use crate::records::CheckpointEvent;
 use std::fmt::Write;
 
@@ -70,10 +71,18 @@ pub fn render(model: &str, state: &TrainerState, event: &CheckpointEvent, base: 
 
     md.push_str("## Usage\n\n```python\nfrom sentence_transformers import SentenceTransformer\n\n");
     let _ = writeln!(md, "model = SentenceTransformer(\"path/to/{name}\")  # the directory of this README");
+    md.push_str(match state.query_format {
+        QueryFormat::Task => {
+            "# Queries carry the task they were trained with (Gecko's prompt); passages are embedded as they are.\n\
+             queries = model.encode([\"task: search result | query: how do bees find flowers\"])\n"
+        }
+        QueryFormat::Plain => {
+            "# Trained on plain queries (no task prompt), as the base model; passages are embedded as they are.\n\
+             queries = model.encode([\"how do bees find flowers\"])\n"
+        }
+    });
     md.push_str(
-        "# Queries carry the task they were trained with (Gecko's prompt); passages are embedded as they are.\n\
-         queries = model.encode([\"task: search result | query: how do bees find flowers\"])\n\
-         passages = model.encode([\"Bees dance to share the direction of flowers.\"])\n\
+        "passages = model.encode([\"Bees dance to share the direction of flowers.\"])\n\
          print(model.similarity(queries, passages))\n```\n\n",
     );
     if !state.loss.matryoshka_dims.is_empty() {

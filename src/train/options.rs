@@ -6,6 +6,7 @@ use crate::device::DeviceChoice;
 use crate::device::Precision;
 use crate::embed::{default_token_budget, EncoderOptions};
 use crate::train::buffer::SamplerConfig;
+use crate::train::data::QueryFormat;
 use crate::train::evaluate::BeirEvaluator;
 use crate::train::gradcache::BackwardConfig;
 use crate::train::optim::{Decay, OptimConfig};
@@ -78,6 +79,10 @@ pub struct TrainOptions {
     /// log-probabilities: ~1; RC probabilities: ~0.05).
     #[arg(long, default_value_t = 0.001, value_parser = positive)]
     pub distill_temperature: f64,
+    /// How FRet queries are given to the encoder: `task` (`task: {task} | query: {query}`, Gecko's prompt)
+    /// or `plain` (the query alone, as the base model was trained; use the checkpoints with plain queries).
+    #[arg(long, value_enum, default_value_t = QueryFormat::Task)]
+    pub query_format: QueryFormat,
     /// Use GradCache: constant memory whatever the batch size, one extra forward pass.
     #[arg(long)]
     pub grad_cache: bool,
@@ -250,6 +255,7 @@ impl TrainOptions {
                 metric: self.promote_metric.clone().unwrap_or_else(|| self.best_metric.clone()),
                 margin: self.promote_margin,
             },
+            query_format: self.query_format,
         }
     }
 

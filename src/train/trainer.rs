@@ -13,7 +13,7 @@ use super::checkpoint::{
     checkpoint_name, find_newest, link_target, point_latest, read_state, write_checkpoint, TrainerState, LATEST,
     NEWEST, OPTIMIZER_FILE,
 };
-use super::data::{read_pairs_jsonl, TrainExample};
+use super::data::{read_pairs_jsonl, QueryFormat, TrainExample};
 use super::gauges::TrainGauges;
 use super::gradcache::{backward, BackwardConfig};
 use super::manifest::{append_manifest, apply_retention, read_manifest, write_plot, CheckpointEvaluator};
@@ -68,6 +68,9 @@ pub struct TrainerConfig {
     /// When `latest` moves: the promotion gate ([`super::promotion`]).
     #[serde(default)]
     pub promotion: PromotionConfig,
+    /// How FRet queries are given to the encoder.
+    #[serde(default)]
+    pub query_format: QueryFormat,
 }
 
 /// What one optimizer step did.
@@ -167,7 +170,7 @@ impl Trainer {
         Ok(Self {
             encoder,
             optimizer,
-            buffer: ReplayBuffer::new(),
+            buffer: ReplayBuffer::with_format(config.query_format),
             pairs,
             step,
             examples_seen,
@@ -338,6 +341,7 @@ impl Trainer {
                 "provenance": self.provenance_counts(),
                 "positive_not_seed_share": self.positive_not_seed_share(),
             }),
+            query_format: self.config.query_format,
         };
         let path = write_checkpoint(&self.config.out_dir, &self.encoder, &self.optimizer, &state)?;
         self.record_checkpoint(path, &state)
