@@ -7,7 +7,8 @@
 //! (`records::Change::from_slice`), Kafka passage messages (`connectors::kafka::source::decode`), FRet
 //! JSONL and Parquet files (`connectors::file::fret`), pipeline TOML (`pipeline::config`), GGUF headers
 //! (`llm::local::gguf::GgufFile::from_bytes`), passage Parquet files (`connectors::file::source`), BEIR
-//! datasets (`eval::beir`), safetensors checkpoints (`embed::weights::load_safetensors`) and the LLM cache
+//! datasets (`eval::beir`), safetensors checkpoints (`embed::weights::load_safetensors`), the checkpoint
+//! manifest (`train::manifest::read_manifest`) and the LLM cache
 //! (tests/llm_cache.rs covers it with truncated and bit-flipped files).
 use fretflow::connectors::file::fret::{read_jsonl, read_parquet};
 use fretflow::connectors::file::sink::change_sink;
@@ -18,6 +19,7 @@ use fretflow::eval::beir::{BeirDataset, LoadOptions};
 use fretflow::llm::local::gguf::GgufFile;
 use fretflow::pipeline::config::PipelineConfig;
 use fretflow::records::{decode_json_passage, Change, Example, Passage};
+use fretflow::train::manifest::read_manifest;
 use proptest::prelude::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -291,6 +293,34 @@ fn damaged_safetensors_checkpoints_never_panic() {
         let vs = model();
         if let Err(e) = timed("safetensors", || load_safetensors(&vs, &target)) {
             prop_assert!(e.to_string().contains("damaged-model.safetensors"), "{e}");
+        }
+        Ok(())
+    });
+}
+
+/// The checkpoint manifest (`checkpoints.jsonl`, read on every restart and by the promotion gate), damaged:
+/// its records, or an error naming the file, never a panic.
+#[test]
+fn damaged_checkpoint_manifests_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let records: String = (1..=4)
+        .map(|step| {
+            serde_json::json!({
+                "step": step * 10, "examples_seen": step * 160, "path": format!("out/checkpoint-{:06}", step * 10),
+                "metrics": {"cranfield": {"ndcg@10": 0.38 + step as f64 / 100.0}}, "mean_loss": 0.5,
+                "created": 1.7e9, "promoted": step % 2 == 0, "promotion": "promoted: better", "baseline": false,
+            })
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    let path = dir.path().join("checkpoints.jsonl");
+    std::fs::write(&path, &records).unwrap();
+    assert_eq!(read_manifest(dir.path()).unwrap().len(), 4, "the intact manifest reads");
+    run_damaged(records.into_bytes(), |damaged| {
+        std::fs::write(&path, &damaged).unwrap();
+        if let Err(e) = timed("manifest", || read_manifest(dir.path())) {
+            prop_assert!(e.to_string().contains("checkpoints.jsonl"), "{e}");
         }
         Ok(())
     });

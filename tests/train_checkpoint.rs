@@ -7,8 +7,8 @@
 use fretflow::embed::{EncoderOptions, SentenceEncoder, TextEmbedder};
 use fretflow::records::Metrics;
 use fretflow::train::buffer::SamplerConfig;
-use fretflow::train::data::QueryFormat;
 use fretflow::train::checkpoint::{read_state, LATEST};
+use fretflow::train::data::QueryFormat;
 use fretflow::train::gradcache::BackwardConfig;
 use fretflow::train::manifest::{read_manifest, CheckpointEvaluator, PLOT};
 use fretflow::train::optim::OptimConfig;

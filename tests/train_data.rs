@@ -235,7 +235,10 @@ fn a_buffer_gives_fret_queries_with_their_task_or_plain_as_configured() {
     let change = Change::upsert(e.clone(), 0);
     let mut task = ReplayBuffer::new();
     task.apply(&change);
-    assert_eq!(task.examples()[0].query, "task: Given a question, find a passage | query: what thickens a boundary layer");
+    assert_eq!(
+        task.examples()[0].query,
+        "task: Given a question, find a passage | query: what thickens a boundary layer"
+    );
     let mut plain = ReplayBuffer::with_format(QueryFormat::Plain);
     plain.apply(&change);
     assert_eq!(plain.examples()[0].query, "what thickens a boundary layer");

@@ -7,8 +7,8 @@
 use fretflow::embed::EncoderOptions;
 use fretflow::records::{CheckpointEvent, Metrics};
 use fretflow::train::buffer::SamplerConfig;
-use fretflow::train::data::QueryFormat;
 use fretflow::train::checkpoint::{checkpoint_name, find_latest, point_latest, read_state, LATEST, NEWEST};
+use fretflow::train::data::QueryFormat;
 use fretflow::train::gradcache::BackwardConfig;
 use fretflow::train::manifest::{read_manifest, CheckpointEvaluator};
 use fretflow::train::optim::OptimConfig;
