@@ -191,6 +191,9 @@ fn a_metrics_scrape_shows_each_partitions_committed_offset_rising_to_its_end_and
     assert!(total_lag[0] > 0.0, "the run was scraped before it caught up: {total_lag:?}");
     assert!(total_lag.windows(2).all(|w| w[1] <= w[0]), "the lag rose with nothing produced: {total_lag:?}");
     let last = scrapes.last().unwrap();
+    for (name, value) in last.iter().filter(|(k, _)| k.starts_with("fretflow_kafka_")) {
+        eprintln!("{name} {value}");
+    }
     for p in 0..3 {
         let offsets: Vec<f64> = scrapes.iter().filter_map(|s| committed_at(s, p)).collect();
         assert!(offsets.windows(2).all(|w| w[0] <= w[1]), "partition {p}'s committed offset went back: {offsets:?}");
