@@ -203,6 +203,77 @@ fn a_metrics_scrape_shows_each_partitions_committed_offset_rising_to_its_end_and
     assert_eq!(committed(&bootstrap, &names.group, &names.input, 3), ends);
 }
 
+/// `[embedder] follow` on a Kafka pipeline: the run embeds with `hashing:384` until a checkpoint is promoted
+/// under its `checkpoints` directory (all-MiniLM-L6-v2's directory, `latest` -> it), then re-mines: every
+/// example is upserted again, and the topic ends with the examples a from-scratch run with that model gives.
+#[test]
+fn a_kafka_pipeline_following_a_checkpoint_directory_re_mines_when_one_is_promoted() {
+    let Some(bootstrap) = broker() else { return };
+    let model = fretflow::assets::resolve_model("all-MiniLM-L6-v2").expect("make test installs all-MiniLM-L6-v2");
+    let names = Names::new(&unique("passages"));
+    create_topic(&bootstrap, &names.input, 2);
+    produce(&bootstrap, &names.input, &corpus(24));
+    let dir = tempfile::tempdir().unwrap();
+    let config = pipeline(dir.path(), &bootstrap, &names, INSTANT);
+    let follow = "model = \"hashing:384\"\nfollow = \"checkpoints\"\nfollow_poll_ms = 200";
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap().replace("model = \"hashing:64\"", follow))
+        .unwrap();
+    let log = dir.path().join("follow.log");
+    let mut run =
+        fretflow(&config, None).stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+    let upserts = || {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for m in read_all(&bootstrap, &names.output).into_iter().filter(|m| m.value.is_some()) {
+            *counts.entry(m.key.unwrap()).or_default() += 1;
+        }
+        counts
+    };
+    let wait = |what: &str, run: &mut Child, done: &dyn Fn(&BTreeMap<String, usize>) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !done(&upserts()) {
+            if Instant::now() > deadline || run.try_wait().unwrap().is_some() {
+                let _ = run.kill();
+                panic!("{what}: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait("the hashing encoder's 24 examples", &mut run, &|c| c.len() == 24);
+    let before = upserts();
+    let checkpoints = dir.path().join("checkpoints");
+    std::fs::create_dir(&checkpoints).unwrap();
+    std::os::unix::fs::symlink(&model, checkpoints.join("checkpoint-1")).unwrap();
+    std::os::unix::fs::symlink("checkpoint-1", checkpoints.join("latest")).unwrap();
+    wait("every example re-mined by the checkpoint", &mut run, &|c| before.iter().all(|(k, n)| c[k] > *n));
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: kill(2) on the child's own pid, which has not been waited for yet.
+    assert_eq!(unsafe { libc::kill(run.id() as libc::pid_t, libc::SIGINT) }, 0, "Ctrl-C to the run");
+    assert!(run.wait().unwrap().success(), "{}", std::fs::read_to_string(&log).unwrap());
+    let followed = live(&bootstrap, &names.output);
+
+    let scratch = Names::new(&names.input);
+    let scratch_dir = dir.path().join("scratch");
+    std::fs::create_dir(&scratch_dir).unwrap();
+    let config = pipeline(&scratch_dir, &bootstrap, &scratch, INSTANT);
+    let model_line = format!("model = {:?}", model.display().to_string());
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap().replace("model = \"hashing:64\"", &model_line))
+        .unwrap();
+    run_to_end(&config);
+    let expected = live(&bootstrap, &scratch.output);
+    assert_eq!(followed.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+    let ids = |e: &Value| -> Vec<String> {
+        e["ranking"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_string()).collect()
+    };
+    for (key, example) in &followed {
+        let want = &expected[key];
+        assert_eq!((&example["positive"]["id"], ids(example)), (&want["positive"]["id"], ids(want)), "{key}");
+        for (got, want) in example["ranking"].as_array().unwrap().iter().zip(want["ranking"].as_array().unwrap()) {
+            let (got, want) = (got["cosine"].as_f64().unwrap(), want["cosine"].as_f64().unwrap());
+            assert!((got - want).abs() < 1e-5, "{key}: cosine {got} vs {want}");
+        }
+    }
+}
+
 #[test]
 fn sigkill_mid_run_then_restart_loses_no_key_and_ends_where_an_uninterrupted_run_ends() {
     let Some(bootstrap) = broker() else { return };
