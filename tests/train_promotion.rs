@@ -284,3 +284,25 @@ fn a_promotion_metric_the_evaluation_does_not_measure_is_refused_before_training
     assert!(named, "the option, the value and the measured metrics are named: {stderr}");
     assert!(!out.exists(), "nothing was trained");
 }
+
+/// The evaluator measures each model as it is used: the base model (step 0) with plain queries, checkpoints
+/// with the task prompt they were trained with. On the sample dataset a long prompt changes the base
+/// model's metrics, so evaluating the same directory as step 0 and as step 1 must differ, and agree without
+/// a prompt.
+#[test]
+fn checkpoints_are_evaluated_with_their_prompt_and_the_base_model_with_plain_queries() {
+    use fretflow::train::evaluate::BeirEvaluator;
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample-hard");
+    let base = fretflow::assets::resolve_model("all-MiniLM-L6-v2").unwrap();
+    let prompt = "task: Given a question about an unrelated topic such as cooking recipes and gardening, \
+                  find any passage at all | query: ";
+    let ndcg = |evaluator: &mut BeirEvaluator, step: u64| {
+        let metrics = evaluator.evaluate(&base, step).unwrap();
+        metrics.values().next().unwrap()["ndcg@10"]
+    };
+    let mut prompted = BeirEvaluator::new(&[sample.clone()], options()).unwrap().with_query_prefix(prompt);
+    let (as_base, as_checkpoint) = (ndcg(&mut prompted, 0), ndcg(&mut prompted, 1));
+    let mut plain = BeirEvaluator::new(&[sample], options()).unwrap();
+    assert_eq!(as_base, ndcg(&mut plain, 1), "step 0 (the base model) is evaluated without the prompt");
+    assert_ne!(as_base, as_checkpoint, "checkpoints are evaluated with the prompt");
+}

@@ -14,6 +14,7 @@ pub struct BeirEvaluator {
     datasets: Vec<BeirDataset>,
     options: EncoderOptions,
     dims: Vec<usize>,
+    query_prefix: String,
 }
 
 impl BeirEvaluator {
@@ -24,7 +25,24 @@ impl BeirEvaluator {
     /// how checkpoints are run (device, token budget).
     pub fn new(dirs: &[PathBuf], options: EncoderOptions) -> Result<Self, TrainError> {
         let datasets = dirs.iter().map(|d| BeirDataset::load(d, &LoadOptions::default())).collect::<Result<_, _>>()?;
-        Ok(Self { datasets, options: EncoderOptions { max_seq_length: None, ..options }, dims: Vec::new() })
+        let options = EncoderOptions { max_seq_length: None, ..options };
+        Ok(Self { datasets, options, dims: Vec::new(), query_prefix: String::new() })
+    }
+
+    /// Gives checkpoints' queries this prefix (the task prompt they were trained with), so each model is
+    /// measured as it is used: the base model (step 0) with plain queries, checkpoints with the prompt.
+    pub fn with_query_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.query_prefix = prefix.into();
+        self
+    }
+
+    /// The query prefix the model of `step` is evaluated with: none for the base model (step 0).
+    fn prefix_at(&self, step: u64) -> &str {
+        if step == 0 {
+            ""
+        } else {
+            &self.query_prefix
+        }
     }
 
     /// Also measures every metric at these truncated (Matryoshka) dimensions, recorded as `METRIC/D`
@@ -38,7 +56,12 @@ impl BeirEvaluator {
 impl CheckpointEvaluator for BeirEvaluator {
     fn evaluate(&mut self, model_dir: &Path, step: u64) -> Result<BTreeMap<String, Metrics>, TrainError> {
         let encoder = SentenceEncoder::load(model_dir, self.options)?;
-        let opts = EvalOptions { model: model_dir.display().to_string(), per_query: false, ..EvalOptions::default() };
+        let opts = EvalOptions {
+            model: model_dir.display().to_string(),
+            per_query: false,
+            query_prefix: self.prefix_at(step).to_string(),
+            ..EvalOptions::default()
+        };
         let mut out = BTreeMap::new();
         let full = encoder.dim();
         let mut dims = vec![full];

@@ -83,6 +83,12 @@ pub struct TrainOptions {
     /// or `plain` (the query alone, as the base model was trained; use the checkpoints with plain queries).
     #[arg(long, value_enum, default_value_t = QueryFormat::Task)]
     pub query_format: QueryFormat,
+    /// Prefix of the evaluation queries of checkpoints (the promotion gate and the manifest measure each
+    /// checkpoint as it is used; the base model is measured with plain queries) [default: with
+    /// `--query-format task`, `task: Given a question, find a passage that answers the question | query: `;
+    /// with `plain`, none].
+    #[arg(long)]
+    pub eval_query_prefix: Option<String>,
     /// Use GradCache: constant memory whatever the batch size, one extra forward pass.
     #[arg(long)]
     pub grad_cache: bool,
@@ -190,6 +196,10 @@ impl Default for TrainOptions {
     }
 }
 
+/// The task prompt checkpoints trained with `--query-format task` are evaluated with (a question-answering
+/// retrieval task, as the FRet generator's prompts mostly are).
+pub const EVAL_TASK_PREFIX: &str = "task: Given a question, find a passage that answers the question | query: ";
+
 /// Padded tokens per training chunk for mixed bf16 on a CPU: on the 2-core AVX-512/AMX Xeon,
 /// `fretflow train --precision bf16` (scripts/bench_train.py's data, batch 16, length 128, best of two runs)
 /// made 9.85 examples/s at 2048, 10.01 at 4096 and 8.98 at 8192.
@@ -277,7 +287,12 @@ impl TrainOptions {
         let mut trainer = Trainer::new(config, options).context("cannot start the trainer")?;
         if !self.eval_dataset.is_empty() {
             let dims = if self.eval_dims.is_empty() { &self.matryoshka_dims } else { &self.eval_dims };
-            trainer.set_evaluator(Box::new(BeirEvaluator::new(&self.eval_dataset, options)?.with_dims(dims)));
+            let prefix = self.eval_query_prefix.clone().unwrap_or_else(|| match self.query_format {
+                QueryFormat::Task => EVAL_TASK_PREFIX.to_string(),
+                QueryFormat::Plain => String::new(),
+            });
+            let evaluator = BeirEvaluator::new(&self.eval_dataset, options)?.with_dims(dims).with_query_prefix(prefix);
+            trainer.set_evaluator(Box::new(evaluator));
         }
         Ok(trainer)
     }
