@@ -300,7 +300,7 @@ fn checkpoints_are_evaluated_with_their_prompt_and_the_base_model_with_plain_que
         let metrics = evaluator.evaluate(&base, step).unwrap();
         metrics.values().next().unwrap()["ndcg@10"]
     };
-    let mut prompted = BeirEvaluator::new(&[sample.clone()], options()).unwrap().with_query_prefix(prompt);
+    let mut prompted = BeirEvaluator::new(std::slice::from_ref(&sample), options()).unwrap().with_query_prefix(prompt);
     let (as_base, as_checkpoint) = (ndcg(&mut prompted, 0), ndcg(&mut prompted, 1));
     let mut plain = BeirEvaluator::new(&[sample], options()).unwrap();
     assert_eq!(as_base, ndcg(&mut plain, 1), "step 0 (the base model) is evaluated without the prompt");
