@@ -32,6 +32,8 @@ const KEEP_LOADED: usize = 2;
 pub struct SharedEmbedder {
     name: String,
     base: EmbedderVersion,
+    /// The configured encoder's dimension, which every version must have (the index holds one).
+    dim: usize,
     /// Loaded versions, most recently used last.
     loaded: Arc<Mutex<Vec<(EmbedderVersion, Loaded)>>>,
     /// Loads versions other than the configured one; `None`: this encoder has one version.
@@ -72,9 +74,10 @@ impl SharedEmbedder {
     /// Shares `embedder` under `name` (its version name, recorded in each example's provenance).
     pub fn new(name: impl Into<String>, embedder: impl TextEmbedder + Send + 'static) -> Self {
         let name = name.into();
+        let dim = embedder.dim();
         let encoder: Loaded = Arc::new(Mutex::new(Box::new(embedder)));
         let loaded = Arc::new(Mutex::new(vec![(name.clone(), encoder)]));
-        Self { base: name.clone(), loaded, name, loader: None, follow: None }
+        Self { base: name.clone(), dim, loaded, name, loader: None, follow: None }
     }
 
     /// Makes this encoder versioned: records are embedded with the version they are paired with (the
@@ -120,8 +123,10 @@ impl SharedEmbedder {
     /// When following: the first call gives the starting version (the promoted checkpoint, or the
     /// configured encoder when none is promoted yet); later calls, at most every `interval`, give a change
     /// when `latest` has moved to a checkpoint that loads. A checkpoint that fails to load (or embeds in
-    /// another dimension) is skipped with a warning, once: the current version stays until `latest` moves. `None`: no change (or not
-    /// following).
+    /// another dimension) is skipped with a warning, once: the current version stays until `latest` moves.
+    /// `None`: no change (or not following). The new checkpoint is loaded here, on the caller's thread (the
+    /// driver's worker 0, for the fraction of a second a sentence-transformers directory takes, once per
+    /// promotion), so the embedding stages never wait for a load.
     pub fn poll_follow(&self) -> Option<VersionChange> {
         let follow = self.follow.as_ref()?;
         let mut f = follow.lock().expect("poisoned. This is a bug.");
@@ -166,11 +171,9 @@ impl SharedEmbedder {
         version: &str,
         encoder: Box<dyn TextEmbedder + Send>,
     ) -> Result<Box<dyn TextEmbedder + Send>, String> {
-        let base = self.encoder(&self.base)?;
-        let expected = base.lock().map_err(|_| "encoder poisoned by an earlier panic".to_string())?.dim();
         match encoder.dim() {
-            dim if dim == expected => Ok(encoder),
-            dim => Err(format!("{version} embeds in {dim} dimensions, the configured encoder in {expected}")),
+            dim if dim == self.dim => Ok(encoder),
+            dim => Err(format!("{version} embeds in {dim} dimensions, the configured encoder in {}", self.dim)),
         }
     }
 
