@@ -78,6 +78,9 @@ fn main() -> anyhow::Result<()> {
     let n: usize = arg(&args, "--n").unwrap_or_else(|| "10".into()).parse()?;
     let batches: usize = arg(&args, "--batches").unwrap_or_else(|| "10".into()).parse()?;
     let late: usize = arg(&args, "--late").unwrap_or_else(|| "1000".into()).parse()?;
+    // LibTorch intra-op threads of each worker's matrix products (1: a thread per worker, as faiss with one
+    // thread per worker; more: one worker using several cores, as faiss with T OpenMP threads).
+    let torch_threads: i32 = arg(&args, "--torch-threads").unwrap_or_else(|| "1".into()).parse()?;
     let passages_path = arg(&args, "--passages").ok_or_else(|| anyhow::anyhow!("--passages FILE is required"))?;
     let queries_path = arg(&args, "--queries").ok_or_else(|| anyhow::anyhow!("--queries FILE is required"))?;
     // Timely's own arguments (-w, -n, -p, -h) come after `--`.
@@ -92,9 +95,9 @@ fn main() -> anyhow::Result<()> {
     {
         let (candidates, timings) = (Arc::clone(&candidates), Arc::clone(&timings));
         timely::execute_from_args(timely_args.into_iter(), move |worker| {
-            // The scan's matrix products on this worker's thread only (LibTorch's thread count is set
-            // per thread): one thread per worker, as faiss with one thread per worker.
-            tch::set_num_threads(1);
+            // The scan's matrix products use --torch-threads threads (LibTorch's thread count is set per
+            // thread): one by default, a thread per worker, as faiss with one thread per worker.
+            tch::set_num_threads(torch_threads);
             let mut passage_input = InputSession::<Time, (Passage, Vector), Diff>::new();
             let mut query_input = InputSession::<Time, (Query, Vector), Diff>::new();
             let counted = Arc::clone(&candidates);

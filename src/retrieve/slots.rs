@@ -141,9 +141,16 @@ impl Index {
                 product(&matrix, &self.rows[block_start * dim..block_end * dim], dim, out);
                 for (b, query) in batch.iter().enumerate() {
                     let q = chunk * BLOCK_QUERIES + b;
-                    // Rows whose product score is below this cannot beat the current N-th.
-                    let cut = worst[q].map_or(f32::NEG_INFINITY, |w| w.0.get() as f32 - margins[b]);
                     let scores = &out[b * width..(b + 1) * width];
+                    // Rows whose product score is below this cannot beat the current N-th; before there is
+                    // one (the query's first block), none below the block's own N-th product score by more
+                    // than twice the margin can (its exact score is below each of those N rows' exact
+                    // scores), so only about N rows, not the whole block, are scored exactly.
+                    let cut = match worst[q] {
+                        Some(w) => w.0.get() as f32 - margins[b],
+                        None => nth_live_product(scores, &self.slots[block_start..block_end], n)
+                            .map_or(f32::NEG_INFINITY, |nth| nth - 2.0 * margins[b]),
+                    };
                     let mut consider = |j: usize| {
                         let slot = block_start + j;
                         if self.slots[slot].is_none() {
@@ -178,6 +185,17 @@ impl Index {
     fn passage(&self, slot: usize) -> &Passage {
         self.slots[slot].as_ref().expect("scanned slot is live. This is a bug.")
     }
+}
+
+/// The `n`-th largest of `scores` over the live `slots` (`None`: fewer than `n` are live).
+fn nth_live_product(scores: &[f32], slots: &[Option<Passage>], n: usize) -> Option<f32> {
+    let mut live: Vec<f32> = scores.iter().zip(slots).filter(|(_, s)| s.is_some()).map(|(v, _)| *v).collect();
+    if live.len() < n {
+        return None;
+    }
+    let (_, nth, _) = live.select_nth_unstable_by(n - 1, |a, b| b.total_cmp(a));
+    // A NaN product (a NaN in a vector) gives no cut: every row is scored exactly, as before.
+    Some(*nth).filter(|v| !v.is_nan())
 }
 
 /// Euclidean norm, rounded up a little so that it bounds the true norm.
