@@ -26,6 +26,10 @@ Steps
    folded: the last upsert of each key, minus retracted keys):
    - `seed`: the examples whose judged positive is their seed passage (the judge agreed with the
      generator), so positive = seed: a consistency filter that uses no human judgment (SUBSET=seed);
+   - `seed_all`: every example with its seed passage as the positive, whether or not the judge (or the
+     retrieval) agreed: the generator's pairs unfiltered (InPars/GPL without a consistency filter). Hard
+     negatives: the example's own, minus the seed; where the seed was its only negative, the judged
+     candidates other than the seed, last-ranked first. Needs the dataset's corpus.jsonl for the seed's text;
    - `hard`: every example, the judge's positive and hard negatives as they are (SUBSET=all);
    - `soft`: every example, plus distillation of the judge's fused RRF scores
      (`--distill-weight W --distill-teacher rrf`);
@@ -38,8 +42,11 @@ Steps
    promotion gate is not used inside the protocol because it would itself look at evaluation numbers to
    choose a checkpoint: gated on the human judgments it would select on the very queries reported here
    (and on heldout, break "heldout confirms"). The number of steps is fixed in advance instead, so the
-   checkpoint measured is decided before any evaluation. (A gate on the dev half only would be a
-   legitimate "dev chooses" step; it is not what this script measures.)
+   checkpoint measured is decided before any evaluation. `--gate-on-dev EVERY` measures the user's path
+   instead: the trainer's promotion gate on, a checkpoint every EVERY steps evaluated on the dev half only
+   (a BEIR dir of its own, `<out-root>/gate-<dataset>-dev`, whose qrels/test.tsv is dev), and the model
+   measured is `latest` (the last checkpoint that beat the promoted model on dev), or the base model where
+   none did (a user following `latest` then keeps the base). Dev chooses, heldout confirms, as above.
 4. Evaluate (f32): the tuned model with `--query-prefix` (the training format's task prefix) and the base
    model with plain queries, on the split dir (`--split test`, all queries; dev, heldout and full are the
    per-query means over their ids, read from the report's `per_query`) and on each `--also` dataset.
@@ -72,6 +79,7 @@ import math
 import os
 import shlex
 import subprocess
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -80,7 +88,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "task: Given a question, find a passage that answers the question | query: "
-LABELS = ("seed", "hard", "soft", "soft_student")
+LABELS = ("seed", "seed_all", "hard", "soft", "soft_student")
 DRAWS = 10_000
 RESULTS_HEADER = """# Fine-tuning on FRet: heldout measurements (scripts/beir_finetune.py)
 
@@ -94,7 +102,8 @@ not even evaluated there); a full row is then run once with the chosen setting o
 advance (at least 3). Nothing is chosen on heldout, full or `also` numbers. Every dev trial stays listed.
 
 Columns: *FRet set* (kept / all examples), *generator x judge* (from the examples' provenance), *labels*
-(`seed`: positive = seed, only examples whose judged positive is the seed; `hard`: all examples, judged
+(`seed`: positive = seed, only examples whose judged positive is the seed; `seed_all`: every example with
+positive := its seed passage, unfiltered; `hard`: all examples, judged
 positive and negatives; `soft`: + distillation of the judge's RRF scores; `soft_student`: + distillation
 of RRF fused with the student's own cosine rank), *setting* (steps x batch, lr, hard negatives, distill
 weight / temperature, precision), *seeds* (batch-sampling seeds). nDCG@10 of the base model with plain
@@ -245,9 +254,40 @@ def load_fret(path: Path) -> list[dict]:
     return rows
 
 
-def select(rows: list[dict], labels: str) -> list[dict]:
+def load_corpus(dataset: Path) -> dict[str, dict]:
+    """The corpus's passages by id, as FRet passages ({id, title, text})."""
+    out = {}
+    with open(dataset / "corpus.jsonl") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                out[str(d["_id"])] = {"id": str(d["_id"]), "title": d.get("title", ""), "text": d["text"]}
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise Failure(f"{dataset / 'corpus.jsonl'} line {n}: not a BEIR passage ({e})")
+    return out
+
+
+def with_seed_positive(row: dict, corpus: dict[str, dict]) -> dict:
+    """`row` with its seed passage as the positive; negatives never include the seed."""
+    seed = corpus.get(row["seed_id"])
+    if seed is None:
+        raise Failure(f"FRet example {row['query_id']}: seed passage {row['seed_id']} is not in the corpus")
+    negatives = [n for n in row["negatives"] if n["id"] != row["seed_id"]]
+    if not negatives:
+        # The judge's last-ranked candidates that are not the seed (the judged positive among them).
+        order = sorted(row.get("ranking", []), key=lambda c: c.get("rrf", 0.0))
+        negatives = [corpus[c["id"]] for c in order if c["id"] != row["seed_id"] and c["id"] in corpus][:1]
+    return {**row, "positive": seed, "negatives": negatives}
+
+
+def select(rows: list[dict], labels: str, corpus: dict[str, dict] | None = None) -> list[dict]:
     if labels == "seed":
         return [r for r in rows if r["positive"]["id"] == r["seed_id"]]
+    if labels == "seed_all":
+        assert corpus is not None
+        return [with_seed_positive(r, corpus) for r in rows]
     return list(rows)
 
 
@@ -301,6 +341,35 @@ def base_eval(args, dataset: Path, split: str, prefix: str, name: str, times: di
     times[f"eval base {'prefix' if prefix else 'plain'} {dataset.name}/{split}"] = wall
     log(f"   base {'prefix' if prefix else 'plain'} {name} ({split}): {wall:.0f} s")
     return per_query(report)
+
+
+def make_gate_dataset(split_dir: Path, gate_dir: Path) -> Path:
+    """The dev half as a BEIR dataset of its own (qrels/test.tsv = dev), for the trainer's promotion gate."""
+    (gate_dir / "qrels").mkdir(parents=True, exist_ok=True)
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        link = gate_dir / name
+        if not link.exists():
+            link.symlink_to((split_dir / name).resolve())
+    shutil.copyfile(split_dir / "qrels" / "dev.tsv", gate_dir / "qrels" / "test.tsv")
+    return gate_dir
+
+
+def gate_record(ckpt: Path) -> dict:
+    """Each checkpoint's dev metric and the gate's decision, from the trainer's checkpoints.jsonl."""
+    out = []
+    base = None
+    for line in (ckpt / "checkpoints.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        metric = next(iter(r.get("metrics", {}).values()), {})
+        value = metric.get("ndcg@10", float("nan")) if isinstance(metric, dict) else float("nan")
+        if r.get("baseline"):
+            base = value
+            continue
+        out.append({"step": r["step"], "metric": value, "promoted": bool(r.get("promoted")),
+                    "why": r.get("promotion", "")})
+    latest = ckpt / "latest"
+    return {"base_dev": base, "checkpoints": out,
+            "latest": latest.resolve().name if (latest / "config.json").exists() else None}
 
 
 def mean_over(values: dict[str, float], ids: set[str] | None) -> float:
@@ -409,6 +478,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--model", default="all-MiniLM-L6-v2", help="base model (trained from and compared against)")
     p.add_argument("--also", action="append", default=[], type=Path,
                    help="another BEIR dataset to evaluate on (repeatable; not in --dev-only runs)")
+    p.add_argument("--gate-on-dev", type=int, metavar="EVERY", default=None,
+                   help="the user's path: train with fretflow's promotion gate on, a checkpoint every EVERY steps "
+                   "evaluated on the dev half (the gate's only data), and measure `latest` (the base model where no "
+                   "checkpoint beat it on dev) on heldout; not with --dev-only")
     p.add_argument("--dev-only", action="store_true", help="evaluate the dev half only and print its nDCG@10: "
                    "the mode for choosing settings")
     p.add_argument("--out", type=Path, help="run dir (default out/finetune/<dataset>-<fret stem>-<labels>, "
@@ -433,6 +506,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--seeds: give at least one seed")
     if len(set(args.seed_list)) != len(args.seed_list):
         p.error("--seeds: a seed is repeated")
+    if args.gate_on_dev is not None and (args.dev_only or args.gate_on_dev < 1):
+        p.error("--gate-on-dev EVERY: a positive number of steps, and not with --dev-only (the gate chooses on dev)")
     if args.steps != "auto" and not args.steps.isdigit():
         p.error("--steps: a positive integer or auto")
     # Paths are relative to the caller's directory; commands run in the repository root.
@@ -448,7 +523,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if stem in ("fret", "fret-changes"):
         stem = args.fret.parent.name
     args.out = (args.out.resolve() if args.out else
-                args.out_root / f"{args.dataset.name}-{stem}-{args.labels}{'-dev' if args.dev_only else ''}")
+                args.out_root / (f"{args.dataset.name}-{stem}-{args.labels}{'-dev' if args.dev_only else ''}"
+                                 + ("-gate" if args.gate_on_dev else "")))
     return args
 
 
@@ -471,7 +547,7 @@ def main(argv: list[str]) -> int:
 
     log(f"== 2. training examples ({args.labels}) of {args.fret}")
     rows = load_fret(args.fret)
-    kept = select(rows, args.labels)
+    kept = select(rows, args.labels, load_corpus(args.dataset) if args.labels == "seed_all" else None)
     if not kept:
         raise Failure(f"no example of {args.fret} is kept by --labels {args.labels}")
     generator, judge = provenance(kept)
@@ -479,7 +555,7 @@ def main(argv: list[str]) -> int:
     data = args.out / f"train-{args.labels}.jsonl"
     with open(data, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in kept)
-    what = "positive == seed" if args.labels == "seed" else "all"
+    what = {"seed": "positive == seed", "seed_all": "all, positive := seed"}.get(args.labels, "all")
     log(f"   kept {len(kept)} of {len(rows)} examples ({what}); generator {generator}, judge {judge} -> {data}")
 
     steps = math.ceil(len(kept) / args.batch_size) if args.steps == "auto" else int(args.steps)
@@ -494,24 +570,45 @@ def main(argv: list[str]) -> int:
         train_opts += [f"--distill-weight={args.distill_weight}", f"--distill-teacher={teacher}",
                        f"--distill-temperature={args.distill_temperature}"]
         distill = f", distill {teacher} w {args.distill_weight} T {args.distill_temperature}"
+    gate_opts = ["--no-promotion-gate"]
+    if args.gate_on_dev:
+        gate_dir = make_gate_dataset(split_dir, args.out_root / f"gate-{name}-dev")
+        gate_opts = [f"--checkpoint-every={args.gate_on_dev}", f"--eval-dataset={gate_dir}",
+                     f"--eval-query-prefix={args.query_prefix}"]
     setting = (f"{steps} x {args.batch_size}, lr {args.lr:g}, hn {args.hard_negatives}{distill}, {args.precision}"
                + ("" if args.query_format == "task" else ", plain queries")
+               + (f", `latest` of the gate on dev every {args.gate_on_dev}" if args.gate_on_dev else "")
                + ("" if args.query_prefix in (PREFIX, "") else f", prefix {args.query_prefix!r}"))
 
     tuned: dict[str, list[dict[str, float]]] = {"split": [], **{a.name: [] for a in args.also}}
+    gates: list[dict] = []
     eval_split = "dev" if args.dev_only else "test"
     for s in args.seed_list:
         seed_dir = args.out / f"seed-{s}"
         ckpt = seed_dir / "ckpt"
         log(f"== 3. seed {s}: train {steps} steps -> {ckpt}")
-        cmd = [str(args.bin), "train", f"--data={data}", f"--out={ckpt}", "--no-resume", "--no-promotion-gate",
+        cmd = [str(args.bin), "train", f"--data={data}", f"--out={ckpt}", "--no-resume", *gate_opts,
                f"--seed={s}", f"--threads={args.threads}", f"--device={args.device}", *train_opts]
         wall = heavy(args, cmd, seed_dir / "train.log")
         times[f"train seed {s}"] = wall
-        model = ckpt / "newest"
-        if not (model / "config.json").exists():
-            raise Failure(f"training wrote no checkpoint {model}; log: {seed_dir / 'train.log'}")
+        newest = ckpt / "newest"
+        if not (newest / "config.json").exists():
+            raise Failure(f"training wrote no checkpoint {newest}; log: {seed_dir / 'train.log'}")
         log(f"   trained in {wall:.0f} s")
+        model = newest
+        if args.gate_on_dev:
+            g = gate_record(ckpt)
+            gates.append(g)
+            for c in g["checkpoints"]:
+                log(f"   step {c['step']:>4}: dev {c['metric']:.4f}  {'promoted' if c['promoted'] else 'kept'} ({c['why']})")
+            model = ckpt / "latest"
+            if not (model / "config.json").exists():
+                log(f"   no checkpoint beat the base model on dev: `latest` is absent, a user keeps the base model")
+                tuned["split"].append(base_eval(args, split_dir, eval_split, "", name, times))
+                for a in args.also:
+                    tuned[a.name].append(base_eval(args, a, "test", "", a.name, times))
+                continue
+            log(f"   latest -> {model.resolve().name}")
         log(f"== 4. seed {s}: evaluate tuned ({'with prefix' if args.query_prefix else 'plain queries'}; f32{', dev only' if args.dev_only else ''})")
         report = seed_dir / f"eval-tuned-prefix-{name}-{eval_split}.json"
         wall = evaluate(args, str(model.resolve()), split_dir, eval_split, args.query_prefix, report)
@@ -596,6 +693,8 @@ def main(argv: list[str]) -> int:
         log(f"   issue 13 goal on {name} (heldout delta >= +0.02, pooled p < 0.05): {'met' if met else 'not met'}"
             + ("" if len(args.seed_list) >= 3 else " (fewer than 3 seeds: does not count)"))
         report = {**common, "mode": "full", "results": results, "times_s": times, "total_s": time.time() - t_start}
+        if args.gate_on_dev:
+            report["gate"] = gates
         (args.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
         also = "; ".join(f"{a.name} {results[a.name]['base']:.4f} / {results[a.name]['tuned']['mean']:.4f}, "
                          f"{fmt_delta(results[a.name])}" for a in args.also)
