@@ -159,7 +159,9 @@ fn a_metrics_scrape_shows_each_partitions_committed_offset_rising_to_its_end_and
     create_topic(&bootstrap, &names.input, 3);
     produce(&bootstrap, &names.input, &corpus(240));
     let dir = tempfile::tempdir().unwrap();
-    // 100 ms per LLM batch: the run lasts several statistics intervals (1 s) and commits (200 ms).
+    // 100 ms per LLM batch: the run lasts several statistics intervals (1 s) and commits (200 ms). The topic
+    // is read at once, so this needs the run's bounded epochs (`MAX_EPOCH_RECORDS`): as one epoch, nothing
+    // was committed (and no lag known) until the end.
     let config = pipeline(dir.path(), &bootstrap, &names, &format!("{INSTANT}\nlatency_ms = 100"));
     let mut child = fretflow(&config, Some("3"))
         .args(["--metrics", "127.0.0.1:0"])
@@ -185,6 +187,7 @@ fn a_metrics_scrape_shows_each_partitions_committed_offset_rising_to_its_end_and
     }
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    eprintln!("{} scrapes with every partition's lag", scrapes.len());
     assert!(scrapes.len() >= 5, "only {} scrapes with every partition's lag", scrapes.len());
     let ends = ends(&bootstrap, &names.input, 3);
     let total_lag: Vec<f64> = scrapes.iter().map(|s| (0..3).filter_map(|p| lag(s, p)).sum()).collect();

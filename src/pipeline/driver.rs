@@ -82,6 +82,10 @@ pub struct LoopOptions {
     pub epochs: Epochs,
     /// Most records handed to the dataflow per poll.
     pub batch: usize,
+    /// With [`Epochs::Tick`], most records of one epoch: a worker whose tick has this many moves on to the
+    /// next epoch at once. A backlog (a topic read from its start) then becomes many small epochs that
+    /// finish, and are committed, one after another, instead of one epoch that finishes only at the end.
+    pub epoch_records: usize,
     /// Read more only while at most this many epochs with data are unfinished.
     pub max_open_epochs: usize,
     /// Longest park of the worker when a loop iteration read nothing (an input that has records wakes it
@@ -109,6 +113,7 @@ impl Default for LoopOptions {
         Self {
             epochs: Epochs::PerBatch,
             batch: usize::MAX,
+            epoch_records: usize::MAX,
             max_open_epochs: MAX_OPEN_EPOCHS,
             park: Duration::from_millis(100),
             commit_interval: Duration::from_millis(200),
@@ -184,6 +189,8 @@ where
     // Epochs with data the probe has not passed yet, oldest first.
     let mut open: VecDeque<Time> = VecDeque::new();
     let mut last_commit = Instant::now();
+    // Records this worker has put into the epoch `epoch_of_count` (see `LoopOptions::epoch_records`).
+    let (mut epoch_of_count, mut in_epoch) = (0 as Time, 0usize);
     loop {
         if let Epochs::Tick(tick) = options.epochs {
             let now = (started.elapsed().as_millis() / tick.as_millis().max(1)) as Time;
@@ -212,10 +219,15 @@ where
         let mut read = false;
         if open.len() <= options.max_open_epochs {
             let epoch = input.time();
-            match source.poll(epoch, options.batch)? {
+            if epoch != epoch_of_count {
+                (epoch_of_count, in_epoch) = (epoch, 0);
+            }
+            let room = options.epoch_records.saturating_sub(in_epoch).max(1);
+            match source.poll(epoch, options.batch.min(room))? {
                 Polled::Records(mut batch) if !batch.is_empty() => {
                     read = true;
                     report.records += batch.len() as u64;
+                    in_epoch += batch.len();
                     first_record.get_or_insert_with(Instant::now);
                     last_record = Instant::now();
                     input.records.send_batch(&mut batch);
@@ -223,7 +235,7 @@ where
                         open.push_back(epoch);
                     }
                     (last_data_epoch, acked_at) = (Some(epoch), None);
-                    if options.epochs == Epochs::PerBatch {
+                    if options.epochs == Epochs::PerBatch || in_epoch >= options.epoch_records {
                         input.advance_to(epoch + 1);
                     }
                     if let Some(pause) = options.throttle {
@@ -365,6 +377,52 @@ mod tests {
         assert_eq!(report.records, 6);
         // The final commit covers the input's last epoch (the one after the last batch).
         assert_eq!(source.0.last(), Some(&3));
+    }
+
+    /// A backlog of `0..end`, read at most `max` records per poll (as a Kafka source does).
+    struct Backlog {
+        next: u32,
+        end: u32,
+    }
+
+    impl WorkerInput for Backlog {
+        type Record = u32;
+        type Error = String;
+        fn poll(&mut self, _epoch: Time, max: usize) -> Result<Polled<u32>, String> {
+            if self.next == self.end {
+                return Ok(Polled::Ended);
+            }
+            let take = (self.end - self.next).min(u32::try_from(max).unwrap_or(u32::MAX));
+            let batch: Vec<u32> = (self.next..self.next + take).collect();
+            self.next += take;
+            Ok(Polled::Records(batch))
+        }
+    }
+
+    #[test]
+    fn a_backlog_read_within_one_tick_is_cut_into_epochs_of_at_most_epoch_records() {
+        let seen = timely::execute_directly(move |worker| {
+            let mut source = Backlog { next: 0, end: 10 };
+            let captured = Rc::new(RefCell::new(None));
+            let slot = Rc::clone(&captured);
+            let build = move |records: StreamVec<'_, Time, u32>, _: VecCollection<'_, Time, EmbedderVersion, Diff>| {
+                *slot.borrow_mut() = Some(records.clone().capture());
+                let (probe, _) = records.probe();
+                probe
+            };
+            // One tick lasts the whole test: without the bound, every record would be in epoch 0.
+            let options = LoopOptions {
+                epochs: Epochs::Tick(Duration::from_secs(3600)),
+                batch: 3,
+                epoch_records: 4,
+                ..LoopOptions::default()
+            };
+            drive(worker, &mut source, build, || Ok(()), &options).unwrap();
+            while worker.step() {}
+            let seen: Vec<(Time, Vec<u32>)> = captured.borrow_mut().take().unwrap().extract();
+            seen
+        });
+        assert_eq!(seen, vec![(0, vec![0, 1, 2, 3]), (1, vec![4, 5, 6, 7]), (2, vec![8, 9])]);
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub struct RunOptions {
     pub tick: Duration,
     /// Most records handed to the dataflow per loop iteration and worker.
     pub batch: usize,
+    /// Most records of one epoch per worker (a tick with more moves on to the next epoch): see
+    /// [`LoopOptions::epoch_records`]. Unbounded for the passthrough.
+    pub epoch_records: usize,
     /// Read more only while at most this many epochs with data are unfinished (bounds what a slow
     /// transform holds in memory; unbounded for the passthrough, whose sink keeps up).
     pub max_open_epochs: usize,
@@ -111,6 +114,7 @@ impl Default for RunOptions {
             workers: 1,
             tick: Duration::from_millis(20),
             batch: 1000,
+            epoch_records: usize::MAX,
             max_open_epochs: usize::MAX,
             commit_interval: Duration::from_millis(200),
             idle_exit: None,
@@ -190,6 +194,7 @@ pub fn run_worker<X: Transform>(
     let loop_options = LoopOptions {
         epochs: Epochs::Tick(options.tick),
         batch: options.batch,
+        epoch_records: options.epoch_records,
         max_open_epochs: options.max_open_epochs,
         // The source's poll waits up to 1 ms for records; the worker itself does not park.
         park: Duration::ZERO,
