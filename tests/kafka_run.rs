@@ -160,9 +160,15 @@ fn a_metrics_scrape_shows_each_partitions_committed_offset_rising_to_its_end_and
     produce(&bootstrap, &names.input, &corpus(240));
     let dir = tempfile::tempdir().unwrap();
     // 100 ms per LLM batch: the run lasts several statistics intervals (1 s) and commits (200 ms). The topic
-    // is read at once, so this needs the run's bounded epochs (`MAX_EPOCH_RECORDS`): as one epoch, nothing
-    // was committed (and no lag known) until the end.
+    // is read at once, so it is cut into epochs of 32 records (`epoch_records`): as one epoch, nothing was
+    // committed (and no lag known) until the end.
     let config = pipeline(dir.path(), &bootstrap, &names, &format!("{INSTANT}\nlatency_ms = 100"));
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[kafka.source]\n",
+        "[kafka.source]\nepoch_records = 32\n",
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
     let mut child = fretflow(&config, Some("3"))
         .args(["--metrics", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")

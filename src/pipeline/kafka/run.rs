@@ -35,12 +35,6 @@ use std::time::{Duration, Instant};
 /// (of 20 ms) ahead of what the LLM has finished, not to its end.
 pub const MAX_OPEN_TICKS: usize = 16;
 
-/// Most records of one epoch per worker. FRet work per record is LLM calls (seconds), so small epochs cost
-/// nothing that shows, and a backlog read at once becomes epochs that finish and are committed one after
-/// another (before: one epoch, nothing committed until the whole backlog was done). With
-/// [`MAX_OPEN_TICKS`] it also bounds how far ahead of the models a worker reads: 16 x 64 records.
-pub const MAX_EPOCH_RECORDS: usize = 64;
-
 /// Why a Kafka run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaRunError {
@@ -83,7 +77,10 @@ pub fn run_fret(
         replay: true,
         stop: Some(stop),
         max_open_epochs: MAX_OPEN_TICKS,
-        epoch_records: MAX_EPOCH_RECORDS,
+        // A backlog read within one tick becomes epochs of at most this many records per worker, which
+        // finish and commit one after another (one epoch would commit nothing until all of it was done);
+        // with MAX_OPEN_TICKS it also bounds how far ahead of the models a worker reads.
+        epoch_records: source.epoch_records,
         metrics: Some(Arc::clone(&stages.metrics)),
         ..RunOptions::default()
     };
