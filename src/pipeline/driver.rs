@@ -64,6 +64,11 @@ pub trait WorkerInput {
     fn commit_through(&mut self, _epoch: Time) -> Result<(), Self::Error> {
         Ok(())
     }
+
+    /// Called with every commit attempt (every `commit_interval`), also before any epoch has finished:
+    /// where the input reports how far it has got (a Kafka source's lag), so that it is visible while a
+    /// first epoch is still in the models.
+    fn report_progress(&mut self) {}
 }
 
 /// How a worker's input records are grouped into epochs.
@@ -257,6 +262,7 @@ where
         }
         if last_commit.elapsed() >= options.commit_interval {
             commit_passed(source, &probe);
+            source.report_progress();
             last_commit = Instant::now();
         }
         if options.idle_exit.is_some_and(|idle| last_record.elapsed() >= idle) {

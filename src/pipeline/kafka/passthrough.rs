@@ -231,6 +231,13 @@ impl WorkerInput for KafkaInput {
         if let Some(marker) = self.marker.as_mut() {
             marker.advance(self.source.committed());
         }
+        self.report_progress();
+        committed
+    }
+
+    /// Each partition's committed offset and lag, from the source's last statistics report (none before
+    /// the first): before the first commit the lag is the whole partition.
+    fn report_progress(&mut self) {
         if let Some(metrics) = &self.metrics {
             for p in self.source.progress() {
                 let topic = self.source.topic().to_string();
@@ -242,6 +249,5 @@ impl WorkerInput for KafkaInput {
                 });
             }
         }
-        committed
     }
 }
