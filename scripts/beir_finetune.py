@@ -203,19 +203,24 @@ def sort_ids(ids: set[str]) -> list[str]:
     return sorted(ids)
 
 
+def link_texts(dataset: Path, out: Path) -> None:
+    """`out`/corpus.jsonl and queries.jsonl as links to `dataset`'s, and `out`/qrels/ made."""
+    (out / "qrels").mkdir(parents=True, exist_ok=True)
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        link = out / name
+        if link.is_symlink() or link.exists():
+            if link.resolve() != (dataset / name).resolve():
+                raise Failure(f"{out} belongs to another dataset ({link} -> {link.resolve()}); "
+                              "pass another --out-root")
+            continue
+        link.symlink_to((dataset / name).resolve())
+
+
 def make_split(dataset: Path, split_dir: Path) -> tuple[set[str], set[str]]:
     for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
         if not (dataset / name).is_file():
             raise Failure(f"{dataset} is not a BEIR-layout dataset: no {name}")
-    (split_dir / "qrels").mkdir(parents=True, exist_ok=True)
-    for name in ("corpus.jsonl", "queries.jsonl"):
-        link = split_dir / name
-        if link.is_symlink() or link.exists():
-            if link.resolve() != (dataset / name).resolve():
-                raise Failure(f"{split_dir} belongs to another dataset ({link} -> {link.resolve()}); "
-                              "pass another --out-root")
-            continue
-        link.symlink_to((dataset / name).resolve())
+    link_texts(dataset, split_dir)
     header, rows = read_qrels(dataset / "qrels/test.tsv")
     ordered = sort_ids({r[0] for r in rows})
     dev = set(ordered[0::2])
@@ -345,11 +350,7 @@ def base_eval(args, dataset: Path, split: str, prefix: str, name: str, times: di
 
 def make_gate_dataset(split_dir: Path, gate_dir: Path) -> Path:
     """The dev half as a BEIR dataset of its own (qrels/test.tsv = dev), for the trainer's promotion gate."""
-    (gate_dir / "qrels").mkdir(parents=True, exist_ok=True)
-    for name in ("corpus.jsonl", "queries.jsonl"):
-        link = gate_dir / name
-        if not link.exists():
-            link.symlink_to((split_dir / name).resolve())
+    link_texts(split_dir, gate_dir)
     shutil.copyfile(split_dir / "qrels" / "dev.tsv", gate_dir / "qrels" / "test.tsv")
     return gate_dir
 

@@ -65,9 +65,9 @@ pub trait WorkerInput {
         Ok(())
     }
 
-    /// Called with every commit attempt (every `commit_interval`), also before any epoch has finished:
-    /// where the input reports how far it has got (a Kafka source's lag), so that it is visible while a
-    /// first epoch is still in the models.
+    /// Called after every commit attempt (every `commit_interval`, also before any epoch has finished, and
+    /// after the final commit): where the input reports how far it has got (a Kafka source's lag), so that
+    /// it is visible while a first epoch is still in the models.
     fn report_progress(&mut self) {}
 }
 
@@ -281,6 +281,7 @@ where
         healthy()?;
     }
     source.commit_through(last_epoch)?;
+    source.report_progress();
     if let Some(first) = first_record {
         report.active = acked_at.unwrap_or_else(Instant::now).duration_since(first);
     }

@@ -231,7 +231,6 @@ impl WorkerInput for KafkaInput {
         if let Some(marker) = self.marker.as_mut() {
             marker.advance(self.source.committed());
         }
-        self.report_progress();
         committed
     }
 
