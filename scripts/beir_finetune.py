@@ -465,6 +465,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--temperature", type=float, default=0.05)
     p.add_argument("--hard-negatives", type=int, default=1)
+    p.add_argument("--only-seeds-of", type=Path, metavar="FRET",
+                   help="keep only examples whose seed passage also seeds an example of this other FRet set: "
+                        "two generators compared on the same passages (e.g. one run cut short)")
     p.add_argument("--distill-weight", type=float, default=0.5, help="soft labels only (default 0.5)")
     p.add_argument("--distill-temperature", type=float, default=0.001,
                    help="teacher softmax temperature on the RRF scale, soft labels only (default 0.001)")
@@ -518,6 +521,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.bin = args.bin.resolve()
     args.out_root = args.out_root.resolve()
     args.results = args.results.resolve()
+    if args.only_seeds_of:
+        args.only_seeds_of = args.only_seeds_of.resolve()
     if os.sep in args.model or args.model.startswith("."):
         args.model = str(Path(args.model).resolve())
     stem = args.fret.stem
@@ -548,6 +553,14 @@ def main(argv: list[str]) -> int:
 
     log(f"== 2. training examples ({args.labels}) of {args.fret}")
     rows = load_fret(args.fret)
+    only = ""
+    if args.only_seeds_of:
+        seeds = {r["seed_id"] for r in load_fret(args.only_seeds_of)}
+        rows = [r for r in rows if r["seed_id"] in seeds]
+        if not rows:
+            raise Failure(f"no example of {args.fret} has a seed passage of --only-seeds-of {args.only_seeds_of}")
+        only = f", seeds of {args.only_seeds_of.parent.name}/{args.only_seeds_of.name} only"
+        log(f"   {len(rows)} examples whose seed passage also seeds one of {args.only_seeds_of} ({len(seeds)})")
     kept = select(rows, args.labels, load_corpus(args.dataset) if args.labels == "seed_all" else None)
     if not kept:
         raise Failure(f"no example of {args.fret} is kept by --labels {args.labels}")
@@ -577,7 +590,7 @@ def main(argv: list[str]) -> int:
         gate_opts = [f"--checkpoint-every={args.gate_on_dev}", f"--eval-dataset={gate_dir}",
                      f"--eval-query-prefix={args.query_prefix}"]
     setting = (f"{steps} x {args.batch_size}, lr {args.lr:g}, hn {args.hard_negatives}{distill}, {args.precision}"
-               + ("" if args.query_format == "task" else ", plain queries")
+               + ("" if args.query_format == "task" else ", plain queries") + only
                + (f", `latest` of the gate on dev every {args.gate_on_dev}" if args.gate_on_dev else "")
                + ("" if args.query_prefix in (PREFIX, "") else f", prefix {args.query_prefix!r}"))
 
@@ -640,7 +653,8 @@ def main(argv: list[str]) -> int:
     common = {
         "date": dt.datetime.now().isoformat(timespec="seconds"), "commit": git_commit(),
         "dataset": str(args.dataset), "fret": {"path": str(args.fret), "sha256": sha256(args.fret),
-                                               "examples": len(rows), "kept": len(kept)},
+                                               "examples": len(rows), "kept": len(kept),
+                                               "only_seeds_of": str(args.only_seeds_of or "") or None},
         "generator": generator, "judge": judge, "labels": args.labels, "seeds": args.seed_list,
         "train_options": train_opts, "query_prefix": args.query_prefix, "model": args.model,
         "split": {"dir": str(split_dir), "dev": len(dev), "heldout": len(held)},
