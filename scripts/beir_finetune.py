@@ -26,6 +26,8 @@ Steps
    folded: the last upsert of each key, minus retracted keys):
    - `seed`: the examples whose judged positive is their seed passage (the judge agreed with the
      generator), so positive = seed: a consistency filter that uses no human judgment (SUBSET=seed);
+   - `consistent`: the same examples chosen by the trainer itself (`fretflow train --examples consistent`
+     on the whole set): the user's path to `seed`;
    - `seed_all`: every example with its seed passage as the positive, whether or not the judge (or the
      retrieval) agreed: the generator's pairs unfiltered (InPars/GPL without a consistency filter). Hard
      negatives: the example's own, minus the seed; where the seed was its only negative, the judged
@@ -88,7 +90,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "task: Given a question, find a passage that answers the question | query: "
-LABELS = ("seed", "seed_all", "hard", "soft", "soft_student")
+LABELS = ("seed", "consistent", "seed_all", "hard", "soft", "soft_student")
 DRAWS = 10_000
 RESULTS_HEADER = """# Fine-tuning on FRet: heldout measurements (scripts/beir_finetune.py)
 
@@ -569,7 +571,8 @@ def main(argv: list[str]) -> int:
     data = args.out / f"train-{args.labels}.jsonl"
     with open(data, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in kept)
-    what = {"seed": "positive == seed", "seed_all": "all, positive := seed"}.get(args.labels, "all")
+    what = {"seed": "positive == seed", "seed_all": "all, positive := seed",
+            "consistent": "all; the trainer keeps those with positive == seed"}.get(args.labels, "all")
     log(f"   kept {len(kept)} of {len(rows)} examples ({what}); generator {generator}, judge {judge} -> {data}")
 
     steps = math.ceil(len(kept) / args.batch_size) if args.steps == "auto" else int(args.steps)
@@ -578,6 +581,8 @@ def main(argv: list[str]) -> int:
                   f"--warmup-steps={warmup}", "--decay=constant", f"--temperature={args.temperature}",
                   f"--hard-negatives={args.hard_negatives}", f"--precision={args.precision}", f"--model={args.model}",
                   f"--query-format={args.query_format}"]
+    if args.labels == "consistent":
+        train_opts.append("--examples=consistent")
     distill = ""
     if args.labels in ("soft", "soft_student"):
         teacher = "rrf" if args.labels == "soft" else "rrf_student"

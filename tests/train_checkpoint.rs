@@ -45,6 +45,7 @@ fn config(out: &Path, max_steps: u64, every: u64) -> TrainerConfig {
         resume: true,
         promotion: PromotionConfig::default(),
         query_format: QueryFormat::Task,
+        examples: Default::default(),
     }
 }
 

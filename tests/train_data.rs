@@ -5,7 +5,7 @@
 use fretflow::connectors::file::fret::read_jsonl as read_fret_jsonl;
 use fretflow::records::{Change, Example, Passage, RankedCandidate, Score};
 use fretflow::train::buffer::{sample_batch, ReplayBuffer, SamplerConfig};
-use fretflow::train::data::{read_pairs_jsonl, QueryFormat, TrainExample};
+use fretflow::train::data::{read_pairs_jsonl, ExampleFilter, QueryFormat, TrainExample};
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -243,4 +243,35 @@ fn a_buffer_gives_fret_queries_with_their_task_or_plain_as_configured() {
     plain.apply(&change);
     assert_eq!(plain.examples()[0].query, "what thickens a boundary layer");
     assert_eq!(plain.examples()[0].positive.text, task.examples()[0].positive.text, "passages are the same");
+}
+
+/// `--examples consistent`: only examples whose judged positive is their seed passage are held; an update
+/// that makes a held example inconsistent removes it (it is not trained on again), and a later consistent
+/// update brings it back. `all` holds every example.
+#[test]
+fn a_consistent_buffer_holds_only_examples_whose_positive_is_their_seed_through_updates() {
+    let inconsistent = |q: &str| {
+        let mut e = example(q, "P9");
+        e.seed_id = format!("seed-{q}");
+        e
+    };
+    let mut buffer = ReplayBuffer::with_format(QueryFormat::Plain).with_filter(ExampleFilter::Consistent);
+    assert!(buffer.apply(&Change::upsert(example("a", "A"), 0)));
+    assert!(buffer.apply(&Change::upsert(example("b", "B"), 0)));
+    assert!(!buffer.apply(&Change::upsert(inconsistent("c"), 0)), "an inconsistent new key changes nothing");
+    let keys = |b: &ReplayBuffer| b.examples().iter().map(|e| e.key.clone()).collect::<HashSet<_>>();
+    assert_eq!(keys(&buffer), HashSet::from(["a".to_string(), "b".to_string()]));
+    assert!(buffer.apply(&Change::upsert(inconsistent("a"), 1)), "a's update is inconsistent: a leaves");
+    assert_eq!(keys(&buffer), HashSet::from(["b".to_string()]));
+    assert!(buffer.get("b").is_some() && buffer.get("a").is_none(), "the index follows the swap-remove");
+    assert!(!buffer.apply(&Change::retract("a", 2)), "retracting the filtered key changes nothing");
+    assert!(buffer.apply(&Change::upsert(example("a", "A"), 3)), "consistent again: a is back");
+    assert_eq!(keys(&buffer), HashSet::from(["a".to_string(), "b".to_string()]));
+    assert_eq!((buffer.change_counts(), buffer.filtered()), ((5, 0), 2));
+
+    let mut all = ReplayBuffer::new();
+    for c in [Change::upsert(example("a", "A"), 0), Change::upsert(inconsistent("c"), 0)] {
+        all.apply(&c);
+    }
+    assert_eq!((all.len(), all.filtered()), (2, 0));
 }

@@ -44,6 +44,7 @@ fn config(out: &Path, max_steps: u64, promotion: PromotionConfig) -> TrainerConf
         resume: true,
         promotion,
         query_format: QueryFormat::Task,
+        examples: Default::default(),
     }
 }
 

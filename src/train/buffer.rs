@@ -5,7 +5,7 @@
 //! from the buffer (and, with a mix ratio, from extra pair datasets) with a generator seeded by
 //! `(seed, step)`: the same buffer and step give the same batch, which is what lets a restarted trainer
 //! repeat exactly the steps it would have taken.
-use super::data::{QueryFormat, TrainExample};
+use super::data::{ExampleFilter, QueryFormat, TrainExample};
 use super::loss::{TeacherInputs, TeacherScores};
 use crate::records::Change;
 use rand::rngs::StdRng;
@@ -19,7 +19,10 @@ pub struct ReplayBuffer {
     index: HashMap<String, usize>,
     upserts: u64,
     retractions: u64,
+    /// Upserts not kept by `filter` (each also removes the key's held example, if any).
+    filtered: u64,
     format: QueryFormat,
+    filter: ExampleFilter,
 }
 
 impl ReplayBuffer {
@@ -33,9 +36,20 @@ impl ReplayBuffer {
         Self { format, ..Self::default() }
     }
 
+    /// This buffer, holding only the examples `filter` keeps: an upsert it does not keep removes the key's
+    /// held example, so an example that stops being kept is not trained on again.
+    pub fn with_filter(self, filter: ExampleFilter) -> Self {
+        Self { filter, ..self }
+    }
+
     /// Applies one change; returns whether the buffer changed (retracting an absent key does not).
     pub fn apply(&mut self, change: &Change) -> bool {
         match change.upserted() {
+            Some(example) if !self.filter.keeps(example) => {
+                self.upserts += 1;
+                self.filtered += 1;
+                self.remove(change.key())
+            }
             Some(example) => {
                 self.upserts += 1;
                 let example = TrainExample::from_fret(example, self.format);
@@ -49,15 +63,20 @@ impl ReplayBuffer {
                 true
             }
             None => {
-                let Some(i) = self.index.remove(change.key()) else { return false };
-                self.retractions += 1;
-                self.examples.swap_remove(i);
-                if let Some(moved) = self.examples.get(i) {
-                    self.index.insert(moved.key.clone(), i);
-                }
-                true
+                let removed = self.remove(change.key());
+                self.retractions += u64::from(removed);
+                removed
             }
         }
+    }
+
+    fn remove(&mut self, key: &str) -> bool {
+        let Some(i) = self.index.remove(key) else { return false };
+        self.examples.swap_remove(i);
+        if let Some(moved) = self.examples.get(i) {
+            self.index.insert(moved.key.clone(), i);
+        }
+        true
     }
 
     /// Number of examples currently held.
@@ -83,6 +102,11 @@ impl ReplayBuffer {
     /// Upserts and effective retractions applied so far.
     pub fn change_counts(&self) -> (u64, u64) {
         (self.upserts, self.retractions)
+    }
+
+    /// Upserts the filter did not keep.
+    pub fn filtered(&self) -> u64 {
+        self.filtered
     }
 
     fn at(&self, i: usize) -> &TrainExample {

@@ -63,6 +63,9 @@ pub struct TrainerState {
     /// How queries were given to the encoder (and how the checkpoint's users should give them).
     #[serde(default)]
     pub query_format: super::data::QueryFormat,
+    /// Which FRet examples were trained on.
+    #[serde(default)]
+    pub examples: super::data::ExampleFilter,
 }
 
 /// The directory name of the checkpoint at `step`.

@@ -108,6 +108,29 @@ pub enum QueryFormat {
     Plain,
 }
 
+/// Which FRet examples are trained on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ExampleFilter {
+    /// Every example, with the judge's positive.
+    #[default]
+    All,
+    /// Only examples whose judged positive is the passage their query was written for (round-trip
+    /// consistency, Promptagator's filter): where it is not, the query's own passage was usually not among
+    /// the retrieved candidates, and the chosen positive is a neighbour of a query written for another passage.
+    Consistent,
+}
+
+impl ExampleFilter {
+    /// Whether `e` is trained on.
+    pub fn keeps(self, e: &Example) -> bool {
+        match self {
+            ExampleFilter::All => true,
+            ExampleFilter::Consistent => e.positive.id == e.seed_id,
+        }
+    }
+}
+
 impl QueryFormat {
     /// The encoder input of `e`'s query.
     pub fn query_text(self, e: &Example) -> String {

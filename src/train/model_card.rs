@@ -4,7 +4,7 @@
 //! checkpoint per dataset), generated from the checkpoint's `fretflow.json` and its manifest entry, so a
 //! person picking up `checkpoints/latest` sees what it is and how it measured.
 use super::checkpoint::TrainerState;
-use super::data::QueryFormat;
+use super::data::{ExampleFilter, QueryFormat};
 use crate::records::CheckpointEvent;
 use std::fmt::Write;
 
@@ -105,6 +105,14 @@ pub fn render(model: &str, state: &TrainerState, event: &CheckpointEvent, base: 
         field("upserts"),
         field("retractions")
     );
+    if state.examples == ExampleFilter::Consistent {
+        let _ = writeln!(
+            md,
+            "- Round-trip consistent examples only: {} upserts whose judged positive was not the seed passage \
+             were not trained on",
+            field("filtered_upserts")
+        );
+    }
     if let Some(share) = data.get("positive_not_seed_share").and_then(|v| v.as_f64()) {
         let _ = writeln!(
             md,

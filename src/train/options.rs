@@ -6,7 +6,7 @@ use crate::device::DeviceChoice;
 use crate::device::Precision;
 use crate::embed::{default_token_budget, EncoderOptions};
 use crate::train::buffer::SamplerConfig;
-use crate::train::data::QueryFormat;
+use crate::train::data::{ExampleFilter, QueryFormat};
 use crate::train::evaluate::BeirEvaluator;
 use crate::train::gradcache::BackwardConfig;
 use crate::train::optim::{Decay, OptimConfig};
@@ -83,6 +83,11 @@ pub struct TrainOptions {
     /// or `plain` (the query alone, as the base model was trained; use the checkpoints with plain queries).
     #[arg(long, value_enum, default_value_t = QueryFormat::Task)]
     pub query_format: QueryFormat,
+    /// Which FRet examples are trained on: `all`, or `consistent`: only those whose judged positive is the
+    /// passage their query was written for (round-trip consistency; measured in docs/results/finetune.md as
+    /// `seed` labels).
+    #[arg(long, value_enum, default_value_t = ExampleFilter::All)]
+    pub examples: ExampleFilter,
     /// Prefix of the evaluation queries of checkpoints (the promotion gate and the manifest measure each
     /// checkpoint as it is used; the base model is measured with plain queries) [default: with
     /// `--query-format task`, `task: Given a question, find a passage that answers the question | query: `;
@@ -266,6 +271,7 @@ impl TrainOptions {
                 margin: self.promote_margin,
             },
             query_format: self.query_format,
+            examples: self.examples,
         }
     }
 

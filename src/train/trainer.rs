@@ -13,7 +13,7 @@ use super::checkpoint::{
     checkpoint_name, find_newest, link_target, point_latest, read_state, write_checkpoint, TrainerState, LATEST,
     NEWEST, OPTIMIZER_FILE,
 };
-use super::data::{read_pairs_jsonl, QueryFormat, TrainExample};
+use super::data::{read_pairs_jsonl, ExampleFilter, QueryFormat, TrainExample};
 use super::gauges::TrainGauges;
 use super::gradcache::{backward, BackwardConfig};
 use super::manifest::{append_manifest, apply_retention, read_manifest, write_plot, CheckpointEvaluator};
@@ -71,6 +71,9 @@ pub struct TrainerConfig {
     /// How FRet queries are given to the encoder.
     #[serde(default)]
     pub query_format: QueryFormat,
+    /// Which FRet examples are trained on.
+    #[serde(default)]
+    pub examples: ExampleFilter,
 }
 
 /// What one optimizer step did.
@@ -170,7 +173,7 @@ impl Trainer {
         Ok(Self {
             encoder,
             optimizer,
-            buffer: ReplayBuffer::with_format(config.query_format),
+            buffer: ReplayBuffer::with_format(config.query_format).with_filter(config.examples),
             pairs,
             step,
             examples_seen,
@@ -336,12 +339,15 @@ impl Trainer {
                 "buffer_examples": self.buffer.len(),
                 "upserts": upserts,
                 "retractions": retractions,
+                "examples": self.config.examples,
+                "filtered_upserts": self.buffer.filtered(),
                 "pair_datasets": self.config.pair_datasets,
                 "pair_examples": self.pairs.len(),
                 "provenance": self.provenance_counts(),
                 "positive_not_seed_share": self.positive_not_seed_share(),
             }),
             query_format: self.config.query_format,
+            examples: self.config.examples,
         };
         let path = write_checkpoint(&self.config.out_dir, &self.encoder, &self.optimizer, &state)?;
         self.record_checkpoint(path, &state)
