@@ -275,3 +275,36 @@ fn a_consistent_buffer_holds_only_examples_whose_positive_is_their_seed_through_
     }
     assert_eq!((all.len(), all.filtered()), (2, 0));
 }
+
+/// When `--examples consistent` leaves nothing to train on, the error says so (not "the FRet set is
+/// empty") and names the option and how many upserts it left out.
+#[test]
+fn a_run_whose_examples_are_all_inconsistent_fails_naming_the_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("inconsistent.jsonl");
+    let mut lines = String::new();
+    let n = fixture().len();
+    for c in fixture() {
+        let mut change = c;
+        if let Some(e) = change.upserted() {
+            let mut e = e.clone();
+            e.seed_id = format!("not-{}", e.positive.id);
+            change = Change::upsert(e, 0);
+        }
+        lines.push_str(&serde_json::to_string(&change).unwrap());
+        lines.push('\n');
+    }
+    std::fs::write(&data, lines).unwrap();
+    let out = dir.path().join("out");
+    #[rustfmt::skip]
+    let args = [
+        "train", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--examples", "consistent",
+        "--device", "cpu", "--steps", "1",
+    ];
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fretflow")).args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("--examples consistent left out all"), "{stderr}");
+    let upserts = fixture().iter().filter(|c| c.upserted().is_some()).count();
+    assert!(upserts > 0 && upserts <= n && stderr.contains(&format!("all {upserts} FRet upserts")), "{stderr}");
+}

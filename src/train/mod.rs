@@ -89,6 +89,12 @@ pub enum TrainError {
     /// A batch came out empty: no training data.
     #[error("no training examples: the FRet set is empty and no pair dataset is configured")]
     EmptyBatch,
+    /// Every FRet example was left out by `--examples consistent`.
+    #[error(
+        "no training examples: --examples consistent left out all {0} FRet upserts (none has the passage its \
+         query was written for as its judged positive); train with --examples all"
+    )]
+    AllFiltered(u64),
     /// A tensor operation failed.
     #[error("tensor error in training: {0}")]
     Tensor(#[from] tch::TchError),

@@ -560,7 +560,10 @@ impl Trainer {
                 continue;
             }
             if available == 0 {
-                return Err(TrainError::EmptyBatch);
+                return Err(match self.buffer.filtered() {
+                    0 => TrainError::EmptyBatch,
+                    n => TrainError::AllFiltered(n),
+                });
             }
             if limit.is_none() && source.is_finished() {
                 let pass = available.div_ceil(self.config.sampler.batch_size) as u64;
