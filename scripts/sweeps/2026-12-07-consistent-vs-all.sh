@@ -8,5 +8,6 @@ B=${BIN:-target/debug/fretflow}
 for pair in cisi:42 cranfield:39; do
   ds=${pair%:*}; steps=${pair#*:}
   .venv/bin/python scripts/beir_finetune.py --dataset ${DATA:-../shared/data}/$ds --fret out/$ds-full/fret-changes.jsonl \
-    --labels hard --steps $steps --query-format plain --seeds 42 --dev-only --bin $B --out out/finetune/s12-$ds-hard-$steps-dev
+    --labels hard --steps $steps --query-format plain --seeds ${SEEDS:-42} --dev-only --bin $B --out out/finetune/s12-$ds-hard-$steps-dev${SEEDS:+-s${SEEDS/,/}}
 done
+# Then seeds 1 and 2 (SEEDS=1,2; the seed rows of those seeds are the 3-seed runs of session 11).
