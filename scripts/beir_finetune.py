@@ -659,7 +659,7 @@ def main(argv: list[str]) -> int:
         "date": dt.datetime.now().isoformat(timespec="seconds"), "commit": git_commit(),
         "dataset": str(args.dataset), "fret": {"path": str(args.fret), "sha256": sha256(args.fret),
                                                "examples": len(rows), "kept": len(kept),
-                                               "only_seeds_of": str(args.only_seeds_of or "") or None},
+                                               "only_seeds_of": str(args.only_seeds_of) if args.only_seeds_of else None},
         "generator": generator, "judge": judge, "labels": args.labels, "seeds": args.seed_list,
         "train_options": train_opts, "query_prefix": args.query_prefix, "model": args.model,
         "split": {"dir": str(split_dir), "dev": len(dev), "heldout": len(held)},

@@ -7,10 +7,10 @@
 //! repeat exactly the steps it would have taken.
 use super::data::{ExampleFilter, QueryFormat, TrainExample};
 use super::loss::{TeacherInputs, TeacherScores};
-use crate::records::Change;
+use crate::records::{Change, Provenance};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The current FRet set, keyed by query id, with O(1) upsert, retraction and uniform sampling.
 #[derive(Debug, Default)]
@@ -107,6 +107,35 @@ impl ReplayBuffer {
     /// Upserts the filter did not keep.
     pub fn filtered(&self) -> u64 {
         self.filtered
+    }
+
+    /// What the buffer holds, for a checkpoint's `fretflow.json` (`data`) and model card: `buffer_examples`,
+    /// `upserts`, `retractions`, `filtered_upserts`, `provenance` (`[{generator, judge, embedder,
+    /// examples}]`) and `positive_not_seed_share` (share of FRet examples whose positive is not their seed
+    /// passage; null without any).
+    pub fn describe(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut by_provenance: BTreeMap<&Provenance, u64> = BTreeMap::new();
+        for p in self.examples.iter().filter_map(|e| e.provenance.as_ref()) {
+            *by_provenance.entry(p).or_default() += 1;
+        }
+        let provenance: Vec<_> = by_provenance
+            .into_iter()
+            .map(|(p, n)| {
+                serde_json::json!({"generator": p.generator, "judge": p.judge, "embedder": p.embedder, "examples": n})
+            })
+            .collect();
+        let fret: Vec<_> = self.examples.iter().filter_map(|e| e.seed_id.as_ref().map(|s| (s, e))).collect();
+        let moved = fret.iter().filter(|(seed, e)| **seed != e.positive.id).count();
+        let share = (!fret.is_empty()).then(|| moved as f64 / fret.len() as f64);
+        let fields = [
+            ("buffer_examples", serde_json::json!(self.examples.len())),
+            ("upserts", serde_json::json!(self.upserts)),
+            ("retractions", serde_json::json!(self.retractions)),
+            ("filtered_upserts", serde_json::json!(self.filtered)),
+            ("provenance", serde_json::json!(provenance)),
+            ("positive_not_seed_share", serde_json::json!(share)),
+        ];
+        fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
     }
 
     fn at(&self, i: usize) -> &TrainExample {

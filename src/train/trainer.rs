@@ -323,7 +323,12 @@ impl Trainer {
     /// the plot.
     pub fn checkpoint(&mut self) -> Result<CheckpointEvent, TrainError> {
         let mean_loss = (self.losses.1 > 0).then(|| self.losses.0 / self.losses.1 as f64);
-        let (upserts, retractions) = self.buffer.change_counts();
+        let mut data = serde_json::json!({
+            "source": self.source,
+            "pair_datasets": self.config.pair_datasets,
+            "pair_examples": self.pairs.len(),
+        });
+        data.as_object_mut().expect("a JSON object").extend(self.buffer.describe());
         let state = TrainerState {
             step: self.step,
             examples_seen: self.examples_seen,
@@ -334,18 +339,7 @@ impl Trainer {
             optimizer: self.config.optimizer.clone(),
             sampler: self.config.sampler.clone(),
             backward: self.config.backward,
-            data: serde_json::json!({
-                "source": self.source,
-                "buffer_examples": self.buffer.len(),
-                "upserts": upserts,
-                "retractions": retractions,
-                "examples": self.config.examples,
-                "filtered_upserts": self.buffer.filtered(),
-                "pair_datasets": self.config.pair_datasets,
-                "pair_examples": self.pairs.len(),
-                "provenance": self.provenance_counts(),
-                "positive_not_seed_share": self.positive_not_seed_share(),
-            }),
+            data,
             query_format: self.config.query_format,
             examples: self.config.examples,
         };
@@ -387,27 +381,6 @@ impl Trainer {
         self.last_checkpoint = (self.step, Instant::now());
         tracing::info!(step = self.step, mean_loss, metrics = ?event.metrics, "Checkpoint evaluated.");
         Ok(event)
-    }
-
-    /// The replay buffer's FRet examples by who made them: `[{generator, judge, embedder, examples}]`.
-    fn provenance_counts(&self) -> serde_json::Value {
-        let mut counts: BTreeMap<&crate::records::Provenance, u64> = BTreeMap::new();
-        for p in self.buffer.examples().iter().filter_map(|e| e.provenance.as_ref()) {
-            *counts.entry(p).or_default() += 1;
-        }
-        counts
-            .into_iter()
-            .map(|(p, n)| {
-                serde_json::json!({"generator": p.generator, "judge": p.judge, "embedder": p.embedder, "examples": n})
-            })
-            .collect()
-    }
-
-    /// Share of the buffer's FRet examples whose positive is not their seed passage (`None` without any).
-    fn positive_not_seed_share(&self) -> Option<f64> {
-        let fret: Vec<_> = self.buffer.examples().iter().filter_map(|e| e.seed_id.as_ref().map(|s| (s, e))).collect();
-        let moved = fret.iter().filter(|(seed, e)| **seed != e.positive.id).count();
-        (!fret.is_empty()).then(|| moved as f64 / fret.len() as f64)
     }
 
     /// Writes the checkpoint's model card (`README.md`), with the base model's evaluation from the manifest.
