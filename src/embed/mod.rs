@@ -1,6 +1,6 @@
 //! Sentence encoders: text in, one vector per text out.
 //!
-//! [`SentenceEncoder`] runs a sentence-transformers model (BERT family) with tch: [`config`] reads the
+//! [`SentenceEncoder`] runs a sentence-transformers model (BERT or MPNet) with tch: [`config`] reads the
 //! model directory, [`tokenize`] turns texts into ids, [`batching`] packs them by a token budget,
 //! [`bert`] is the transformer, `workers` runs batches on several CPU threads at once, [`pooling`] makes
 //! one vector per text, [`weights`] loads and saves safetensors by Hugging Face name.

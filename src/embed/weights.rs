@@ -30,7 +30,7 @@ pub fn load_safetensors(vs: &VarStore, path: &Path) -> Result<LoadSummary, Embed
     let mut loaded = HashSet::new();
     let mut unused = Vec::new();
     for (file_name, tensor) in tensors {
-        let name = file_name.strip_prefix("bert.").unwrap_or(&file_name);
+        let name = file_name.strip_prefix("bert.").or_else(|| file_name.strip_prefix("mpnet.")).unwrap_or(&file_name);
         if name.ends_with("position_ids") {
             continue;
         }
