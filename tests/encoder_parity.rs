@@ -203,7 +203,7 @@ fn mpnet_batched_output_equals_one_at_a_time_output() {
 fn mpnet_bf16_stays_within_cosine_099_of_the_reference() {
     let (f, converted) = mpnet(Precision::Bf16, 8192);
     let options = EncoderOptions { precision: Precision::Bf16, autocast: true, ..Default::default() };
-    let autocast = SentenceEncoder::load(&converted.model_dir().to_path_buf(), options).unwrap();
+    let autocast = SentenceEncoder::load(converted.model_dir(), options).unwrap();
     for (name, enc) in [("bf16", converted), ("autocast bf16", autocast)] {
         let got = rows(&enc.embed(&texts(&f)).unwrap());
         for (i, (g, want)) in got.iter().zip(&f.embeddings).enumerate() {
