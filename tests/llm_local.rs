@@ -463,7 +463,7 @@ fn ql_prefers_the_seed_passage_over_a_random_one_on_cranfield() {
 }
 
 #[test]
-fn bf16_precision_stays_within_a_quarter_nat_and_keeps_the_top_token() {
+fn bf16_precision_stays_within_a_quarter_nat_and_keeps_the_top_token_unless_tied() {
     let options = LocalLlmOptions {
         device: fretflow::device::DeviceChoice::Cpu,
         precision: fretflow::device::Precision::Bf16,
@@ -473,18 +473,25 @@ fn bf16_precision_stays_within_a_quarter_nat_and_keeps_the_top_token() {
     let cases: Vec<&Value> =
         fixture()["next_token"].as_array().unwrap().iter().filter(|c| c.get("text").is_some()).collect();
     let prompts = cases.iter().map(|c| text(c["text"].as_str().unwrap())).collect();
+    const TOLERANCE: f32 = 0.25;
     let mut worst = 0f32;
     for (case, row) in cases.iter().zip(block_on(bf16.next_token_logprobs(prompts))) {
         let row = row.unwrap();
         let top = ids(&case["top_ids"]);
-        for (id, want) in top.iter().zip(floats(&case["top_logprobs"])).take(10) {
+        let want = floats(&case["top_logprobs"]);
+        for (id, want) in top.iter().zip(&want).take(10) {
             worst = worst.max((row[*id as usize] - want).abs());
         }
-        let argmax = (0..row.len()).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
-        assert_eq!(argmax as u32, top[0], "{}", case["name"]);
+        // The top token must stay on top, except against reference tokens within twice the tolerance of it:
+        // their order is a tie at bf16's precision (text 2's first two are 0.04 nats apart, and a CPU without
+        // native bf16 instructions, e.g. an Emerald Rapids guest without avx512_bf16, swaps them).
+        let argmax = (0..row.len()).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap() as u32;
+        let tied: Vec<u32> =
+            top.iter().zip(&want).filter(|(_, w)| want[0] - **w < 2.0 * TOLERANCE).map(|(id, _)| *id).collect();
+        assert!(tied.contains(&argmax), "{}: bf16 top token {argmax}, reference top {tied:?}", case["name"]);
     }
     println!("largest bf16 error over the top-10 tokens: {worst:.4} nats");
-    assert!(worst < 0.25, "bf16 log-probabilities off by {worst}");
+    assert!(worst < TOLERANCE, "bf16 log-probabilities off by {worst}");
 }
 
 #[test]
