@@ -4,7 +4,7 @@
 //! (`embeddings.word_embeddings.weight`, `encoder.layer.0.attention.self.query.weight` or
 //! `encoder.layer.0.attention.attn.q.weight`, ...), so a `model.safetensors` loads by name and a fine-tuned
 //! store saves back in the same layout.
-use super::config::{Activation, Architecture, BertConfig};
+use super::config::{Activation, Architecture, BertConfig, MPNET_PADDING_IDX};
 use super::dropout::dropout;
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
@@ -64,7 +64,7 @@ struct Embeddings {
     position: Tensor,
     /// BERT's token-type table; MPNet has none.
     token_type: Option<Tensor>,
-    /// MPNet: the padding id, after which positions are counted (`None`: BERT, positions from 0).
+    /// MPNet: the id after which positions are counted, [`MPNET_PADDING_IDX`] (`None`: BERT, from 0).
     padding_idx: Option<i64>,
     layer_norm: LayerNorm,
     dropout: f64,
@@ -78,7 +78,7 @@ impl Embeddings {
             word: table("word_embeddings", c.vocab_size),
             position: table("position_embeddings", c.max_position_embeddings),
             token_type: bert.then(|| table("token_type_embeddings", c.type_vocab_size)),
-            padding_idx: (!bert).then_some(c.pad_token_id),
+            padding_idx: (!bert).then_some(MPNET_PADDING_IDX),
             layer_norm: LayerNorm::new(vs.clone(), c),
             dropout: c.hidden_dropout_prob,
         }

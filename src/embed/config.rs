@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 pub enum Architecture {
     /// BERT: absolute positions from 0, token-type embeddings (all-MiniLM-L6-v2, BGE, E5, GTE).
     Bert,
-    /// MPNet: positions counted from `pad_token_id + 1`, no token types, and a relative-position bias
+    /// MPNet: positions counted from [`MPNET_PADDING_IDX`]` + 1`, no token types, and a relative-position bias
     /// shared by every layer's attention (all-mpnet-base-v2, multi-qa-mpnet-base).
     MpNet,
 }
@@ -68,14 +68,18 @@ impl BertConfig {
     }
 
     /// Longest input the position table covers: BERT counts positions from 0, MPNet from
-    /// `pad_token_id + 1` (514 positions hold 512 tokens).
+    /// [`MPNET_PADDING_IDX`]` + 1` (514 positions hold 512 tokens).
     pub fn max_positions(&self) -> i64 {
         match self.architecture() {
-            Some(Architecture::MpNet) => self.max_position_embeddings - self.pad_token_id - 1,
+            Some(Architecture::MpNet) => self.max_position_embeddings - MPNET_PADDING_IDX - 1,
             _ => self.max_position_embeddings,
         }
     }
 }
+
+/// The id after which MPNet counts positions: 1 whatever `pad_token_id` says, as transformers'
+/// `MPNetEmbeddings` fixes it (MPNet's `<pad>`).
+pub const MPNET_PADDING_IDX: i64 = 1;
 
 fn default_relative_buckets() -> i64 {
     32
@@ -324,7 +328,7 @@ mod tests {
     #[test]
     fn mpnet_is_read_with_its_position_offset_and_other_families_are_refused_by_name() {
         let dir = model_dir(MODULES, r#"{"pooling_mode_mean_tokens":true}"#);
-        let mpnet = BERT.replace(r#""model_type":"bert""#, r#""model_type":"mpnet","pad_token_id":1"#);
+        let mpnet = BERT.replace(r#""model_type":"bert""#, r#""model_type":"mpnet""#);
         write(dir.path(), "config.json", &mpnet);
         let config = ModelConfig::load(dir.path()).unwrap();
         assert_eq!(config.bert.architecture(), Some(Architecture::MpNet));
