@@ -31,9 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from beir_finetune import Failure, load_corpus, load_fret  # noqa: E402
-from teacher_quality import bm25_top, corpus_texts, encoder  # noqa: E402
-
-RRF_K = 60
+from teacher_quality import bm25_top, corpus_texts, encoder, rrf_scores  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
@@ -52,7 +50,8 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
 
     corpus = load_corpus(args.dataset)
-    ids, texts = corpus_texts(args.dataset)
+    ids, texts = corpus_texts(corpus)
+    index = {d: j for j, d in enumerate(ids)}
     rows = sorted(load_fret(args.fret), key=lambda r: r["query_id"])
     queries = [r["query"] for r in rows]
 
@@ -62,30 +61,27 @@ def main(argv: list[str]) -> int:
     qv = st.encode(queries, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
     cosines = qv @ passages.T
 
-    out, kept = [], {"consistent": 0, "top3": 0, "all": 0, "student": 0, "bm25": 0}
+    judge = f"hybrid:bm25(k1={args.k1},b={args.b})+{Path(args.model).name if args.model else 'all-MiniLM-L6-v2'}"
+    out, kept = [], {"consistent": 0, "top3": 0, "student": 0, "bm25": 0}
     for i, row in enumerate(rows):
-        dense = np.argsort(-cosines[i])[: args.depth]
-        fused: dict[int, float] = {}
-        for ranking in (dense, lexical[i]):
-            for rank, j in enumerate(ranking):
-                fused[int(j)] = fused.get(int(j), 0.0) + 1.0 / (RRF_K + rank + 1)
-        order = sorted(fused, key=lambda j: (-fused[j], ids[j]))
+        dense = [ids[j] for j in np.argsort(-cosines[i])[: args.depth]]
+        lexical_ids = [ids[j] for j in lexical[i]]
+        fused = rrf_scores(dense, lexical_ids, depth=args.depth)
+        order = sorted(fused, key=lambda d: (-fused[d], d))
         seed = row["seed_id"]
         if seed not in corpus:
             raise Failure(f"FRet example {row['query_id']}: seed passage {seed} is not in the corpus")
-        top = [ids[j] for j in order[:3]]
-        kept["all"] += 1
+        top = order[:3]
         kept["top3"] += seed in top
         kept["consistent"] += top[0] == seed
-        kept["student"] += ids[int(dense[0])] == seed
-        kept["bm25"] += ids[int(lexical[i][0])] == seed
+        kept["student"] += dense[0] == seed
+        kept["bm25"] += lexical_ids[0] == seed
         if args.keep == "consistent" and top[0] != seed or args.keep == "top3" and seed not in top:
             continue
-        rest = [j for j in order[args.negative_from - 1:] if ids[j] != seed]
-        negatives = [corpus[ids[j]] for j in rest[: args.negatives]]
-        ranking = [{"id": ids[j], "cosine": float(cosines[i, j]), "ql": None, "rc": 0.0, "ql_rank": None,
-                    "rc_rank": r + 1, "rrf": fused[j]} for r, j in enumerate(order[: args.keep_ranking])]
-        judge = f"hybrid:bm25(k1={args.k1},b={args.b})+{Path(args.model).name if args.model else 'all-MiniLM-L6-v2'}"
+        rest = [d for d in order[args.negative_from - 1:] if d != seed]
+        negatives = [corpus[d] for d in rest[: args.negatives]]
+        ranking = [{"id": d, "cosine": float(cosines[i, index[d]]), "ql": None, "rc": 0.0, "ql_rank": None,
+                    "rc_rank": r + 1, "rrf": fused[d]} for r, d in enumerate(order[: args.keep_ranking])]
         provenance = {**row.get("provenance", {}), "judge": {"model": judge, "prompt_version": ""}}
         out.append({**row, "positive": corpus[seed], "negatives": negatives, "ranking": ranking,
                     "provenance": provenance})

@@ -36,9 +36,8 @@ def ndcg10(order: list[str], grades: dict[str, int]) -> float:
     return dcg / idcg if idcg else 0.0
 
 
-def corpus_texts(dataset: Path) -> tuple[list[str], list[str]]:
-    """Passage ids and their texts as encoded (`title text`)."""
-    corpus = load_corpus(dataset)
+def corpus_texts(corpus: dict[str, dict]) -> tuple[list[str], list[str]]:
+    """Passage ids of `load_corpus`'s corpus and their texts as encoded (`title text`)."""
     return list(corpus), [f"{c['title']} {c['text']}".strip() for c in corpus.values()]
 
 
@@ -61,11 +60,18 @@ def encoder(name: str):
     return SentenceTransformer(name, device="cpu")
 
 
-def rrf(*rankings: list[str], depth: int = 100) -> list[str]:
+def rrf_scores(*rankings: list[str], depth: int = 100) -> dict[str, float]:
+    """Reciprocal rank fusion (k = 60) of the rankings' first `depth` ids."""
     score: dict[str, float] = {}
     for ranking in rankings:
         for r, d in enumerate(ranking[:depth]):
             score[d] = score.get(d, 0.0) + 1.0 / (RRF_K + r + 1)
+    return score
+
+
+def rrf(*rankings: list[str], depth: int = 100) -> list[str]:
+    """The fused order: best first, ties by id."""
+    score = rrf_scores(*rankings, depth=depth)
     return sorted(score, key=lambda d: (-score[d], d))
 
 
@@ -76,7 +82,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--k1", type=float, default=0.9)
     p.add_argument("--b", type=float, default=0.4)
     args = p.parse_args(argv)
-    doc_ids, texts = corpus_texts(args.dataset)
+    doc_ids, texts = corpus_texts(load_corpus(args.dataset))
     queries = {}
     with open(args.dataset / "queries.jsonl") as f:
         for line in filter(str.strip, f):
