@@ -4,7 +4,7 @@ mod dataflow_support;
 
 use dataflow_support::{delete, shape, upsert, Captured, Run};
 use fretflow::dataflow::instant::OverlapLabeler;
-use fretflow::dataflow::params::Limits;
+use fretflow::dataflow::params::{FretParams, Limits};
 use fretflow::records::decode_json_passage;
 use fretflow::records::Stage;
 use std::sync::Arc;
@@ -57,6 +57,35 @@ fn deleting_a_passage_retracts_the_examples_that_used_it() {
             s("q:p2", "p2", &["p1"], &["p2", "p1"], 1, -1),
         ]
     );
+}
+
+#[test]
+fn each_passage_seeds_queries_per_passage_examples_and_deleting_it_retracts_them_all() {
+    let params = FretParams { queries_per_passage: 2, ..Run::default().params };
+    let run = Run { params, ..Run::default() };
+    let (p1, p2) = ("alpha beta gamma delta", "omega psi chi phi");
+    let epochs = vec![vec![upsert("p1", p1, 1), upsert("p2", p2, 2)], vec![delete("p2", 3)]];
+    let captured = run.go(epochs, Arc::new(OverlapLabeler::new(3)));
+    assert_eq!(
+        shapes(&captured),
+        vec![
+            s("q:p1", "p1", &["p2"], &["p1", "p2"], 0, 1),
+            s("q:p2", "p2", &["p1"], &["p2", "p1"], 0, 1),
+            s("q_1:p1", "p1", &["p2"], &["p1", "p2"], 0, 1),
+            s("q_1:p2", "p2", &["p1"], &["p2", "p1"], 0, 1),
+            s("q:p1", "p1", &[], &["p1"], 1, 1),
+            s("q:p1", "p1", &["p2"], &["p1", "p2"], 1, -1),
+            s("q:p2", "p2", &["p1"], &["p2", "p1"], 1, -1),
+            s("q_1:p1", "p1", &[], &["p1"], 1, 1),
+            s("q_1:p1", "p1", &["p2"], &["p1", "p2"], 1, -1),
+            s("q_1:p2", "p2", &["p1"], &["p2", "p1"], 1, -1),
+        ]
+    );
+    let set = captured.final_set();
+    let queries: Vec<(&str, &str, &str)> =
+        set.values().map(|e| (e.query_id.as_str(), e.seed_id.as_str(), e.query.as_str())).collect();
+    assert_eq!(queries, [("q:p1", "p1", "alpha beta gamma"), ("q_1:p1", "p1", "beta gamma delta")]);
+    assert!(captured.dead_letters.is_empty(), "{:?}", captured.dead_letters);
 }
 
 #[test]

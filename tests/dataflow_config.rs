@@ -1,4 +1,5 @@
 //! Pipeline configs: the shipped ones parse, and mistakes are named by field.
+use fretflow::dataflow::labeler::QuerySeed;
 use fretflow::dataflow::params::{DedupParams, DuplicateAction};
 use fretflow::pipeline::config::{ConfigError, Input, LlmConfig, PipelineConfig};
 use fretflow::pipeline::resources::{self, RoleLlm};
@@ -345,7 +346,7 @@ fn an_instant_generator_can_pair_with_a_model_judge() {
     let labeler = resources::labeler(&config).unwrap();
     let text = "Shock waves form ahead of blunt bodies".to_string();
     let passage = Passage { id: "p".into(), title: String::new(), text };
-    let generated = futures::executor::block_on(labeler.generate(vec![passage]));
+    let generated = futures::executor::block_on(labeler.generate(vec![QuerySeed::first(passage)]));
     assert_eq!(generated[0].as_ref().unwrap().query, "shock waves");
     let provenance = labeler.provenance();
     assert_eq!(provenance.generator.model, "instant:overlap");

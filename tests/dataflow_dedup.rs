@@ -215,3 +215,26 @@ fn a_pipeline_config_dead_letters_duplicates_by_default_and_keeps_them_with_acti
     assert_eq!((snapshot.examples_live, snapshot.duplicate_queries), (5, 1));
     assert!(dead.is_empty(), "{dead:?}");
 }
+
+#[test]
+fn a_passages_first_query_is_kept_over_a_later_query_of_it_that_repeats_it() {
+    // Two queries per passage; the overlap labeler's second query is the same eight words rotated by one,
+    // the same bag of words, so a duplicate of the first whatever the order of the ids' seeds.
+    let duplicate_queries = Some(DedupParams { threshold: 0.9, action: DuplicateAction::DeadLetter });
+    let params = FretParams { neighbours: 3, queries_per_passage: 2, duplicate_queries, ..FretParams::default() };
+    let epochs = vec![vec![upsert("p3", P3, 1), upsert("p1", P1, 2)]];
+    let captured = Run { params, ..Run::default() }.go(epochs, Arc::new(OverlapLabeler::new(8)));
+    assert_eq!(
+        shapes(&captured),
+        vec![s("q:p1", "p1", &["p3"], &["p1", "p3"], 0, 1), s("q:p3", "p3", &["p1"], &["p3", "p1"], 0, 1)]
+    );
+    let dead: Vec<(Stage, String, bool)> = captured
+        .dead_letters
+        .iter()
+        .map(|d| {
+            let kept = format!("with kept query q:{}", d.input.trim_start_matches("query q_1:"));
+            (d.stage, d.input.clone(), d.reason.starts_with("duplicate_query: cosine") && d.reason.ends_with(&kept))
+        })
+        .collect();
+    assert_eq!(dead, vec![(Stage::Dedup, "query q_1:p1".into(), true), (Stage::Dedup, "query q_1:p3".into(), true)]);
+}

@@ -141,7 +141,7 @@ fn all_accounted_for(bootstrap: &str, output: &str, passages: &[(String, Raw)]) 
     let dead: Vec<String> =
         read_all(bootstrap, &format!("{output}.dead-letter")).into_iter().filter_map(|m| m.key).collect();
     passages.iter().all(|(id, _)| {
-        got.contains_key(&fretflow::dataflow::generate::query_id(id)) || dead.iter().any(|d| d.contains(id.as_str()))
+        got.contains_key(&fretflow::dataflow::generate::query_id(id, 0)) || dead.iter().any(|d| d.contains(id.as_str()))
     })
 }
 
@@ -203,7 +203,7 @@ fn a_kafka_pipeline_survives_its_llm_server_being_killed_and_restarted() {
     let reasons: Vec<String> =
         dead_messages.iter().map(|m| format!("{:?}: {:?}", m.key, m.headers.get("fretflow.error.message"))).collect();
     for (id, _) in &passages {
-        let key = fretflow::dataflow::generate::query_id(id);
+        let key = fretflow::dataflow::generate::query_id(id, 0);
         assert!(
             got.contains_key(&key) || dead.iter().any(|d| d.contains(id.as_str())),
             "passage {id}: no example and no dead letter ({} examples, dead letters {dead:?})\n{stderr}",

@@ -42,6 +42,11 @@ impl Names {
 
 /// Writes a Kafka pipeline file into `dir` (summary next to it) with the given `[llm]` body.
 fn pipeline(dir: &Path, bootstrap: &str, names: &Names, llm: &str) -> PathBuf {
+    pipeline_with(dir, bootstrap, names, llm, 1)
+}
+
+/// [`pipeline`] writing `queries_per_passage` queries per passage.
+fn pipeline_with(dir: &Path, bootstrap: &str, names: &Names, llm: &str, queries_per_passage: u32) -> PathBuf {
     let text = format!(
         r#"workers = 2
 cache = "llm-cache.redb"
@@ -65,6 +70,7 @@ model = "hashing:64"
 
 [fret]
 neighbours = 3
+queries_per_passage = {queries_per_passage}
 # Passages of one topic start with the same words, so their queries coincide: no near-duplicate check.
 duplicate_queries = {{ threshold = 1.0 }}
 
@@ -127,7 +133,7 @@ fn two_hundred_passages_over_three_partitions_give_one_live_example_per_query_ke
 
     let out = read_all(&bootstrap, &names.output);
     let examples = live(&bootstrap, &names.output);
-    let want: Vec<String> = (0..200).map(|i| query_id(&format!("p{i}"))).collect();
+    let want: Vec<String> = (0..200).map(|i| query_id(&format!("p{i}"), 0)).collect();
     assert_eq!(examples.keys().cloned().collect::<Vec<_>>(), {
         let mut w = want.clone();
         w.sort();
@@ -345,14 +351,24 @@ fn sigkill_mid_run_then_restart_loses_no_key_and_ends_where_an_uninterrupted_run
 
 #[test]
 fn a_passage_deleted_while_the_pipeline_is_down_gets_its_examples_tombstoned_on_restart() {
+    deleted_while_down(1);
+}
+
+#[test]
+fn with_two_queries_per_passage_both_examples_of_a_passage_deleted_while_down_are_tombstoned() {
+    deleted_while_down(2);
+}
+
+fn deleted_while_down(queries_per_passage: u32) {
     let Some(bootstrap) = broker() else { return };
     let names = Names::new(&unique("passages"));
     create_topic(&bootstrap, &names.input, 2);
     produce(&bootstrap, &names.input, &corpus(30));
     let dir = tempfile::tempdir().unwrap();
-    let config = pipeline(dir.path(), &bootstrap, &names, INSTANT);
+    let config = pipeline_with(dir.path(), &bootstrap, &names, INSTANT, queries_per_passage);
     run_to_end(&config);
     let before = live(&bootstrap, &names.output);
+    assert_eq!(before.len(), 30 * queries_per_passage as usize, "one example per query");
     let mentions_p7 = |example: &Value| example["ranking"].as_array().unwrap().iter().any(|c| c["id"] == "p7");
     let supported: Vec<String> = before.iter().filter(|(_, e)| mentions_p7(e)).map(|(k, _)| k.clone()).collect();
     assert!(supported.len() > 1, "p7 seeds its own example and ranks in others: {supported:?}");
@@ -362,10 +378,13 @@ fn a_passage_deleted_while_the_pipeline_is_down_gets_its_examples_tombstoned_on_
     produce(&bootstrap, &names.input, &[tombstone("p7")]);
     run_to_end(&config);
     let latest = latest_by_key(&read_all(&bootstrap, &names.output));
-    assert_eq!(latest[&query_id("p7")], None, "the example seeded by p7 ends in a tombstone");
+    let of_p7: Vec<String> = (0..queries_per_passage).map(|v| query_id("p7", v)).collect();
+    for key in &of_p7 {
+        assert_eq!(latest[key], None, "the example {key} seeded by p7 ends in a tombstone");
+    }
     let after = live(&bootstrap, &names.output);
-    assert_eq!(after.len(), 29);
-    for key in supported.iter().filter(|k| **k != query_id("p7")) {
+    assert_eq!(after.len(), 29 * queries_per_passage as usize);
+    for key in supported.iter().filter(|k| !of_p7.contains(k)) {
         assert!(!mentions_p7(&after[key]), "{key} still ranks the deleted p7: {}", after[key]);
     }
 }

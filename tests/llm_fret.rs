@@ -211,6 +211,42 @@ async fn an_echoed_answer_is_retried_with_sampling_and_a_failed_call_is_not() {
 }
 
 #[tokio::test]
+async fn further_queries_of_a_passage_sample_with_seeds_of_their_own_and_the_first_is_unchanged() {
+    // Every answer names the sampling it came from; variant 1's first answer echoes the title, so it is
+    // retried.
+    let seen: Arc<Mutex<Vec<(f32, u64)>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    let backend = Arc::new(ScriptedLlm::new("m").with_generate(move |r: &GenerateRequest| {
+        log.lock().unwrap().push((r.sampling.temperature, r.sampling.seed));
+        match r.sampling.seed {
+            1000 => generation(" Find papers\nQuery: Alpha title"),
+            seed => generation(&format!(" Find it\nQuery: which alpha is number {seed}")),
+        }
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Arc::new(fretflow::llm::cache::LlmCache::open(dir.path().join("c.redb")).unwrap());
+    let llm = FretLlm::new(backend.clone(), Some(Arc::clone(&cache)), FretOptions::default());
+    let a = passage("a", "Alpha title", "alpha text");
+    let first = llm.generate_queries(std::slice::from_ref(&a)).await;
+    assert_eq!(first[0].as_ref().unwrap().query, "which alpha is number 0");
+    assert_eq!(*seen.lock().unwrap(), vec![(0.0, 0)], "the first query is greedy, as without variants");
+
+    // Three queries of the passage later: the first comes from the cache, the others are sampled with
+    // seeds variant * 1000 + attempt, apart from each other and from the first query's retries (1, 2).
+    seen.lock().unwrap().clear();
+    let llm = FretLlm::new(backend, Some(cache), FretOptions::default());
+    let got = llm.generate_query_variants(&[(&a, 0), (&a, 1), (&a, 2)]).await;
+    let queries: Vec<&str> = got.iter().map(|r| r.as_ref().unwrap().query.as_str()).collect();
+    assert_eq!(queries, ["which alpha is number 0", "which alpha is number 1001", "which alpha is number 2000"]);
+    let mut calls = seen.lock().unwrap().clone();
+    calls.sort_by_key(|&(_, seed)| seed);
+    assert_eq!(calls, vec![(0.8, 1000), (0.8, 1001), (0.8, 2000)]);
+    assert_eq!((llm.model_calls().generate, llm.cache_hits()), (3, 1));
+    assert_eq!(fretflow::llm::fret::query_sampling(0, 0), None);
+    assert_eq!(fretflow::llm::fret::query_sampling(0, 2).map(|s| s.seed), Some(2));
+}
+
+#[tokio::test]
 async fn rc_is_the_normalized_expected_grade_and_ql_the_sum() {
     let backend = ScriptedLlm::new("m")
         .with_labels(|_: &LabelRequest| Ok(LabelDistribution { probs: vec![0.1, 0.2, 0.3, 0.4] }))

@@ -1,7 +1,7 @@
 //! The [`Labeler`] over the LLM layer's [`FretLlm`]: FRet prompts, answer parsing, durable cache and call
 //! counters come from there; this adapter only maps types.
 use super::labeler::{
-    GeneratedQuery, JudgeRequest, LabelFailure, Labeler, LabelerProvenance, LabelerStats, PairScores,
+    GeneratedQuery, JudgeRequest, LabelFailure, Labeler, LabelerProvenance, LabelerStats, PairScores, QuerySeed,
 };
 use crate::llm::fret::{FretLlm, QueryGenFailure};
 use crate::llm::prompts::PromptKind;
@@ -45,9 +45,10 @@ fn from_generation_failure(failure: QueryGenFailure) -> LabelFailure {
 
 #[async_trait::async_trait]
 impl Labeler for FretLabeler {
-    async fn generate(&self, passages: Vec<Passage>) -> Vec<Result<GeneratedQuery, LabelFailure>> {
+    async fn generate(&self, seeds: Vec<QuerySeed>) -> Vec<Result<GeneratedQuery, LabelFailure>> {
+        let seeds: Vec<(&Passage, u32)> = seeds.iter().map(|s| (&s.passage, s.variant)).collect();
         self.llm
-            .generate_queries(&passages)
+            .generate_query_variants(&seeds)
             .await
             .into_iter()
             .map(|r| r.map(|g| GeneratedQuery { task: g.task, query: g.query }).map_err(from_generation_failure))

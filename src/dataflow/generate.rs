@@ -1,10 +1,11 @@
-//! The generation stage: each passage becomes the seed of one query, written by the LLM
-//! ([`Labeler::generate`]) through the async-batch operator.
+//! The generation stage: each passage becomes the seed of `queries_per_passage` queries (one by default,
+//! as in the paper; Promptagator writes eight), written by the LLM ([`Labeler::generate`]) through the
+//! async-batch operator.
 //!
-//! A query's id is derived from its seed passage's id ([`query_id`]), so when a passage changes, its new
-//! query replaces the old one under the same key, and downstream sinks see an upsert.
+//! A query's id is derived from its seed passage's id and its variant ([`query_id`]), so when a passage
+//! changes, its new queries replace the old ones under the same keys, and downstream sinks see upserts.
 use super::async_op::{AsyncMap, BatchFuture};
-use super::labeler::Labeler;
+use super::labeler::{Labeler, QuerySeed};
 use super::stages::Stages;
 use super::{Diff, Time};
 use crate::records::Passage;
@@ -18,7 +19,7 @@ use timely::dataflow::Stream;
 /// A generated query.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Query {
-    /// Query id, derived from the seed passage id (see [`query_id`]).
+    /// Query id, derived from the seed passage id and the variant (see [`query_id`]).
     pub id: String,
     /// Id of the passage the query was written for.
     pub seed_id: String,
@@ -28,12 +29,24 @@ pub struct Query {
     pub text: String,
 }
 
-/// The id of the query written for seed passage `seed_id`.
-pub fn query_id(seed_id: &str) -> String {
-    format!("q:{seed_id}")
+/// The id of the `variant`-th query written for seed passage `seed_id`: `q:<seed id>` for the first
+/// (variant 0, the only one by default), `q_<variant>:<seed id>` for the others. No two (seed, variant)
+/// share an id, whatever the seed ids hold (the text before the first `:` tells the variant), and every
+/// first query sorts before every further one, so the near-duplicate stage, which keeps the smallest id,
+/// keeps a passage's first query over a later one that repeats it.
+pub fn query_id(seed_id: &str, variant: u32) -> String {
+    match variant {
+        0 => format!("q:{seed_id}"),
+        v => format!("q_{v}:{seed_id}"),
+    }
 }
 
-/// Writes one query per passage.
+/// The ids of every query written for `seed_id` when each passage gets `queries_per_passage` of them.
+pub fn query_ids(seed_id: &str, queries_per_passage: u32) -> impl Iterator<Item = String> + '_ {
+    (0..queries_per_passage.max(1)).map(move |v| query_id(seed_id, v))
+}
+
+/// Writes `queries_per_passage` queries per passage.
 pub trait GenerateQueries<'scope> {
     /// The queries, and dead letters for passages the LLM gave no usable answer for.
     fn generate_queries(
@@ -48,26 +61,33 @@ impl<'scope> GenerateQueries<'scope> for VecCollection<'scope, Time, Passage, Di
         stages: &Stages,
     ) -> (VecCollection<'scope, Time, Query, Diff>, Stream<'scope, Time, Vec<DeadLetter>>) {
         let labeler: Arc<dyn Labeler> = Arc::clone(&stages.labeler);
-        let func = move |passages: Vec<Passage>| -> BatchFuture<Query> {
+        let func = move |seeds: Vec<QuerySeed>| -> BatchFuture<Query> {
             let labeler = Arc::clone(&labeler);
             Box::pin(async move {
-                let seeds: Vec<String> = passages.iter().map(|p| p.id.clone()).collect();
-                let answers = labeler.generate(passages).await;
+                let ids: Vec<(String, u32)> = seeds.iter().map(|s| (s.passage.id.clone(), s.variant)).collect();
+                let answers = labeler.generate(seeds).await;
                 answers
                     .into_iter()
-                    .zip(seeds)
-                    .map(|(answer, seed_id)| {
+                    .zip(ids)
+                    .map(|(answer, (seed_id, variant))| {
                         answer
-                            .map(|g| Query { id: query_id(&seed_id), seed_id, task: g.task, text: g.query })
+                            .map(|g| Query { id: query_id(&seed_id, variant), seed_id, task: g.task, text: g.query })
                             .map_err(|e| e.to_string())
                     })
                     .collect()
             })
         };
         let stage = stages.async_stage("GenerateQueries", Arc::new(func), stages.generate_batch, |m| &m.generate, true);
-        let (queries, failed) = self.async_map(stage);
-        let dead = failed.map(|(p, reason): (Passage, String)| {
-            DeadLetter::new(Stage::Generate, reason, format!("passage {}", p.id), Some(&p.text))
+        let variants = stages.fret.queries_per_passage.max(1);
+        let seeds = self
+            .flat_map(move |passage| (0..variants).map(move |variant| QuerySeed { passage: passage.clone(), variant }));
+        let (queries, failed) = seeds.async_map(stage);
+        let dead = failed.map(move |(s, reason): (QuerySeed, String)| {
+            let input = match s.variant {
+                0 => format!("passage {}", s.passage.id),
+                v => format!("passage {} (query {} of its {variants})", s.passage.id, v + 1),
+            };
+            DeadLetter::new(Stage::Generate, reason, input, Some(&s.passage.text))
         });
         (queries, dead)
     }

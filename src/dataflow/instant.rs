@@ -4,7 +4,7 @@
 //! so a test controls which passage is preferred by choosing the words. [`WithLatency`] adds a fixed delay
 //! per batch to any labeler, to simulate a real model's latency.
 use super::labeler::{
-    GeneratedQuery, JudgeRequest, LabelFailure, Labeler, LabelerProvenance, LabelerStats, PairScores,
+    GeneratedQuery, JudgeRequest, LabelFailure, Labeler, LabelerProvenance, LabelerStats, PairScores, QuerySeed,
 };
 use crate::records::ModelProvenance;
 use crate::records::Passage;
@@ -19,7 +19,7 @@ pub const OVERLAP_TASK: &str = "Given a query, find a passage that answers it";
 /// A deterministic labeler that answers at once.
 ///
 /// - Query: the first `query_words` words of the passage text (lower-cased, alphanumeric), task
-///   [`OVERLAP_TASK`]. A passage with no words, or whose text contains the failure marker, gets an
+///   [`OVERLAP_TASK`]; variant `v` of a passage's queries starts `v` words later (wrapping around). A passage with no words, or whose text contains the failure marker, gets an
 ///   [`LabelFailure::Unparsable`] answer, as a real model's garbage would.
 /// - QL: the number of occurrences in the passage of the query's distinct words (repetition raises it).
 /// - RC: the share of the passage's distinct words that occur in the query (precision; a passage made
@@ -48,7 +48,7 @@ impl OverlapLabeler {
         self.calls.load(Ordering::Relaxed)
     }
 
-    fn generate_one(&self, passage: &Passage) -> Result<GeneratedQuery, LabelFailure> {
+    fn generate_one(&self, passage: &Passage, variant: u32) -> Result<GeneratedQuery, LabelFailure> {
         if let Some(marker) = &self.fail_marker {
             if passage.text.contains(marker.as_str()) {
                 return Err(LabelFailure::Unparsable {
@@ -61,7 +61,10 @@ impl OverlapLabeler {
         if words.is_empty() {
             return Err(LabelFailure::Unparsable { reason: "empty answer".into(), answer: String::new() });
         }
-        let query = words.into_iter().take(self.query_words).collect::<Vec<_>>().join(" ");
+        let skip = variant as usize % words.len();
+        let query =
+            words.iter().cycle().skip(skip).take(self.query_words.min(words.len())).cloned().collect::<Vec<_>>();
+        let query = query.join(" ");
         Ok(GeneratedQuery { task: OVERLAP_TASK.to_string(), query })
     }
 }
@@ -84,9 +87,9 @@ pub fn overlap_scores(query: &str, passage: &Passage) -> PairScores {
 
 #[async_trait::async_trait]
 impl Labeler for OverlapLabeler {
-    async fn generate(&self, passages: Vec<Passage>) -> Vec<Result<GeneratedQuery, LabelFailure>> {
-        self.calls.fetch_add(passages.len() as u64, Ordering::Relaxed);
-        passages.iter().map(|p| self.generate_one(p)).collect()
+    async fn generate(&self, seeds: Vec<QuerySeed>) -> Vec<Result<GeneratedQuery, LabelFailure>> {
+        self.calls.fetch_add(seeds.len() as u64, Ordering::Relaxed);
+        seeds.iter().map(|s| self.generate_one(&s.passage, s.variant)).collect()
     }
 
     async fn judge(&self, pairs: Vec<JudgeRequest>) -> Vec<Result<PairScores, LabelFailure>> {
@@ -120,9 +123,9 @@ impl<L: Labeler> WithLatency<L> {
 
 #[async_trait::async_trait]
 impl<L: Labeler> Labeler for WithLatency<L> {
-    async fn generate(&self, passages: Vec<Passage>) -> Vec<Result<GeneratedQuery, LabelFailure>> {
+    async fn generate(&self, seeds: Vec<QuerySeed>) -> Vec<Result<GeneratedQuery, LabelFailure>> {
         tokio::time::sleep(self.per_batch).await;
-        self.inner.generate(passages).await
+        self.inner.generate(seeds).await
     }
 
     async fn judge(&self, pairs: Vec<JudgeRequest>) -> Vec<Result<PairScores, LabelFailure>> {
@@ -182,7 +185,7 @@ mod tests {
     fn a_passage_of_repeated_query_words_beats_its_seed_in_both_scores() {
         let seed = passage("p1", "alpha beta gamma delta epsilon zeta eta theta");
         let labeler = OverlapLabeler::new(6);
-        let q = labeler.generate_one(&seed).unwrap();
+        let q = labeler.generate_one(&seed, 0).unwrap();
         assert_eq!(q.query, "alpha beta gamma delta epsilon zeta");
         let better = passage("p2", "alpha beta gamma delta epsilon zeta alpha beta");
         let (s, b) = (overlap_scores(&q.query, &seed), overlap_scores(&q.query, &better));
@@ -192,7 +195,7 @@ mod tests {
     #[test]
     fn the_failure_marker_and_empty_text_give_unparsable_answers() {
         let labeler = OverlapLabeler::new(3).with_failure_marker("GARBLE");
-        assert!(matches!(labeler.generate_one(&passage("a", "x GARBLE y")), Err(LabelFailure::Unparsable { .. })));
-        assert!(matches!(labeler.generate_one(&passage("b", " ,;")), Err(LabelFailure::Unparsable { .. })));
+        assert!(matches!(labeler.generate_one(&passage("a", "x GARBLE y"), 0), Err(LabelFailure::Unparsable { .. })));
+        assert!(matches!(labeler.generate_one(&passage("b", " ,;"), 0), Err(LabelFailure::Unparsable { .. })));
     }
 }

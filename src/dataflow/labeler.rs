@@ -17,6 +17,24 @@ pub struct GeneratedQuery {
     pub query: String,
 }
 
+/// One query to write: the passage it is written for, and which of that passage's queries it is
+/// (`[fret] queries_per_passage`): variant 0 is the first (greedy), variants 1, 2, ... further ones
+/// (sampled, each with seeds of its own, so they differ and are cached apart).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct QuerySeed {
+    /// The seed passage.
+    pub passage: Passage,
+    /// Which of the passage's queries, from 0.
+    pub variant: u32,
+}
+
+impl QuerySeed {
+    /// The first query of `passage`.
+    pub fn first(passage: Passage) -> Self {
+        Self { passage, variant: 0 }
+    }
+}
+
 /// A query–passage pair to judge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JudgeRequest {
@@ -86,8 +104,10 @@ pub struct LabelerStats {
 ///   blocking threads.
 #[async_trait::async_trait]
 pub trait Labeler: Send + Sync + 'static {
-    /// Writes a task and a query for each seed passage.
-    async fn generate(&self, passages: Vec<Passage>) -> Vec<Result<GeneratedQuery, LabelFailure>>;
+    /// Writes a task and a query for each seed: the same answer for the same seed, and different
+    /// variants of one passage are meant to differ (a labeler may still write the same query twice;
+    /// the near-duplicate stage catches that).
+    async fn generate(&self, seeds: Vec<QuerySeed>) -> Vec<Result<GeneratedQuery, LabelFailure>>;
     /// Scores each query–passage pair with QL and RC.
     async fn judge(&self, pairs: Vec<JudgeRequest>) -> Vec<Result<PairScores, LabelFailure>>;
     /// Models and prompt versions, recorded in every example.
@@ -124,8 +144,8 @@ impl std::fmt::Debug for SplitLabeler {
 
 #[async_trait::async_trait]
 impl Labeler for SplitLabeler {
-    async fn generate(&self, passages: Vec<Passage>) -> Vec<Result<GeneratedQuery, LabelFailure>> {
-        self.generator.generate(passages).await
+    async fn generate(&self, seeds: Vec<QuerySeed>) -> Vec<Result<GeneratedQuery, LabelFailure>> {
+        self.generator.generate(seeds).await
     }
 
     async fn judge(&self, pairs: Vec<JudgeRequest>) -> Vec<Result<PairScores, LabelFailure>> {

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 /// Parameters of the FRet recipe.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FretParams {
+    /// Queries written per passage (1 in the paper).
+    pub queries_per_passage: u32,
     /// Neighbours retrieved (and judged) per query: N.
     pub neighbours: usize,
     /// The RRF constant k.
@@ -25,6 +27,7 @@ pub struct FretParams {
 impl Default for FretParams {
     fn default() -> Self {
         Self {
+            queries_per_passage: 1,
             neighbours: 20,
             rrf_k: 60.0,
             weights: FusionWeights::default(),

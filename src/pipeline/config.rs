@@ -366,6 +366,7 @@ impl PipelineConfig {
             ("source.epoch_records", self.source.as_ref().map_or(1, |s| s.epoch_records)),
             ("fret.neighbours", self.fret.neighbours),
             ("fret.generation_attempts", self.fret.generation_attempts),
+            ("fret.queries_per_passage", self.fret.queries_per_passage),
             ("batching.llm.max_batch", self.batching.llm.max_batch),
             ("batching.llm.max_in_flight", self.batching.llm.max_in_flight),
             ("batching.generator.max_batch", self.batching.generator().max_batch),
@@ -385,6 +386,13 @@ impl PipelineConfig {
         }
         if self.source.as_ref().is_some_and(|s| s.limit == Some(0)) {
             return bad("source.limit", "must be at least 1 (leave it out to read everything)");
+        }
+        let most = crate::llm::fret::MAX_GENERATION_ATTEMPTS;
+        if self.fret.generation_attempts > most {
+            return bad("fret.generation_attempts", &format!("must be at most {most}"));
+        }
+        if self.fret.queries_per_passage > most {
+            return bad("fret.queries_per_passage", &format!("must be at most {most}"));
         }
         let w = self.fret.weights;
         if !(w.ql.is_finite() && w.rc.is_finite() && w.ql >= 0.0 && w.rc >= 0.0 && w.ql + w.rc > 0.0) {
@@ -513,6 +521,7 @@ impl PipelineConfig {
     /// The recipe's parameters, as the dataflow takes them.
     pub fn fret_params(&self) -> FretParams {
         FretParams {
+            queries_per_passage: self.fret.queries_per_passage as u32,
             neighbours: self.fret.neighbours,
             rrf_k: self.fret.rrf_k,
             weights: FusionWeights { ql: self.fret.weights.ql, rc: self.fret.weights.rc },

@@ -57,8 +57,25 @@ pub struct FretOptions {
 /// Default of [`FretOptions::generation_attempts`] (also the pipeline config's and the CLI's).
 pub const DEFAULT_GENERATION_ATTEMPTS: usize = 3;
 
+/// Most attempts per query, and most queries per passage, that keep [`query_sampling`]'s seeds apart.
+pub const MAX_GENERATION_ATTEMPTS: usize = 1000;
+
 /// Sampling temperature of query-generation retries (see [`FretOptions::generation_attempts`]).
 pub const RETRY_TEMPERATURE: f32 = 0.8;
+
+/// How attempt `attempt` (0-based) at variant `variant` of a passage's queries samples; `None`: greedy.
+///
+/// Variant 0 is the passage's first query: greedy, then retries at [`RETRY_TEMPERATURE`], top-p 0.95, seed
+/// = attempt number (1, 2, ...). Further variants sample every attempt, seed `variant * 1000 + attempt`,
+/// which no other variant or attempt uses while attempts stay below [`MAX_GENERATION_ATTEMPTS`] (and
+/// which stays within the 32 bits some servers take while variants do).
+pub fn query_sampling(variant: u32, attempt: u32) -> Option<Sampling> {
+    if variant == 0 && attempt == 0 {
+        return None;
+    }
+    let seed = u64::from(variant) * MAX_GENERATION_ATTEMPTS as u64 + u64::from(attempt);
+    Some(Sampling { temperature: RETRY_TEMPERATURE, top_p: 0.95, seed })
+}
 
 fn default_batch_size() -> usize {
     16
@@ -211,12 +228,25 @@ impl FretLlm {
     }
 
     /// A task and a query for each passage, or why there is none (the last attempt's reason; see
-    /// [`FretOptions::generation_attempts`]).
+    /// [`FretOptions::generation_attempts`]): each passage's first query ([`query_sampling`], variant 0).
     pub async fn generate_queries(&self, passages: &[Passage]) -> Vec<Result<GeneratedQuery, QueryGenFailure>> {
+        let seeds: Vec<(&Passage, u32)> = passages.iter().map(|p| (p, 0)).collect();
+        self.generate_query_variants(&seeds).await
+    }
+
+    /// A task and a query for each `(passage, variant)`: variant 0 is a passage's first query (greedy,
+    /// then sampled retries), variant `v > 0` its `v`-th further one, every attempt sampled with seeds of
+    /// its own ([`query_sampling`]), so a passage's variants are different requests (and cache entries),
+    /// and asking for more variants later reuses the answers to the first ones.
+    pub async fn generate_query_variants(
+        &self,
+        seeds: &[(&Passage, u32)],
+    ) -> Vec<Result<GeneratedQuery, QueryGenFailure>> {
         let kind = PromptKind::QueryGeneration;
         let version = self.prompts.version(kind).to_string();
-        let mut results: Vec<Option<Result<GeneratedQuery, QueryGenFailure>>> = passages.iter().map(|_| None).collect();
-        let mut pending: Vec<usize> = (0..passages.len()).collect();
+        let passages: Vec<&Passage> = seeds.iter().map(|(p, _)| *p).collect();
+        let mut results: Vec<Option<Result<GeneratedQuery, QueryGenFailure>>> = seeds.iter().map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..seeds.len()).collect();
         for attempt in 0..self.options.generation_attempts.max(1) {
             if pending.is_empty() {
                 break;
@@ -224,10 +254,9 @@ impl FretLlm {
             let requests: Vec<_> = pending
                 .iter()
                 .map(|&i| {
-                    let mut request = self.prompts.query_generation(&passages[i]);
-                    if attempt > 0 {
-                        request.sampling =
-                            Sampling { temperature: RETRY_TEMPERATURE, top_p: 0.95, seed: attempt as u64 };
+                    let mut request = self.prompts.query_generation(passages[i]);
+                    if let Some(sampling) = query_sampling(seeds[i].1, attempt as u32) {
+                        request.sampling = sampling;
                     }
                     request
                 })
@@ -237,7 +266,7 @@ impl FretLlm {
             let answers = self.cached(keys, requests, &self.generate_calls, |batch| backend.generate(batch)).await;
             let mut retry = Vec::new();
             for (i, answer) in pending.iter().copied().zip(answers) {
-                let passage = &passages[i];
+                let passage = passages[i];
                 let outcome = answer.map_err(|error| QueryGenFailure::Llm { error }).and_then(|generation| {
                     self.prompts.parse_query_generation(&generation.text, passage).map(|tq| GeneratedQuery {
                         task: tq.task,
@@ -247,7 +276,7 @@ impl FretLlm {
                     })
                 });
                 if let Err(failure) = &outcome {
-                    tracing::debug!(passage = %passage.id, attempt, reason = failure.reason(), %failure, "No query for this passage.");
+                    tracing::debug!(passage = %passage.id, variant = seeds[i].1, attempt, reason = failure.reason(), %failure, "No query for this passage.");
                     // A failed call was already retried by the backend; only bad answers get another try.
                     if !matches!(failure, QueryGenFailure::Llm { .. }) {
                         retry.push(i);

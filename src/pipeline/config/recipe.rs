@@ -12,6 +12,13 @@ use std::time::Duration;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FretConfig {
+    /// Queries written per passage (default 1, as in the paper): the first greedy, each further one
+    /// sampled with seeds of its own (temperature 0.8, top-p 0.95), so one passage yields several examples
+    /// (Promptagator writes 8). Query ids are `q:<passage id>` for the first and `q_<v>:<passage id>` for
+    /// the others (a first query is kept over a later near-duplicate of it); raising it later reuses the cached answers to the first ones, and sampled queries that
+    /// come out (nearly) the same are caught by `duplicate_queries`. At most 1000.
+    #[serde(default = "default_queries_per_passage")]
+    pub queries_per_passage: usize,
     /// Neighbours retrieved and judged per query (N).
     #[serde(default = "default_neighbours")]
     pub neighbours: usize,
@@ -68,6 +75,10 @@ impl Default for DuplicateQueriesConfig {
     }
 }
 
+fn default_queries_per_passage() -> usize {
+    1
+}
+
 fn default_generation_attempts() -> usize {
     crate::llm::fret::DEFAULT_GENERATION_ATTEMPTS
 }
@@ -75,6 +86,7 @@ fn default_generation_attempts() -> usize {
 impl Default for FretConfig {
     fn default() -> Self {
         Self {
+            queries_per_passage: default_queries_per_passage(),
             neighbours: default_neighbours(),
             rrf_k: default_rrf_k(),
             hard_negatives: HardNegativesConfig::default(),

@@ -7,8 +7,8 @@
 //! examples' update stream becomes upserts (key = query id, value = example JSON, provenance headers) and
 //! tombstones.
 //!
-//! Every input tombstone also retracts a placeholder example under its passage's query key
-//! ([`query_id`]), so the key gets a tombstone out at that time unless the key has a live example then.
+//! Every input tombstone also retracts a placeholder example under each of its passage's query keys
+//! ([`query_ids`]), so each key gets a tombstone out at that time unless the key has a live example then.
 //! This matters on a replay (see [`super::run`]): when a passage was deleted while the pipeline was
 //! down, the replay may read its upsert and tombstone in one epoch (or, on a compacted input topic, only
 //! the tombstone), the dataflow never sees the passage, and without the placeholder the example the
@@ -21,7 +21,7 @@ use super::timely::UpsertRecords;
 use crate::connectors::kafka::sink::Destination;
 use crate::connectors::kafka::{headers, KafkaRecord, SinkRecord};
 use crate::dataflow::embedder::{EmbedderVersion, SharedEmbedder};
-use crate::dataflow::generate::query_id;
+use crate::dataflow::generate::query_ids;
 use crate::dataflow::graph::fret_dataflow;
 use crate::dataflow::progress::SharedMetrics;
 use crate::dataflow::stages::Stages;
@@ -58,7 +58,7 @@ impl Transform for FretTransform {
         versions: VecCollection<'scope, u64, EmbedderVersion, Diff>,
     ) -> StreamVec<'scope, u64, SinkRecord> {
         let topic = self.source_topic.clone();
-        let deleted = deleted_query_keys(input.clone());
+        let deleted = deleted_query_keys(input.clone(), self.stages.fret.queries_per_passage);
         let (events, undecodable) = input.ok_err(move |record| match record.event {
             Ok(event) => Ok::<SourceRecord, _>(Ok(event)),
             Err(ref dead) => Err(SinkRecord::dead_letter(&topic, &record, dead)),
@@ -106,11 +106,13 @@ fn count_outputs<'scope>(
     })
 }
 
-/// For each input tombstone at time `t`: `((query_id(id), placeholder), t, -1)`. The placeholder is never
-/// live (it is only retracted), so it makes the key's net update at `t` a tombstone when nothing else is
-/// live there, and changes nothing when the dataflow upserts the key at `t`.
+/// For each input tombstone at time `t` and each of its passage's query ids (`queries_per_passage` of
+/// them): `((query id, placeholder), t, -1)`. The placeholder is never live (it is only retracted), so it
+/// makes the key's net update at `t` a tombstone when nothing else is live there, and changes nothing when
+/// the dataflow upserts the key at `t`.
 fn deleted_query_keys<'scope>(
     input: StreamVec<'scope, u64, KafkaRecord>,
+    queries_per_passage: u32,
 ) -> StreamVec<'scope, u64, ((String, Example), u64, isize)> {
     input.unary::<CapacityContainerBuilder<Vec<_>>, _, _, _>(Pipeline, "DeletedQueryKeys", |_cap, _info| {
         move |input, output| {
@@ -120,7 +122,9 @@ fn deleted_query_keys<'scope>(
                 for record in data.drain(..) {
                     if let Ok(event) = &record.event {
                         if event.passage.is_none() {
-                            session.give(((query_id(&event.id), placeholder(&event.id)), time, -1));
+                            for id in query_ids(&event.id, queries_per_passage) {
+                                session.give(((id.clone(), placeholder(id, &event.id)), time, -1));
+                            }
                         }
                     }
                 }
@@ -130,10 +134,10 @@ fn deleted_query_keys<'scope>(
 }
 
 /// An example that no dataflow output can equal (no query, no ranking).
-fn placeholder(seed_id: &str) -> Example {
+fn placeholder(query_id: String, seed_id: &str) -> Example {
     let empty = Passage { id: String::new(), title: String::new(), text: String::new() };
     Example {
-        query_id: query_id(seed_id),
+        query_id,
         task: String::new(),
         query: String::new(),
         seed_id: seed_id.to_owned(),
