@@ -165,6 +165,10 @@ fn out_of_range_values_name_their_field() {
         ("[fret]\nneighbours = 0", "fret.neighbours"),
         ("[fret]\nneighbours = 3\nhard_negatives = { strategy = \"random\", count = 3 }", "fret.hard_negatives.count"),
         ("[fret]\nrrf_k = -1.0", "fret.rrf_k"),
+        ("[fret]\nqueries_per_passage = 0", "fret.queries_per_passage"),
+        ("[fret]\nqueries_per_passage = 1001", "fret.queries_per_passage"),
+        ("[fret]\ngeneration_attempts = 1001", "fret.generation_attempts"),
+        ("[fret]\ntemperature = 0.0", "fret.temperature"),
         ("[fret]\nhard_negatives = { max_positive_ratio = -0.5 }", "fret.hard_negatives.max_positive_ratio"),
         ("[batching]\nllm = { max_batch = 0, max_wait_ms = 1 }", "batching.llm.max_batch"),
     ];

@@ -42,11 +42,15 @@ pub struct FretOptions {
     #[serde(default)]
     pub prompts: PromptOptions,
     /// Tries per passage at writing a usable query: the first is greedy, each retry samples (temperature
-    /// [`RETRY_TEMPERATURE`], top-p 0.95, seed = attempt number) and is taken only when the answers before
-    /// it were empty, unparsable or echoed. Small models echo the passage's title or first sentence often;
+    /// [`FretOptions::temperature`], top-p 0.95, seed = attempt number) and is taken only when the answers
+    /// before it were empty, unparsable or echoed. Small models echo the passage's title or first sentence often;
     /// retries turn many of those passages into examples. 1 = greedy only.
     #[serde(default = "default_generation_attempts")]
     pub generation_attempts: usize,
+    /// Temperature of every sampled query generation: retries, and a passage's further queries
+    /// ([`query_sampling`]). Default [`RETRY_TEMPERATURE`].
+    #[serde(default = "default_temperature")]
+    pub temperature: f32,
     /// Ask for relevance classification in judgements. Off when the fusion gives RC no weight (a small
     /// judge whose RC is noise): judging then costs one QL request per pair instead of two, and
     /// judgements carry `rc = 0` with no grade probabilities. Needs a backend that scores continuations.
@@ -60,21 +64,22 @@ pub const DEFAULT_GENERATION_ATTEMPTS: usize = 3;
 /// Most attempts per query, and most queries per passage, that keep [`query_sampling`]'s seeds apart.
 pub const MAX_GENERATION_ATTEMPTS: usize = 1000;
 
-/// Sampling temperature of query-generation retries (see [`FretOptions::generation_attempts`]).
+/// Default sampling temperature of query generation ([`FretOptions::temperature`]).
 pub const RETRY_TEMPERATURE: f32 = 0.8;
 
-/// How attempt `attempt` (0-based) at variant `variant` of a passage's queries samples; `None`: greedy.
+/// How attempt `attempt` (0-based) at variant `variant` of a passage's queries samples at `temperature`;
+/// `None`: greedy.
 ///
-/// Variant 0 is the passage's first query: greedy, then retries at [`RETRY_TEMPERATURE`], top-p 0.95, seed
-/// = attempt number (1, 2, ...). Further variants sample every attempt, seed `variant * 1000 + attempt`,
+/// Variant 0 is the passage's first query: greedy, then sampled retries, top-p 0.95, seed = attempt number
+/// (1, 2, ...). Further variants sample every attempt, seed `variant * 1000 + attempt`,
 /// which no other variant or attempt uses while attempts stay below [`MAX_GENERATION_ATTEMPTS`] (and
 /// which stays within the 32 bits some servers take while variants do).
-pub fn query_sampling(variant: u32, attempt: u32) -> Option<Sampling> {
+pub fn query_sampling(variant: u32, attempt: u32, temperature: f32) -> Option<Sampling> {
     if variant == 0 && attempt == 0 {
         return None;
     }
     let seed = u64::from(variant) * MAX_GENERATION_ATTEMPTS as u64 + u64::from(attempt);
-    Some(Sampling { temperature: RETRY_TEMPERATURE, top_p: 0.95, seed })
+    Some(Sampling { temperature, top_p: 0.95, seed })
 }
 
 fn default_batch_size() -> usize {
@@ -82,6 +87,9 @@ fn default_batch_size() -> usize {
 }
 fn default_generation_attempts() -> usize {
     DEFAULT_GENERATION_ATTEMPTS
+}
+fn default_temperature() -> f32 {
+    RETRY_TEMPERATURE
 }
 fn default_batches_in_flight() -> usize {
     1
@@ -97,6 +105,7 @@ impl Default for FretOptions {
             batches_in_flight: default_batches_in_flight(),
             prompts: PromptOptions::default(),
             generation_attempts: default_generation_attempts(),
+            temperature: default_temperature(),
             relevance: default_relevance(),
         }
     }
@@ -255,7 +264,7 @@ impl FretLlm {
                 .iter()
                 .map(|&i| {
                     let mut request = self.prompts.query_generation(passages[i]);
-                    if let Some(sampling) = query_sampling(seeds[i].1, attempt as u32) {
+                    if let Some(sampling) = query_sampling(seeds[i].1, attempt as u32, self.options.temperature) {
                         request.sampling = sampling;
                     }
                     request

@@ -39,6 +39,12 @@ pub struct FretConfig {
     /// unparsable or echoed (default 3; 1 = greedy only).
     #[serde(default = "default_generation_attempts")]
     pub generation_attempts: usize,
+    /// Temperature of sampled query generation: the retries, and every further query of a passage
+    /// (default 0.8; top-p stays 0.95). A small generator wanders off the passage when it samples hot:
+    /// SmolLM2-135M's second cranfield queries at 0.8 pass the round-trip filter a third as often as its
+    /// greedy first ones (docs/RESULTS.md).
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
     /// Near-duplicate queries, `{ threshold = 0.97, action = "dead_letter" }` (the default). Among the live
     /// queries, taken in id order, a query whose vector (`task + query`, the retrieval vector) has cosine
     /// `>= threshold` with an already kept query is a duplicate: `dead_letter` drops it before retrieval
@@ -75,6 +81,10 @@ impl Default for DuplicateQueriesConfig {
     }
 }
 
+fn default_temperature() -> f64 {
+    f64::from(crate::llm::fret::RETRY_TEMPERATURE)
+}
+
 fn default_queries_per_passage() -> usize {
     1
 }
@@ -92,6 +102,7 @@ impl Default for FretConfig {
             hard_negatives: HardNegativesConfig::default(),
             weights: WeightsConfig::default(),
             generation_attempts: default_generation_attempts(),
+            temperature: default_temperature(),
             duplicate_queries: DuplicateQueriesConfig::default(),
         }
     }
