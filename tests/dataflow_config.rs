@@ -168,7 +168,7 @@ fn out_of_range_values_name_their_field() {
         ("[fret]\nqueries_per_passage = 0", "fret.queries_per_passage"),
         ("[fret]\nqueries_per_passage = 1001", "fret.queries_per_passage"),
         ("[fret]\ngeneration_attempts = 1001", "fret.generation_attempts"),
-        ("[fret]\ntemperature = 0.0", "fret.temperature"),
+        ("[fret]\nfurther_query_temperature = 0.0", "fret.further_query_temperature"),
         ("[fret]\nhard_negatives = { max_positive_ratio = -0.5 }", "fret.hard_negatives.max_positive_ratio"),
         ("[batching]\nllm = { max_batch = 0, max_wait_ms = 1 }", "batching.llm.max_batch"),
     ];

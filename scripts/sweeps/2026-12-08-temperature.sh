@@ -1,10 +1,10 @@
 #!/bin/bash
 # Issue 13, session 14: how hot may SmolLM2-135M sample a passage's further queries? The second queries of
-# pipelines/cranfield-q2.toml (temperature 0.8) were mostly off the passage. Each trial runs cranfield-q2.toml
+# the first pipelines/cranfield-q2.toml run (at 0.8) were mostly off the passage. Each trial runs cranfield-q2.toml
 # on the first LIMIT passages (default 200) at one temperature and reports, for the passages with both
 # queries live, how often each query passes the round-trip filter (the judge ranks its seed first): the
-# Promptagator filter's yield, which needs no human query. The first queries are the same greedy ones in every
-# trial, so their rate is the reference. All trials share out/llm-cache-beir-q2.redb (made from the committed
+# Promptagator filter's yield, which needs no human query. The first queries are the same in every trial
+# (greedy, retries at 0.8 whatever the setting), so their rate is the reference. All trials share out/llm-cache-beir-q2.redb (made from the committed
 # cache: `gunzip -c docs/results/cache/llm-cache-beir.redb.gz > out/llm-cache-beir-q2.redb`).
 #   TEMPERATURES="0.8 0.3 0.5" BIN=... scripts/sweeps/2026-12-08-temperature.sh
 cd "$(dirname "$0")/../.."
@@ -18,7 +18,7 @@ for t in ${TEMPERATURES:-0.8 0.3}; do
       -e "s|^path = \"../../shared/|path = \"../../${DATA_REL:-../shared}/|" \
       -e "s|\"../out/cranfield-q2/|\"../../$dir/|g" \
       -e "s|^epoch_records = 100|epoch_records = 100\nlimit = $LIMIT|" \
-      -e "s|^queries_per_passage = 2|queries_per_passage = 2\ntemperature = $t|" \
+      -e "s|^further_query_temperature = .*|further_query_temperature = $t|" \
       pipelines/cranfield-q2.toml > $config
   mkdir -p $dir
   /usr/bin/time -f "t=$t: %e s wall" $B run $config > $dir/run.log 2>&1 || { tail -5 $dir/run.log; exit 1; }

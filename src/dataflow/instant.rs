@@ -19,7 +19,8 @@ pub const OVERLAP_TASK: &str = "Given a query, find a passage that answers it";
 /// A deterministic labeler that answers at once.
 ///
 /// - Query: the first `query_words` words of the passage text (lower-cased, alphanumeric), task
-///   [`OVERLAP_TASK`]; variant `v` of a passage's queries starts `v` words later (wrapping around). A passage with no words, or whose text contains the failure marker, gets an
+///   [`OVERLAP_TASK`]; variant `v` of a passage's queries starts `v` words later (wrapping around). A
+///   passage with no words, or whose text contains the failure marker, gets an
 ///   [`LabelFailure::Unparsable`] answer, as a real model's garbage would.
 /// - QL: the number of occurrences in the passage of the query's distinct words (repetition raises it).
 /// - RC: the share of the passage's distinct words that occur in the query (precision; a passage made

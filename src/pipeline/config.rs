@@ -394,9 +394,9 @@ impl PipelineConfig {
         if self.fret.queries_per_passage > most {
             return bad("fret.queries_per_passage", &format!("must be at most {most}"));
         }
-        let t = self.fret.temperature;
+        let t = self.fret.further_query_temperature;
         if !(t.is_finite() && t > 0.0 && t <= 2.0) {
-            return bad("fret.temperature", "must be in (0, 2]");
+            return bad("fret.further_query_temperature", "must be in (0, 2]");
         }
         let w = self.fret.weights;
         if !(w.ql.is_finite() && w.rc.is_finite() && w.ql >= 0.0 && w.rc >= 0.0 && w.ql + w.rc > 0.0) {

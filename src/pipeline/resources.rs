@@ -185,7 +185,7 @@ fn role_labeler(
     let options = FretOptions {
         batch_size,
         generation_attempts: config.fret.generation_attempts,
-        temperature: config.fret.temperature as f32,
+        further_query_temperature: config.fret.further_query_temperature as f32,
         // RC weighted 0 cannot change a ranking: it is not asked for.
         relevance: config.fret.weights.rc > 0.0,
         ..FretOptions::default()

@@ -42,15 +42,15 @@ pub struct FretOptions {
     #[serde(default)]
     pub prompts: PromptOptions,
     /// Tries per passage at writing a usable query: the first is greedy, each retry samples (temperature
-    /// [`FretOptions::temperature`], top-p 0.95, seed = attempt number) and is taken only when the answers
-    /// before it were empty, unparsable or echoed. Small models echo the passage's title or first sentence often;
+    /// [`RETRY_TEMPERATURE`], top-p 0.95, seed = attempt number) and is taken only when the answers before
+    /// it were empty, unparsable or echoed. Small models echo the passage's title or first sentence often;
     /// retries turn many of those passages into examples. 1 = greedy only.
     #[serde(default = "default_generation_attempts")]
     pub generation_attempts: usize,
-    /// Temperature of every sampled query generation: retries, and a passage's further queries
-    /// ([`query_sampling`]). Default [`RETRY_TEMPERATURE`].
+    /// Temperature of a passage's further queries (variants 1, 2, ...; [`query_sampling`]); retries stay
+    /// at [`RETRY_TEMPERATURE`], whose heat is what gets them past an echo. Default [`RETRY_TEMPERATURE`].
     #[serde(default = "default_temperature")]
-    pub temperature: f32,
+    pub further_query_temperature: f32,
     /// Ask for relevance classification in judgements. Off when the fusion gives RC no weight (a small
     /// judge whose RC is noise): judging then costs one QL request per pair instead of two, and
     /// judgements carry `rc = 0` with no grade probabilities. Needs a backend that scores continuations.
@@ -64,14 +64,15 @@ pub const DEFAULT_GENERATION_ATTEMPTS: usize = 3;
 /// Most attempts per query, and most queries per passage, that keep [`query_sampling`]'s seeds apart.
 pub const MAX_GENERATION_ATTEMPTS: usize = 1000;
 
-/// Default sampling temperature of query generation ([`FretOptions::temperature`]).
+/// Sampling temperature of query-generation retries, and the default of
+/// [`FretOptions::further_query_temperature`].
 pub const RETRY_TEMPERATURE: f32 = 0.8;
 
-/// How attempt `attempt` (0-based) at variant `variant` of a passage's queries samples at `temperature`;
-/// `None`: greedy.
+/// How attempt `attempt` (0-based) at variant `variant` of a passage's queries samples; `None`: greedy.
 ///
-/// Variant 0 is the passage's first query: greedy, then sampled retries, top-p 0.95, seed = attempt number
-/// (1, 2, ...). Further variants sample every attempt, seed `variant * 1000 + attempt`,
+/// Variant 0 is the passage's first query: greedy, then retries at [`RETRY_TEMPERATURE`], top-p 0.95, seed
+/// = attempt number (1, 2, ...), whatever `temperature` says. A further variant samples every attempt:
+/// the first at `temperature`, its retries at [`RETRY_TEMPERATURE`], seed `variant * 1000 + attempt`,
 /// which no other variant or attempt uses while attempts stay below [`MAX_GENERATION_ATTEMPTS`] (and
 /// which stays within the 32 bits some servers take while variants do).
 pub fn query_sampling(variant: u32, attempt: u32, temperature: f32) -> Option<Sampling> {
@@ -79,6 +80,7 @@ pub fn query_sampling(variant: u32, attempt: u32, temperature: f32) -> Option<Sa
         return None;
     }
     let seed = u64::from(variant) * MAX_GENERATION_ATTEMPTS as u64 + u64::from(attempt);
+    let temperature = if attempt == 0 { temperature } else { RETRY_TEMPERATURE };
     Some(Sampling { temperature, top_p: 0.95, seed })
 }
 
@@ -105,7 +107,7 @@ impl Default for FretOptions {
             batches_in_flight: default_batches_in_flight(),
             prompts: PromptOptions::default(),
             generation_attempts: default_generation_attempts(),
-            temperature: default_temperature(),
+            further_query_temperature: default_temperature(),
             relevance: default_relevance(),
         }
     }
@@ -246,7 +248,8 @@ impl FretLlm {
     /// A task and a query for each `(passage, variant)`: variant 0 is a passage's first query (greedy,
     /// then sampled retries), variant `v > 0` its `v`-th further one, every attempt sampled with seeds of
     /// its own ([`query_sampling`]), so a passage's variants are different requests (and cache entries),
-    /// and asking for more variants later reuses the answers to the first ones.
+    /// and asking for more variants later reuses the answers to the first ones. Failures as
+    /// [`Self::generate_queries`].
     pub async fn generate_query_variants(
         &self,
         seeds: &[(&Passage, u32)],
@@ -264,7 +267,9 @@ impl FretLlm {
                 .iter()
                 .map(|&i| {
                     let mut request = self.prompts.query_generation(passages[i]);
-                    if let Some(sampling) = query_sampling(seeds[i].1, attempt as u32, self.options.temperature) {
+                    if let Some(sampling) =
+                        query_sampling(seeds[i].1, attempt as u32, self.options.further_query_temperature)
+                    {
                         request.sampling = sampling;
                     }
                     request

@@ -13,10 +13,13 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 pub struct FretConfig {
     /// Queries written per passage (default 1, as in the paper): the first greedy, each further one
-    /// sampled with seeds of its own (temperature 0.8, top-p 0.95), so one passage yields several examples
-    /// (Promptagator writes 8). Query ids are `q:<passage id>` for the first and `q_<v>:<passage id>` for
-    /// the others (a first query is kept over a later near-duplicate of it); raising it later reuses the cached answers to the first ones, and sampled queries that
-    /// come out (nearly) the same are caught by `duplicate_queries`. At most 1000.
+    /// sampled with seeds of its own (at `further_query_temperature`, top-p 0.95), so one passage yields
+    /// several examples (Promptagator writes 8). Query ids are `q:<passage id>` for the first and
+    /// `q_<v>:<passage id>` for the others (a first query is kept over a later near-duplicate of it);
+    /// raising it later reuses the cached answers to the first ones, and sampled queries that come out
+    /// (nearly) the same are caught by `duplicate_queries`. At most 1000. On Kafka, keep it across
+    /// restarts: a passage deleted while the pipeline was down gets tombstones for the query keys of the
+    /// current setting only.
     #[serde(default = "default_queries_per_passage")]
     pub queries_per_passage: usize,
     /// Neighbours retrieved and judged per query (N).
@@ -39,12 +42,12 @@ pub struct FretConfig {
     /// unparsable or echoed (default 3; 1 = greedy only).
     #[serde(default = "default_generation_attempts")]
     pub generation_attempts: usize,
-    /// Temperature of sampled query generation: the retries, and every further query of a passage
-    /// (default 0.8; top-p stays 0.95). A small generator wanders off the passage when it samples hot:
-    /// SmolLM2-135M's second cranfield queries at 0.8 pass the round-trip filter a third as often as its
-    /// greedy first ones (docs/RESULTS.md).
+    /// Temperature of a passage's further queries (`queries_per_passage` > 1; default 0.8, top-p 0.95).
+    /// Retries of echoed answers stay at 0.8, so a passage's first query does not depend on it. A small
+    /// generator wanders off the passage when it samples hot: SmolLM2-135M's second cranfield queries at
+    /// 0.8 pass the round-trip filter a third as often as its greedy first ones (docs/RESULTS.md).
     #[serde(default = "default_temperature")]
-    pub temperature: f64,
+    pub further_query_temperature: f64,
     /// Near-duplicate queries, `{ threshold = 0.97, action = "dead_letter" }` (the default). Among the live
     /// queries, taken in id order, a query whose vector (`task + query`, the retrieval vector) has cosine
     /// `>= threshold` with an already kept query is a duplicate: `dead_letter` drops it before retrieval
@@ -102,7 +105,7 @@ impl Default for FretConfig {
             hard_negatives: HardNegativesConfig::default(),
             weights: WeightsConfig::default(),
             generation_attempts: default_generation_attempts(),
-            temperature: default_temperature(),
+            further_query_temperature: default_temperature(),
             duplicate_queries: DuplicateQueriesConfig::default(),
         }
     }
