@@ -6,7 +6,7 @@
 mod kafka_support;
 mod prometheus_support;
 
-use fretflow::dataflow::generate::query_id;
+use fretflow::dataflow::generate::{query_id, query_ids};
 use kafka_support::*;
 use prometheus_support::{endpoint, scrape};
 use serde_json::Value;
@@ -378,7 +378,7 @@ fn deleted_while_down(queries_per_passage: u32) {
     produce(&bootstrap, &names.input, &[tombstone("p7")]);
     run_to_end(&config);
     let latest = latest_by_key(&read_all(&bootstrap, &names.output));
-    let of_p7: Vec<String> = (0..queries_per_passage).map(|v| query_id("p7", v)).collect();
+    let of_p7: Vec<String> = query_ids("p7", queries_per_passage).collect();
     for key in &of_p7 {
         assert_eq!(latest[key], None, "the example {key} seeded by p7 ends in a tombstone");
     }

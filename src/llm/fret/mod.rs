@@ -256,7 +256,6 @@ impl FretLlm {
     ) -> Vec<Result<GeneratedQuery, QueryGenFailure>> {
         let kind = PromptKind::QueryGeneration;
         let version = self.prompts.version(kind).to_string();
-        let passages: Vec<&Passage> = seeds.iter().map(|(p, _)| *p).collect();
         let mut results: Vec<Option<Result<GeneratedQuery, QueryGenFailure>>> = seeds.iter().map(|_| None).collect();
         let mut pending: Vec<usize> = (0..seeds.len()).collect();
         for attempt in 0..self.options.generation_attempts.max(1) {
@@ -266,9 +265,10 @@ impl FretLlm {
             let requests: Vec<_> = pending
                 .iter()
                 .map(|&i| {
-                    let mut request = self.prompts.query_generation(passages[i]);
+                    let (passage, variant) = seeds[i];
+                    let mut request = self.prompts.query_generation(passage);
                     if let Some(sampling) =
-                        query_sampling(seeds[i].1, attempt as u32, self.options.further_query_temperature)
+                        query_sampling(variant, attempt as u32, self.options.further_query_temperature)
                     {
                         request.sampling = sampling;
                     }
@@ -280,7 +280,7 @@ impl FretLlm {
             let answers = self.cached(keys, requests, &self.generate_calls, |batch| backend.generate(batch)).await;
             let mut retry = Vec::new();
             for (i, answer) in pending.iter().copied().zip(answers) {
-                let passage = passages[i];
+                let (passage, variant) = seeds[i];
                 let outcome = answer.map_err(|error| QueryGenFailure::Llm { error }).and_then(|generation| {
                     self.prompts.parse_query_generation(&generation.text, passage).map(|tq| GeneratedQuery {
                         task: tq.task,
@@ -290,7 +290,7 @@ impl FretLlm {
                     })
                 });
                 if let Err(failure) = &outcome {
-                    tracing::debug!(passage = %passage.id, variant = seeds[i].1, attempt, reason = failure.reason(), %failure, "No query for this passage.");
+                    tracing::debug!(passage = %passage.id, variant, attempt, reason = failure.reason(), %failure, "No query for this passage.");
                     // A failed call was already retried by the backend; only bad answers get another try.
                     if !matches!(failure, QueryGenFailure::Llm { .. }) {
                         retry.push(i);
