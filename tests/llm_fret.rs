@@ -418,6 +418,101 @@ async fn cli_queries_writes_queries_and_dead_letters_and_a_cached_rerun_only_ret
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_queries_per_passage_writes_the_pipelines_query_ids_and_samples_further_queries() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    // Answers by (seed, passage): the second query (seed 1000) of passage b echoes its title, so it is
+    // retried (seed 1001).
+    let answer = |request: &wiremock::Request| {
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        let prompt = body["prompt"].as_str().unwrap();
+        let passage = if prompt.ends_with("alpha passage words\nTask:") { "alpha" } else { "beta" };
+        let query = match (body["seed"].as_u64().unwrap(), passage) {
+            (0, p) => format!("{p} passage"),
+            (1000, "beta") => "Beta flow".to_string(),
+            (1000 | 1001, p) => format!("{p} words"),
+            _ => return ResponseTemplate::new(500).set_body_string(format!("unexpected {}", body["seed"])),
+        };
+        ResponseTemplate::new(200)
+            .set_body_json(serde_json::json!({"choices": [{"text": format!(" Find it\nQuery: {query}")}]}))
+    };
+    Mock::given(method("POST")).and(path("/v1/completions")).respond_with(answer).mount(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("passages.jsonl");
+    std::fs::write(
+        &input,
+        "{\"_id\":\"a\",\"text\":\"alpha passage words\"}\n{\"_id\":\"b\",\"title\":\"Beta flow\",\"text\":\"beta passage words\"}\n",
+    )
+    .unwrap();
+    let output = dir.path().join("queries.jsonl");
+    let run_with = |per_passage: &str, temperature: &str| {
+        ["llm", "queries", "--input", &input.display().to_string(), "--output", &output.display().to_string()]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([
+                "--llm".into(),
+                format!("{}/v1", server.uri()),
+                "--model".into(),
+                "m".into(),
+                "--queries-per-passage".into(),
+                per_passage.into(),
+                "--further-query-temperature".into(),
+                temperature.into(),
+            ])
+            .collect::<Vec<String>>()
+    };
+    let run = fretflow(run_with("2", "0.3")).await;
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let got: Vec<(String, String, String)> = lines(&output)
+        .iter()
+        .map(|q| {
+            (
+                q["id"].as_str().unwrap().into(),
+                q["seed_id"].as_str().unwrap().into(),
+                q["text"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let want = [
+        ("q:a", "a", "alpha passage"),
+        ("q_1:a", "a", "alpha words"),
+        ("q:b", "b", "beta passage"),
+        ("q_1:b", "b", "beta words"),
+    ];
+    let want: Vec<(String, String, String)> =
+        want.iter().map(|(i, s, t)| (i.to_string(), s.to_string(), t.to_string())).collect();
+    let failures = std::fs::read_to_string(dir.path().join("queries.failures.jsonl")).unwrap();
+    assert_eq!(got, want, "the pipeline's ids, each passage's queries in order; failures: {failures}");
+    assert_eq!(failures, "");
+    let mut sampling: Vec<(u64, String)> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            (body["seed"].as_u64().unwrap(), format!("{:.2}", body["temperature"].as_f64().unwrap()))
+        })
+        .collect();
+    sampling.sort();
+    let sampling: Vec<(u64, &str)> = sampling.iter().map(|(seed, t)| (*seed, t.as_str())).collect();
+    assert_eq!(
+        sampling,
+        [(0, "0.00"), (0, "0.00"), (1000, "0.30"), (1000, "0.30"), (1001, "0.80")],
+        "first queries greedy, further ones at --further-query-temperature, a retry of an echo at 0.8"
+    );
+
+    for (per_passage, temperature, says) in
+        [("0", "0.5", "at least 1"), ("1001", "0.5", "at most 1000"), ("2", "0", "(0, 2]"), ("2", "2.5", "(0, 2]")]
+    {
+        let bad = fretflow(run_with(per_passage, temperature)).await;
+        let stderr = String::from_utf8_lossy(&bad.stderr);
+        assert!(!bad.status.success() && stderr.contains(says), "{per_passage} {temperature}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_judge_on_a_server_without_ql_writes_rc_only_judgements() {
     use wiremock::matchers::{method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};

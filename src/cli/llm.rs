@@ -4,11 +4,13 @@
 //! to the dead-letter file (`--failures`, default `<output>.failures.jsonl`) with its input line and
 //! reason, and the run goes on. A summary line is printed at the end.
 use crate::connectors::file::jsonl::{self, JsonlWriter};
+use crate::dataflow::generate::query_id;
 use crate::dataflow::params::too_short;
 use crate::device::DeviceChoice;
 use crate::device::Precision;
 use crate::llm::cache::LlmCache;
-use crate::llm::fret::{FretLlm, FretOptions, Judgement};
+use crate::llm::fret::valid_further_query_temperature;
+use crate::llm::fret::{FretLlm, FretOptions, Judgement, MAX_GENERATION_ATTEMPTS};
 use crate::llm::local::DEFAULT_MODEL;
 use crate::llm::prompts::FewShotExample;
 use crate::llm::remote::RemoteConfig;
@@ -96,6 +98,15 @@ pub struct StageArgs {
     /// echoed answers.
     #[arg(long, default_value_t = crate::llm::fret::DEFAULT_GENERATION_ATTEMPTS)]
     pub attempts: usize,
+    /// `queries`: queries per passage (the pipeline's `[fret] queries_per_passage`). The first is the same
+    /// as with 1 (greedy, then sampled retries; ids `q:<passage>`), each further one is sampled with seeds
+    /// of its own (ids `q_<v>:<passage>`), so raising it later reuses the cached answers.
+    #[arg(long, default_value_t = 1)]
+    pub queries_per_passage: u32,
+    /// `queries`: sampling temperature of a passage's further queries, in (0, 2] (the pipeline's `[fret]
+    /// further_query_temperature`).
+    #[arg(long, default_value_t = crate::llm::fret::RETRY_TEMPERATURE)]
+    pub further_query_temperature: f32,
     /// JSON file of few-shot examples for query generation (`[{"title", "text", "task", "query"}, ...]`),
     /// replacing the built-in ones.
     #[arg(long, value_name = "FILE.json")]
@@ -179,25 +190,32 @@ struct Judge;
 
 impl Stage<Passage> for Queries {
     async fn process(llm: &FretLlm, chunk: &[(usize, Passage)], out: &mut Outputs<'_>) -> anyhow::Result<()> {
-        let mut usable = Vec::with_capacity(chunk.len());
+        let mut seeds = Vec::with_capacity(chunk.len() * out.queries_per_passage as usize);
         for (line, passage) in chunk {
             match too_short(passage, out.min_words) {
                 Some(reason) => out.failed(*line, Some(&passage.id), "too_short", reason)?,
-                None => usable.push((*line, passage.clone())),
+                None => seeds.extend((0..out.queries_per_passage).map(|variant| (*line, passage, variant))),
             }
         }
-        let passages: Vec<Passage> = usable.iter().map(|(_, p)| p.clone()).collect();
-        let results = llm.generate_queries(&passages).await;
-        for ((line, passage), result) in usable.iter().zip(results) {
+        let requests: Vec<(&Passage, u32)> = seeds.iter().map(|&(_, passage, variant)| (passage, variant)).collect();
+        let results = llm.generate_query_variants(&requests).await;
+        let of = out.queries_per_passage;
+        for ((line, passage, variant), result) in seeds.into_iter().zip(results) {
             match result {
                 Ok(q) => out.ok(&QueryRecord {
-                    id: format!("{}:q", passage.id),
+                    id: query_id(&passage.id, variant),
                     seed_id: &passage.id,
                     task: &q.task,
                     text: &q.query,
                     generator: Generator { model: &q.model, prompt_version: &q.prompt_version },
                 })?,
-                Err(failure) => out.failed(*line, Some(&passage.id), failure.reason(), failure.to_string())?,
+                Err(failure) => {
+                    let message = match of {
+                        1 => failure.to_string(),
+                        _ => format!("query {} of {of}: {failure}", variant + 1),
+                    };
+                    out.failed(line, Some(&passage.id), failure.reason(), message)?
+                }
             }
         }
         Ok(())
@@ -230,6 +248,7 @@ struct Outputs<'a> {
     written: usize,
     failed: BTreeMap<String, usize>,
     min_words: usize,
+    queries_per_passage: u32,
 }
 
 impl Outputs<'_> {
@@ -247,8 +266,16 @@ impl Outputs<'_> {
 
 /// The backend, cache and FRet layer the arguments describe (loads a local model: blocking).
 fn build_llm(args: &StageArgs) -> anyhow::Result<FretLlm> {
-    if args.batch_size == 0 || args.batches_in_flight == 0 || args.attempts == 0 {
-        bail!("--batch-size, --batches-in-flight and --attempts must be at least 1");
+    if args.batch_size == 0 || args.batches_in_flight == 0 || args.attempts == 0 || args.queries_per_passage == 0 {
+        bail!("--batch-size, --batches-in-flight, --attempts and --queries-per-passage must be at least 1");
+    }
+    let most = MAX_GENERATION_ATTEMPTS;
+    if args.attempts > most || args.queries_per_passage as usize > most {
+        bail!("--attempts and --queries-per-passage must be at most {most}");
+    }
+    let t = args.further_query_temperature;
+    if !valid_further_query_temperature(f64::from(t)) {
+        bail!("--further-query-temperature must be in (0, 2], not {t}");
     }
     let cache = match &args.cache {
         Some(path) => Some(Arc::new(LlmCache::open_or_quarantine(path, args.quarantine_damaged_cache)?)),
@@ -260,6 +287,7 @@ fn build_llm(args: &StageArgs) -> anyhow::Result<FretLlm> {
         batches_in_flight: args.batches_in_flight,
         generation_attempts: args.attempts,
         relevance: !args.no_rc,
+        further_query_temperature: args.further_query_temperature,
         ..FretOptions::default()
     };
     if let Some(path) = &args.examples {
@@ -290,6 +318,7 @@ where
         written: 0,
         failed: BTreeMap::new(),
         min_words: args.min_words,
+        queries_per_passage: args.queries_per_passage,
     };
     let chunk_size = (args.batch_size * args.batches_in_flight * 4).max(64);
     let mut chunk: Vec<(usize, R)> = Vec::with_capacity(chunk_size);

@@ -394,8 +394,7 @@ impl PipelineConfig {
         if self.fret.queries_per_passage > most {
             return bad("fret.queries_per_passage", &format!("must be at most {most}"));
         }
-        let t = self.fret.further_query_temperature;
-        if !(t.is_finite() && t > 0.0 && t <= 2.0) {
+        if !crate::llm::fret::valid_further_query_temperature(self.fret.further_query_temperature) {
             return bad("fret.further_query_temperature", "must be in (0, 2]");
         }
         let w = self.fret.weights;

@@ -68,6 +68,12 @@ pub const MAX_GENERATION_ATTEMPTS: usize = 1000;
 /// [`FretOptions::further_query_temperature`].
 pub const RETRY_TEMPERATURE: f32 = 0.8;
 
+/// Whether `t` can be [`FretOptions::further_query_temperature`]: in (0, 2] (greedy is the first query's;
+/// hotter than 2 is noise).
+pub fn valid_further_query_temperature(t: f64) -> bool {
+    t.is_finite() && t > 0.0 && t <= 2.0
+}
+
 /// How attempt `attempt` (0-based) at variant `variant` of a passage's queries samples; `None`: greedy.
 ///
 /// Variant 0 is the passage's first query: greedy, then retries at [`RETRY_TEMPERATURE`], top-p 0.95, seed
