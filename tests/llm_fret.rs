@@ -231,12 +231,11 @@ async fn further_queries_of_a_passage_sample_with_seeds_of_their_own_and_the_fir
     assert_eq!(first[0].as_ref().unwrap().query, "which alpha is number 0");
     assert_eq!(*seen.lock().unwrap(), vec![(0.0, 0)], "the first query is greedy, as without variants");
 
-    // Three queries of the passage later, further ones at 0.5: the first comes from the cache, the others
+    // Three queries of the passage later, further ones at the default 0.5: the first comes from the cache, the others
     // are sampled with seeds variant * 1000 + attempt, apart from each other and from the first query's
     // retries (1, 2); a retry samples at 0.8 whatever the further queries' temperature.
     seen.lock().unwrap().clear();
-    let llm =
-        FretLlm::new(backend, Some(cache), FretOptions { further_query_temperature: 0.5, ..FretOptions::default() });
+    let llm = FretLlm::new(backend, Some(cache), FretOptions::default());
     let got = llm.generate_query_variants(&[(&a, 0), (&a, 1), (&a, 2)]).await;
     let queries: Vec<&str> = got.iter().map(|r| r.as_ref().unwrap().query.as_str()).collect();
     assert_eq!(queries, ["which alpha is number 0", "which alpha is number 1001", "which alpha is number 2000"]);

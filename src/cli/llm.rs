@@ -105,7 +105,7 @@ pub struct StageArgs {
     pub queries_per_passage: u32,
     /// `queries`: sampling temperature of a passage's further queries, in (0, 2] (the pipeline's `[fret]
     /// further_query_temperature`).
-    #[arg(long, default_value_t = crate::llm::fret::RETRY_TEMPERATURE)]
+    #[arg(long, default_value_t = crate::llm::fret::DEFAULT_FURTHER_QUERY_TEMPERATURE)]
     pub further_query_temperature: f32,
     /// JSON file of few-shot examples for query generation (`[{"title", "text", "task", "query"}, ...]`),
     /// replacing the built-in ones.

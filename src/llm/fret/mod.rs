@@ -48,7 +48,8 @@ pub struct FretOptions {
     #[serde(default = "default_generation_attempts")]
     pub generation_attempts: usize,
     /// Temperature of a passage's further queries (variants 1, 2, ...; [`query_sampling`]); retries stay
-    /// at [`RETRY_TEMPERATURE`], whose heat is what gets them past an echo. Default [`RETRY_TEMPERATURE`].
+    /// at [`RETRY_TEMPERATURE`], whose heat is what gets them past an echo. Default
+    /// [`DEFAULT_FURTHER_QUERY_TEMPERATURE`].
     #[serde(default = "default_temperature")]
     pub further_query_temperature: f32,
     /// Ask for relevance classification in judgements. Off when the fusion gives RC no weight (a small
@@ -64,9 +65,14 @@ pub const DEFAULT_GENERATION_ATTEMPTS: usize = 3;
 /// Most attempts per query, and most queries per passage, that keep [`query_sampling`]'s seeds apart.
 pub const MAX_GENERATION_ATTEMPTS: usize = 1000;
 
-/// Sampling temperature of query-generation retries, and the default of
-/// [`FretOptions::further_query_temperature`].
+/// Sampling temperature of query-generation retries.
 pub const RETRY_TEMPERATURE: f32 = 0.8;
+
+/// Default of [`FretOptions::further_query_temperature`]: cooler than a retry, because SmolLM2-135M's second
+/// cranfield queries passed the round-trip filter for 51% of passages at 0.5 against 26% at 0.8 (the first
+/// 200 passages; `scripts/sweeps/2026-12-08-temperature.sh`, docs/RESULTS.md), while 0.3 left fewer of them
+/// past generation and the near-duplicate check.
+pub const DEFAULT_FURTHER_QUERY_TEMPERATURE: f32 = 0.5;
 
 /// Whether `t` can be [`FretOptions::further_query_temperature`]: in (0, 2] (greedy is the first query's;
 /// hotter than 2 is noise).
@@ -97,7 +103,7 @@ fn default_generation_attempts() -> usize {
     DEFAULT_GENERATION_ATTEMPTS
 }
 fn default_temperature() -> f32 {
-    RETRY_TEMPERATURE
+    DEFAULT_FURTHER_QUERY_TEMPERATURE
 }
 fn default_batches_in_flight() -> usize {
     1

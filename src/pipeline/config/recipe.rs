@@ -42,10 +42,10 @@ pub struct FretConfig {
     /// unparsable or echoed (default 3; 1 = greedy only).
     #[serde(default = "default_generation_attempts")]
     pub generation_attempts: usize,
-    /// Temperature of a passage's further queries (`queries_per_passage` > 1; default 0.8, top-p 0.95).
+    /// Temperature of a passage's further queries (`queries_per_passage` > 1; default 0.5, top-p 0.95).
     /// Retries of echoed answers stay at 0.8, so a passage's first query does not depend on it. A small
-    /// generator wanders off the passage when it samples hot: SmolLM2-135M's second cranfield queries at
-    /// 0.8 pass the round-trip filter a third as often as its greedy first ones (docs/RESULTS.md).
+    /// generator wanders off the passage when it samples hot: SmolLM2-135M's second cranfield queries pass
+    /// the round-trip filter for 26% of passages at 0.8 and 51% at 0.5 (docs/RESULTS.md).
     #[serde(default = "default_temperature")]
     pub further_query_temperature: f64,
     /// Near-duplicate queries, `{ threshold = 0.97, action = "dead_letter" }` (the default). Among the live
@@ -85,7 +85,7 @@ impl Default for DuplicateQueriesConfig {
 }
 
 fn default_temperature() -> f64 {
-    f64::from(crate::llm::fret::RETRY_TEMPERATURE)
+    f64::from(crate::llm::fret::DEFAULT_FURTHER_QUERY_TEMPERATURE)
 }
 
 fn default_queries_per_passage() -> usize {
