@@ -10,12 +10,16 @@
 #        0.5B set's query ids become q_1:<passage> (the id of a second query) so that no two rows share one.
 #   q2:  pipelines/cranfield-q2.toml, SmolLM2 writing two queries per passage (`[fret] queries_per_passage`)
 #        and judging both.
+#   q2-39: the same set, 39 steps (the first-query set's one pass), so that the number of steps is not what
+#        differs (session 15).
+#   second: the second queries (q_1:) of the q2 set alone, one pass (session 15): are they worse data?
 #   TRIALS="mix q2" BIN=... scripts/sweeps/2026-12-08-queries-per-passage.sh
 cd "$(dirname "$0")/../.."
 B=${BIN:-target/debug/fretflow}
 DS=${DATA:-../shared/data}/cranfield
 mkdir -p out/mix
 for trial in ${TRIALS:-mix}; do
+  steps=auto
   case $trial in
     mix)
       fret=out/mix/cranfield-smollm2-qwen.jsonl
@@ -33,8 +37,13 @@ with open(out, "w") as f:
 PY
       ;;
     q2) fret=out/cranfield-q2/fret.jsonl ;;
+    q2-39) fret=out/cranfield-q2/fret.jsonl; steps=39 ;;
+    second)
+      fret=out/mix/cranfield-q2-second.jsonl
+      grep '"query_id":"q_1:' out/cranfield-q2/fret.jsonl > "$fret" || exit 1
+      ;;
     *) echo "unknown trial $trial"; exit 2 ;;
   esac
   .venv/bin/python scripts/beir_finetune.py --dataset $DS --fret $fret --labels seed --query-format plain \
-    --seeds ${SEEDS:-42} --dev-only --bin $B --out out/finetune/s14-cranfield-$trial${SEEDS:+-s${SEEDS//,/}} || exit 1
+    --seeds ${SEEDS:-42} --steps $steps --dev-only --bin $B --out out/finetune/qpp-cranfield-$trial${SEEDS:+-s${SEEDS//,/}} || exit 1
 done
